@@ -1,0 +1,51 @@
+# camera-agent: the two-command quick start is `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: all sysdeps test lint fmt demo bench clean
+
+all: test
+
+# System packages the targets rely on, installed only when missing (needs root on a fresh box).
+sysdeps:
+	@missing=""; \
+	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages:$$missing"; \
+	  if [ "$$(id -u)" != 0 ]; then echo "run as root, or install:$$missing" >&2; exit 1; fi; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+# The virtual environment; rebuilt when pyproject.toml changes.
+$(VENV): pyproject.toml
+	@$(MAKE) --no-print-directory sysdeps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $(VENV)
+
+test: $(VENV)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: $(VENV)
+	$(BIN)/ruff check agent firmware_tools tests
+	$(BIN)/ruff format --check agent firmware_tools tests
+	$(BIN)/mypy
+
+fmt: $(VENV)
+	$(BIN)/ruff format agent firmware_tools tests
+	$(BIN)/ruff check --fix agent firmware_tools tests
+
+demo: $(VENV)
+	$(BIN)/camera-agent demo
+
+bench: $(VENV)
+	$(BIN)/python -m tests.bench
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

@@ -1,0 +1,1 @@
+"""Camera discovery (WS-Discovery, mDNS) and the inventory."""

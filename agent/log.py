@@ -1,0 +1,50 @@
+"""Logging setup and helpers shared by every service."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def setup(level: str | int = "INFO", *, stream: object = None) -> None:
+    """Configure the root logger once for a command-line run."""
+    handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
+    handler.setFormatter(logging.Formatter(_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level if isinstance(level, int) else level.upper())
+    # Third-party chatter that is never useful at INFO.
+    for noisy in ("zeep", "httpx", "urllib3", "aiohttp.access", "libav"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+class LogOnce:
+    """Log a repeating fault once per `interval` seconds per key, counting the rest.
+
+    A camera that fails every second must not fill the disk with the same line.
+    """
+
+    def __init__(self, logger: logging.Logger, interval: float = 60.0) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def log(self, level: int, key: str, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last[0] < self._interval:
+            self._last[key] = (last[0], last[1] + 1)
+            return
+        suppressed = last[1] if last else 0
+        self._last[key] = (now, 0)
+        if suppressed:
+            msg = msg + " (%d similar suppressed)"
+            args = (*args, suppressed)
+        self._logger.log(level, msg, *args)
+
+    def clear(self, key: str) -> None:
+        """Forget a key, so the next fault on it is logged at once (e.g. after recovery)."""
+        self._last.pop(key, None)

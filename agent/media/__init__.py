@@ -1,0 +1,1 @@
+"""Media: RTSP server/client pieces, relays, snapshots."""

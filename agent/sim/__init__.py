@@ -1,0 +1,1 @@
+"""Simulators of the world around the agent: ONVIF cameras and the cloud."""

@@ -1,0 +1,1 @@
+"""Signed update bundles, agent self-update and camera firmware push (see docs/updates.md)."""
