@@ -1,0 +1,1 @@
+"""The agent's side of cameras: the ONVIF client and camera commands."""

@@ -1,0 +1,1 @@
+"""The simulated ONVIF camera: SOAP services, RTSP video, WS-Discovery, fault injection."""

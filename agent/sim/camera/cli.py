@@ -1,0 +1,114 @@
+"""`camera-agent sim camera`: run simulated cameras until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+
+from agent.sim.camera.camera import SimCameraConfig
+from agent.sim.camera.fleet import SimCameraFleet
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on and announce")
+    p.add_argument("--port", type=int, default=8000, help="ONVIF HTTP port (0: pick a free one)")
+    p.add_argument("--rtsp-port", type=int, default=8554, help="RTSP port (0: pick a free one)")
+    p.add_argument("--username", default="admin", help="administrator user name")
+    p.add_argument("--password", default="admin", help="administrator password")
+    p.add_argument("--count", type=int, default=1, help="number of cameras in this process")
+    p.add_argument("--name", default="SimCam", help="camera name (suffixed -i when --count > 1)")
+    p.add_argument("--manufacturer", default="Simulated Optics", help="ONVIF manufacturer")
+    p.add_argument("--model", default="SC-2000", help="ONVIF model")
+    p.add_argument("--serial", default="SC2000", help="serial number (camera i adds a suffix)")
+    p.add_argument("--firmware-version", default="1.0.0", help="initial firmware version")
+    p.add_argument(
+        "--discovery-port",
+        type=int,
+        default=3702,
+        help="WS-Discovery UDP port (3702 is the standard; 0 disables discovery)",
+    )
+    p.add_argument(
+        "--no-multicast",
+        action="store_true",
+        help="answer unicast WS-Discovery probes only (no multicast group, Hello or Bye)",
+    )
+    p.add_argument("--mdns", action="store_true", help="advertise the RTSP service over mDNS")
+    p.add_argument(
+        "--faults",
+        default=None,
+        metavar="JSON",
+        help='initial faults, e.g. \'{"soap_latency": 0.5}\' (same switches as PUT /sim/faults)',
+    )
+    p.add_argument(
+        "--ready-file",
+        default=None,
+        metavar="PATH",
+        help="write the cameras' addresses as JSON to PATH once they are all serving",
+    )
+
+
+def _configs(args: argparse.Namespace) -> list[SimCameraConfig]:
+    if args.count < 1:
+        raise SystemExit("camera-agent sim camera: --count must be at least 1")
+    faults = json.loads(args.faults) if args.faults else None
+    configs = []
+    for i in range(args.count):
+        suffix = f"-{i + 1}" if args.count > 1 else ""
+        configs.append(
+            SimCameraConfig(
+                host=args.host,
+                port=args.port + i if args.port else 0,
+                rtsp_port=args.rtsp_port + i if args.rtsp_port else 0,
+                username=args.username,
+                password=args.password,
+                name=f"{args.name}{suffix}",
+                manufacturer=args.manufacturer,
+                model=args.model,
+                serial=f"{args.serial}{i + 1:04d}" if args.count > 1 else args.serial,
+                firmware_version=args.firmware_version,
+                faults=faults,
+            )
+        )
+    return configs
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        configs = _configs(args)
+    except json.JSONDecodeError as exc:
+        print(f"camera-agent sim camera: --faults is not JSON: {exc}", file=sys.stderr)
+        return 2
+    fleet = SimCameraFleet(
+        configs,
+        discovery_port=args.discovery_port or None,
+        multicast=not args.no_multicast,
+        mdns=args.mdns,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await fleet.start()
+    except OSError as exc:
+        print(f"camera-agent sim camera: cannot listen: {exc}", file=sys.stderr)
+        await fleet.stop()
+        return 1
+    try:
+        for cam in fleet.cameras:
+            log.info("camera %s: %s  rtsp %s", cam.config.name, cam.device_url, cam.rtsp_url("main"))
+        if args.ready_file:
+            with open(args.ready_file, "w", encoding="utf-8") as fh:
+                json.dump(fleet.describe(), fh, indent=2)
+        await stop.wait()
+    finally:
+        await fleet.stop()
+    return 0
