@@ -88,6 +88,8 @@ def map_error(exc: BaseException, where: str) -> AgentError:
     if isinstance(exc, zeep.exceptions.TransportError):
         if exc.status_code in (401, 403):
             return AuthError(f"{where}: camera rejected the credentials (HTTP {exc.status_code})")
+        if 200 <= exc.status_code < 300:  # a 2xx whose body is not SOAP: a camera that lies
+            return ProtocolError(f"{where}: camera answered with something that is not SOAP")
         return Unavailable(f"{where}: HTTP {exc.status_code}")
     if isinstance(exc, zeep.exceptions.XMLSyntaxError | zeep.exceptions.XMLParseError):
         return ProtocolError(f"{where}: camera sent invalid XML")
