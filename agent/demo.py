@@ -36,9 +36,7 @@ class PullResult:
 def pull_frames(url: str, frames: int, timeout: float = 15.0) -> PullResult:
     """Decode `frames` video frames from an RTSP URL with FFmpeg (blocking: run in a thread)."""
     start = time.monotonic()
-    with av.open(
-        url, options={"rtsp_transport": "tcp"}, timeout=(timeout, timeout)
-    ) as container:
+    with av.open(url, options={"rtsp_transport": "tcp"}, timeout=(timeout, timeout)) as container:
         vstream = container.streams.video[0]
         has_audio = bool(container.streams.audio)
         got = width = height = 0
@@ -77,6 +75,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    if logging.getLogger().level > logging.DEBUG:
+        # Per-session server chatter would drown the demo's own lines.
+        for name in ("agent.media", "agent.sim"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     username, password = "admin", "demo-pass"
     configs = [
         SimCameraConfig(
@@ -112,18 +114,18 @@ async def run(args: argparse.Namespace) -> int:
         print(format_table(cams))
         print(f"   {len(cams)} camera(s) in {time.monotonic() - t0:.1f} s")
         ok = len(cams) == len(configs) and all(c.state == "online" for c in cams)
-        for cam in cams:
-            for prof in cam.profiles:
+        for found in cams:
+            for prof in found.profiles:
                 url = _with_credentials(prof["rtsp_uri"], username, password)
                 res = await asyncio.to_thread(pull_frames, url, args.frames)
                 print(
-                    f"== {cam.id} {prof['name']}: {res.frames} frames {res.width}x{res.height} "
+                    f"== {found.id} {prof['name']}: {res.frames} frames {res.width}x{res.height} "
                     f"in {res.seconds:.1f} s{' + audio' if res.audio else ''}"
                 )
                 ok = ok and res.frames >= args.frames
-            if cam.snapshot_uri:
-                size = await _snapshot(cam.snapshot_uri, username, password)
-                print(f"== {cam.id} snapshot: {size} bytes of JPEG")
+            if found.snapshot_uri:
+                size = await _snapshot(found.snapshot_uri, username, password)
+                print(f"== {found.id} snapshot: {size} bytes of JPEG")
         print("== demo " + ("passed" if ok else "FAILED"))
         if args.keep_running:
             print("== cameras keep running; Ctrl-C to stop")

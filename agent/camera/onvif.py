@@ -220,7 +220,9 @@ class OnvifSession:
 
     async def snapshot_uri(self, profile_token: str) -> str | None:
         media = await self._call("media", self.camera.create_media_service())
-        uri = await self._call("GetSnapshotUri", media.GetSnapshotUri({"ProfileToken": profile_token}))
+        uri = await self._call(
+            "GetSnapshotUri", media.GetSnapshotUri({"ProfileToken": profile_token})
+        )
         value = _get(uri, "Uri")
         return str(value) if value else None
 

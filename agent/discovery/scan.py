@@ -112,8 +112,7 @@ def subnet_hosts(cidr: str) -> list[str]:
     net = ipaddress.ip_network(cidr, strict=False)
     if net.num_addresses > MAX_SUBNET_HOSTS:
         raise ValueError(f"subnet {cidr} has more than {MAX_SUBNET_HOSTS} addresses")
-    hosts = [str(h) for h in net.hosts()] or [str(net.network_address)]
-    return hosts
+    return [str(h) for h in net.hosts()] or [str(net.network_address)]
 
 
 def _xaddr_for(host: str, port: int) -> str:

@@ -140,7 +140,10 @@ async def test_fault_switches_are_validated_and_take_effect(cam: SimCamera) -> N
     status, body = await _sim(cam, "PUT", "/sim/faults", {"soap_latency": "slow"})
     assert status == 400
     status, body = await _sim(
-        cam, "PUT", "/sim/faults", {"soap_faults": {"GetDeviceInformation": "ter:ActionNotSupported"}}
+        cam,
+        "PUT",
+        "/sim/faults",
+        {"soap_faults": {"GetDeviceInformation": "ter:ActionNotSupported"}},
     )
     assert status == 200
     client = await _onvif(cam)

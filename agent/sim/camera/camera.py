@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -55,7 +55,7 @@ class SimCameraConfig:
 
 def encoder_settings(profile: Profile) -> EncoderSettings:
     enc = profile.encoder
-    encoding = "H265" if enc.encoding == "H265" else "H264"
+    encoding: Literal["H264", "H265"] = "H265" if enc.encoding == "H265" else "H264"
     return EncoderSettings(
         encoding=encoding,
         width=enc.width,
@@ -213,9 +213,7 @@ class SimCamera:
             self._runner = runner
             site = web.TCPSite(runner, self.config.host, self.model.http_port, reuse_address=True)
             await site.start()
-            sock = site._server.sockets[0] if site._server and site._server.sockets else None  # type: ignore[union-attr]
-            if sock is not None:
-                self.model.http_port = int(sock.getsockname()[1])
+            self.model.http_port = _bound_port(runner, self.model.http_port)
         except BaseException:
             await self._bring_down()
             raise
@@ -276,7 +274,9 @@ class SimCamera:
         )
 
     async def _snapshot(self, request: web.Request) -> web.StreamResponse:
-        result = self._auth.verify(request.method, request.path_qs, request.headers.get("Authorization"))
+        result = self._auth.verify(
+            request.method, request.path_qs, request.headers.get("Authorization")
+        )
         if result.username is None:
             resp = web.Response(status=401, text="401 Unauthorized\n")
             for value in self._auth.challenge(stale=result.stale):
@@ -333,6 +333,14 @@ class SimCamera:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("%s: background work failed: %s", self.config.name, task.exception())
+
+
+def _bound_port(runner: web.AppRunner, default: int) -> int:
+    """The port a site really listens on (the one the OS picked for port 0)."""
+    for addr in runner.addresses:
+        if isinstance(addr, tuple) and len(addr) >= 2:
+            return int(addr[1])
+    return default
 
 
 async def _server_header(request: web.Request, response: web.StreamResponse) -> None:

@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
+from typing import Any
 
 from agent.sim.camera.camera import SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
@@ -32,8 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--discovery-port",
         type=int,
         default=3702,
-        help="WS-Discovery UDP port (3702 is the standard; 0 disables discovery)",
+        help="WS-Discovery UDP port (3702 is the standard; 0 picks a free port, unicast only)",
     )
+    p.add_argument("--no-discovery", action="store_true", help="do not answer WS-Discovery")
     p.add_argument(
         "--no-multicast",
         action="store_true",
@@ -44,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--faults",
         default=None,
         metavar="JSON",
-        help='initial faults, e.g. \'{"soap_latency": 0.5}\' (same switches as PUT /sim/faults)',
+        help="initial faults, e.g. '{\"soap_latency\": 0.5}' (same switches as PUT /sim/faults)",
     )
     p.add_argument(
         "--ready-file",
@@ -79,6 +82,14 @@ def _configs(args: argparse.Namespace) -> list[SimCameraConfig]:
     return configs
 
 
+def _write_ready(path: str, info: dict[str, Any]) -> None:
+    """Write atomically, so a reader never sees half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(info, fh, indent=2)
+    os.replace(tmp, path)
+
+
 async def run(args: argparse.Namespace) -> int:
     try:
         configs = _configs(args)
@@ -87,8 +98,8 @@ async def run(args: argparse.Namespace) -> int:
         return 2
     fleet = SimCameraFleet(
         configs,
-        discovery_port=args.discovery_port or None,
-        multicast=not args.no_multicast,
+        discovery_port=None if args.no_discovery else args.discovery_port,
+        multicast=not args.no_multicast and args.discovery_port != 0,
         mdns=args.mdns,
     )
     stop = asyncio.Event()
@@ -104,10 +115,11 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     try:
         for cam in fleet.cameras:
-            log.info("camera %s: %s  rtsp %s", cam.config.name, cam.device_url, cam.rtsp_url("main"))
+            log.info(
+                "camera %s: %s  rtsp %s", cam.config.name, cam.device_url, cam.rtsp_url("main")
+            )
         if args.ready_file:
-            with open(args.ready_file, "w", encoding="utf-8") as fh:
-                json.dump(fleet.describe(), fh, indent=2)
+            await asyncio.to_thread(_write_ready, args.ready_file, fleet.describe())
         await stop.wait()
     finally:
         await fleet.stop()

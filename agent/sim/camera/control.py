@@ -1,14 +1,14 @@
 """The simulated camera's fault-injection endpoint under `/sim/` on its ONVIF HTTP port.
 
-| method and path        | body                          | effect                                   |
-|------------------------|-------------------------------|------------------------------------------|
-| GET /sim/state         |                               | identity, ports, faults, PTZ, viewers    |
-| PUT /sim/faults        | {"soap_latency": 0.5, ...}    | switch faults on/off (omitted keys kept) |
-| DELETE /sim/faults     |                               | every fault off                          |
-| POST /sim/reboot       | {"seconds": N}                | all services gone N s, then back         |
-| POST /sim/rtsp/drop    |                               | close every RTSP connection now          |
-| PUT /sim/qr            | {"text": "..."}               | the video shows `text` as a QR code      |
-| DELETE /sim/qr         |                               | QR code off                              |
+| method and path     | body                       | effect                                   |
+|---------------------|----------------------------|------------------------------------------|
+| GET /sim/state      |                            | identity, ports, faults, PTZ, viewers    |
+| PUT /sim/faults     | {"soap_latency": 0.5, ...} | switch faults on/off (omitted keys kept) |
+| DELETE /sim/faults  |                            | every fault off                          |
+| POST /sim/reboot    | {"seconds": N}             | all services gone N s, then back         |
+| POST /sim/rtsp/drop |                            | close every RTSP connection now          |
+| PUT /sim/qr         | {"text": "..."}            | the video shows `text` as a QR code      |
+| DELETE /sim/qr      |                            | QR code off                              |
 
 Errors are JSON `{"error": "..."}` with 400 (bad JSON or value) or 413 (too large).
 """
@@ -33,7 +33,7 @@ MAX_QR_TEXT = 1000
 #: Longest reboot accepted, seconds.
 MAX_REBOOT = 3600.0
 
-CAMERA = web.AppKey("sim_camera", object)
+CAMERA: web.AppKey[SimCamera] = web.AppKey("sim_camera")
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -53,8 +53,7 @@ async def _json_body(request: web.Request) -> Any:
 
 
 def _camera(request: web.Request) -> SimCamera:
-    cam = request.app[CAMERA]
-    return cam  # type: ignore[return-value]
+    return request.app[CAMERA]
 
 
 def state(cam: SimCamera) -> dict[str, Any]:

@@ -90,9 +90,13 @@ class SimCameraFleet:
                 async with sem:
                     await cam.start()
 
-            async with asyncio.TaskGroup() as group:
-                for cam in self.cameras:
-                    group.create_task(start_one(cam))
+            try:
+                async with asyncio.TaskGroup() as group:
+                    for cam in self.cameras:
+                        group.create_task(start_one(cam))
+            except BaseExceptionGroup as group_error:
+                # Report the first real cause (e.g. a port in use), not the group.
+                raise group_error.exceptions[0] from None
         except BaseException:
             await self.stop()
             raise
