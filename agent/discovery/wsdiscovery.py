@@ -28,6 +28,7 @@ from agent.proto.wsdiscovery import (
     MULTICAST_PORT,
     MULTICAST_UDP_REPEAT,
     NVT,
+    UNICAST_UDP_REPEAT,
     Bye,
     Hello,
     Probe,
@@ -68,6 +69,23 @@ def interface_name(host: str) -> str | None:
     return None
 
 
+def interface_address(interface: str) -> str:
+    """The local IPv4 address meant by `interface`: one of this host's addresses, or the
+    first IPv4 address of the interface with that name."""
+    try:
+        ipaddress.ip_address(interface)
+    except ValueError:
+        for adapter in ifaddr.get_adapters():
+            if adapter.name == interface:
+                for ip in adapter.ips:
+                    if isinstance(ip.ip, str):
+                        return ip.ip
+        raise InvalidArgument(f"no IPv4 address on interface {interface!r}") from None
+    if interface_name(interface) is None:
+        raise InvalidArgument(f"{interface} is not an address of this host")
+    return interface
+
+
 def multicast_capable(host: str) -> bool:
     """True if `host` is a local IPv4 address on an interface flagged MULTICAST.
 
@@ -97,16 +115,21 @@ def unicast_socket(
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
         if multicast_interface is not None:
-            iface = socket.inet_aton(multicast_interface)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, iface)
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
-            if sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4) != iface:
-                raise OSError("IP_MULTICAST_IF not applied")
+            _pin_multicast(sock, multicast_interface)
         sock.bind((host, port))
     except BaseException:
         sock.close()
         raise
     return sock
+
+
+def _pin_multicast(sock: socket.socket, interface: str) -> None:
+    """Multicast from `sock` leaves through `interface` only, one hop."""
+    iface = socket.inet_aton(interface)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, iface)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+    if sock.getsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, 4) != iface:
+        raise OSError(f"IP_MULTICAST_IF {interface} not applied")
 
 
 def multicast_receiver(interface: str | None, port: int = MULTICAST_PORT) -> socket.socket:
@@ -190,7 +213,7 @@ async def _resolve(targets: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
 
 async def probe(
     *,
-    timeout: float = 3.0,
+    timeout: float = 3.0,  # noqa: ASYNC109 - the listening window, not a deadline
     interface: str | None = None,
     unicast: Sequence[tuple[str, int]] = (),
     multicast: bool = True,
@@ -198,10 +221,15 @@ async def probe(
     scopes: Sequence[str] = (),
 ) -> list[ProbeMatch]:
     """Send one Probe (multicast on `interface` and/or unicast) and collect answers until
-    `timeout`, de-duplicated by endpoint reference, in order of arrival."""
+    `timeout`, de-duplicated by endpoint reference, in order of arrival.
+
+    `interface` is a local IPv4 address or an interface name; None lets routing choose.
+    """
     loop = asyncio.get_running_loop()
     message = Probe(new_message_id(), tuple(types), tuple(scopes))
     data = serialize(message)
+    if interface is not None:
+        interface = await asyncio.to_thread(interface_address, interface)
     targets = await _resolve(unicast)
     if not targets and not multicast:
         return []
@@ -218,19 +246,24 @@ async def probe(
         for family in families:
             if family == socket.AF_INET:
                 sock = unicast_socket(interface or "0.0.0.0", 0, multicast_interface=interface)
-                if interface is None:
-                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
             else:
                 sock = unicast_socket("::", 0)
-            transport, _ = await loop.create_datagram_endpoint(lambda: collector, sock=sock)
+            try:
+                if family == socket.AF_INET and interface is None:
+                    sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+                transport, _ = await loop.create_datagram_endpoint(lambda: collector, sock=sock)
+            except BaseException:
+                sock.close()
+                raise
             transports[family] = transport
         sender = asyncio.create_task(_send_rounds(data, transports, targets, multicast))
         try:
             await asyncio.sleep(timeout)
         finally:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+            await asyncio.wait([sender])
+        if not sender.cancelled() and sender.exception() is not None:
+            _LOG.warning("sending probes failed: %s", sender.exception())
     finally:
         for transport in transports.values():
             transport.close()
@@ -249,7 +282,7 @@ async def _send_rounds(
         await asyncio.sleep(delay)
         if multicast:
             transports[socket.AF_INET].sendto(data, (MULTICAST_GROUP, MULTICAST_PORT))
-        if round_number > 1:
+        if round_number > UNICAST_UDP_REPEAT:
             continue
         for index, (host, port) in enumerate(targets, 1):
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -303,7 +336,10 @@ class HelloByeListener:
         loop = asyncio.get_running_loop()
         try:
             if self._multicast:
-                sock = multicast_receiver(self._interface)
+                interface = self._interface
+                if interface is not None:
+                    interface = await asyncio.to_thread(interface_address, interface)
+                sock = multicast_receiver(interface)
                 transport, _ = await loop.create_datagram_endpoint(self._protocol, sock=sock)
                 self._transports.append(transport)
             if self._bind is not None:

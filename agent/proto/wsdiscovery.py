@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,12 +78,16 @@ NVT = QName(NS_DN, "NetworkVideoTransmitter")
 DEVICE = QName(NS_TDS, "Device")
 
 
+_NOT_XML = frozenset([*map(chr, range(0x20)), "\x7f", "\ufffe", "\uffff"])
+_SURROGATES = re.compile("[\ud800-\udfff]")
+
+
 def _check_token(value: str, what: str) -> None:
     """A list item or header value: non-empty, no whitespace, no control characters."""
     if not value:
         raise InvalidArgument(f"{what} is empty")
-    if any(ch.isspace() or ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
-        raise InvalidArgument(f"{what} contains whitespace or control characters: {value!r}")
+    if any(ch.isspace() or ch in _NOT_XML for ch in value) or _SURROGATES.search(value):
+        raise InvalidArgument(f"{what} contains whitespace or non-XML characters: {value!r}")
 
 
 def _check_list(values: Sequence[str], what: str) -> None:
@@ -101,6 +106,8 @@ def _check_types(types: Sequence[QName]) -> None:
             raise InvalidArgument(f"type local name contains ':': {qname.local!r}")
         if qname.namespace:
             _check_token(qname.namespace, "type namespace")
+            if "{" in qname.namespace or "}" in qname.namespace:
+                raise InvalidArgument(f"type namespace is not a URI: {qname.namespace!r}")
 
 
 @dataclass(frozen=True)
@@ -308,6 +315,9 @@ def _types_xml(types: Sequence[QName]) -> str:
     extra: dict[str, str] = {}
     names = []
     for qname in types:
+        if not qname.namespace:  # no namespace: unprefixed, no default namespace in scope
+            names.append(qname.local)
+            continue
         prefix = _WELL_KNOWN.get(qname.namespace) or extra.setdefault(
             qname.namespace, f"t{len(extra)}"
         )
@@ -434,7 +444,10 @@ def _read_tree(data: bytes) -> tuple[Element, _NsMaps]:
                     raise LimitExceeded(f"more than {MAX_ELEMENTS} XML elements")
             else:
                 stack.pop()
-    except (ParseError, defusedxml.DefusedXmlException) as exc:
+    except ProtocolError:
+        raise
+    except (ParseError, defusedxml.DefusedXmlException, LookupError, ValueError) as exc:
+        # LookupError: an unknown encoding in the XML declaration
         raise ProtocolError(f"malformed XML: {exc}") from exc
     if root is None:  # pragma: no cover - expat rejects empty documents first
         raise ProtocolError("empty document")
