@@ -62,7 +62,7 @@ async def _sim(cam: SimCamera, method: str, path: str, json: object = None) -> t
 
 
 async def _onvif(cam: SimCamera, password: str = PASSWORD) -> ONVIFCamera:
-    client = ONVIFCamera("127.0.0.1", cam.port, USER, password, adjust_time=True)
+    client = ONVIFCamera("127.0.0.1", cam.port, USER, password, adjust_time=True, no_cache=True)
     await client.update_xaddrs()
     return client
 
