@@ -171,7 +171,8 @@ def _read_until_stalled(url: str, seconds: float) -> tuple[int, bool]:
     """Frames read before the stream went quiet, and whether it did."""
     got = 0
     try:
-        with av.open(url, options={"rtsp_transport": "tcp"}, timeout=(10, seconds)) as c:
+        open_timeout = min(seconds + 1, 10)
+        with av.open(url, options={"rtsp_transport": "tcp"}, timeout=(open_timeout, seconds)) as c:
             for _ in c.demux(c.streams.video[0]):
                 got += 1
     except av.error.ExitError:
