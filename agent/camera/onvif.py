@@ -14,7 +14,6 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import aiohttp
-import httpx
 import zeep.exceptions
 from onvif import ONVIFCamera
 from onvif.exceptions import ONVIFAuthError, ONVIFError, ONVIFTimeoutError
@@ -93,7 +92,7 @@ def map_error(exc: BaseException, where: str) -> AgentError:
         return Unavailable(f"{where}: HTTP {exc.status_code}")
     if isinstance(exc, zeep.exceptions.XMLSyntaxError | zeep.exceptions.XMLParseError):
         return ProtocolError(f"{where}: camera sent invalid XML")
-    if isinstance(exc, aiohttp.ClientError | httpx.HTTPError | OSError):
+    if isinstance(exc, aiohttp.ClientError | OSError):
         return Unavailable(f"{where}: {type(exc).__name__}: {exc}")
     if isinstance(exc, ONVIFError):
         return ProtocolError(f"{where}: {exc}")

@@ -213,7 +213,7 @@ async def _resolve(targets: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
 
 async def probe(
     *,
-    timeout: float = 3.0,  # noqa: ASYNC109 - the listening window, not a deadline
+    timeout: float = 3.0,
     interface: str | None = None,
     unicast: Sequence[tuple[str, int]] = (),
     multicast: bool = True,

@@ -92,7 +92,7 @@ async def browse(interface: str, count: int, seconds: float) -> list[dict[str, A
 
     browser = AsyncServiceBrowser(aiozc.zeroconf, [RTSP_TYPE], handlers=[changed])
     deadline = time.monotonic() + seconds
-    while len(names) < count and time.monotonic() < deadline:  # noqa: ASYNC110
+    while len(names) < count and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     services = []
     for name in sorted(names):
