@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, TypeAlias
 
 from agent import __version__
 from agent import log as agent_log
@@ -26,61 +27,39 @@ def host_port(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def _add_sim(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from agent.sim.camera.cli import add_arguments as add_camera_arguments
-    from agent.sim.camera.cli import run as run_camera
+_Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
+
+def _command(sub: _Sub, name: str, module: str, help_text: str, description: str) -> None:
+    """Add a subcommand whose module provides `add_arguments(parser)` and `async run(args)`."""
+    mod = importlib.import_module(module)
+    p = sub.add_parser(
+        name,
+        help=help_text,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    mod.add_arguments(p)
+    p.set_defaults(handler=mod.run)
+
+
+def _add_sim(sub: _Sub) -> None:
     sim = sub.add_parser(
         "sim",
         help="run simulators (cameras, cloud) for tests and demos",
         description="Simulators of the world around the agent.",
     )
     sim_sub = sim.add_subparsers(dest="sim_command", metavar="SIMULATOR", required=True)
-    cam = sim_sub.add_parser(
+    _command(
+        sim_sub,
         "camera",
-        help="simulated ONVIF camera(s) with RTSP video",
-        description=(
-            "Run one or more simulated ONVIF cameras: ONVIF device/media/media2/PTZ/imaging "
-            "services over SOAP, H.264/H.265 video with G.711 audio over RTSP, WS-Discovery "
-            "and mDNS. Camera i of --count N listens on PORT+i and RTSP-PORT+i. Faults are "
-            "injected at http://HOST:PORT/sim/ (see docs/simulator.md)."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "agent.sim.camera.cli",
+        "simulated ONVIF camera(s) with RTSP video",
+        "Run one or more simulated ONVIF cameras: ONVIF device/media/media2/PTZ/imaging "
+        "services over SOAP, H.264/H.265 video with G.711 audio over RTSP, WS-Discovery "
+        "and mDNS. Camera i of --count N listens on PORT+i and RTSP-PORT+i. Faults are "
+        "injected at http://HOST:PORT/sim/ (see docs/simulator.md).",
     )
-    add_camera_arguments(cam)
-    cam.set_defaults(handler=run_camera)
-
-
-def _add_discover(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from agent.discovery.scan import add_arguments, run
-
-    p = sub.add_parser(
-        "discover",
-        help="find ONVIF cameras on the local network",
-        description=(
-            "Find ONVIF cameras with WS-Discovery (multicast, plus unicast to --probe and "
-            "--subnet hosts) and read each one's identity and streams over ONVIF."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_arguments(p)
-    p.set_defaults(handler=run)
-
-
-def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from agent.demo import add_arguments, run
-
-    p = sub.add_parser(
-        "demo",
-        help="end-to-end demonstration on this machine (loopback only)",
-        description=(
-            "Start simulated cameras on 127.0.0.1, discover them, read their streams and pull "
-            "video from them with FFmpeg, then stop. Needs no network beyond loopback."
-        ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add_arguments(p)
-    p.set_defaults(handler=run)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,8 +76,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much to log on stderr",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    _add_discover(sub)
-    _add_demo(sub)
+    _command(
+        sub,
+        "discover",
+        "agent.discovery.scan",
+        "find ONVIF cameras on the local network",
+        "Find ONVIF cameras with WS-Discovery (multicast, plus unicast to --subnet hosts), "
+        "add the ones given by --probe, and read each one's identity and streams over ONVIF.",
+    )
+    _command(
+        sub,
+        "demo",
+        "agent.demo",
+        "end-to-end demonstration on this machine (loopback only)",
+        "Start simulated cameras on 127.0.0.1, discover them, read their streams and pull "
+        "video from them with FFmpeg, then stop. Needs no network beyond loopback.",
+    )
     _add_sim(sub)
     return parser
 
