@@ -37,3 +37,11 @@ class Unavailable(AgentError, ConnectionError):
 
 class ConfigError(AgentError):
     """Configuration is invalid: fail fast at start-up with the reason."""
+
+
+class NotConfigured(AuthError):
+    """No credentials are known for the camera: configure them, then retry."""
+
+
+class Unsupported(AgentError):
+    """The camera (or peer) does not offer this feature: do not retry."""

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
+import contextlib
 import ipaddress
 import json
 import logging
 import sys
+import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -65,9 +66,17 @@ class FoundCamera:
 
 
 def camera_id(endpoint_reference: str, serial: str, xaddr: str) -> str:
-    """A stable id: from the endpoint reference (survives IP changes), else serial, else address."""
-    basis = endpoint_reference or (f"serial:{serial}" if serial else f"xaddr:{xaddr}")
-    return "cam-" + hashlib.sha256(basis.encode()).hexdigest()[:12]
+    """A stable UUID for a camera, so it survives address changes.
+
+    A `urn:uuid:` endpoint reference (what ONVIF cameras announce) is the camera's own UUID;
+    otherwise a UUID is derived from the endpoint reference, else the serial, else the address.
+    """
+    ref = endpoint_reference.strip()
+    if ref.lower().startswith("urn:uuid:"):
+        with contextlib.suppress(ValueError):
+            return str(uuid.UUID(ref[9:]))
+    basis = ref or (f"serial:{serial}" if serial else f"xaddr:{xaddr}")
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"camera-agent:{basis}"))
 
 
 def _apply_details(cam: FoundCamera, details: CameraDetails) -> None:
