@@ -1,0 +1,273 @@
+"""The agent's configuration: one frozen, typed object validated at start-up.
+
+Sources, later ones winning: built-in defaults, the TOML file (`/etc/camera-agent/agent.toml` or
+`--config`), environment variables (`CAMERA_AGENT_*`), command-line flags. Anything invalid stops
+the agent at start with a `ConfigError` that names the setting; secrets are wrapped in `Secret`.
+
+Example file:
+
+    [agent]
+    state_dir = "/var/lib/camera-agent"
+
+    [api]
+    listen = "127.0.0.1:8780"     # another address needs token (or CAMERA_AGENT_API_TOKEN)
+    token = "change-me"
+
+    [discovery]
+    multicast = true
+    interfaces = []               # IPv4 addresses to probe on; empty = the default interface
+    subnets = ["192.168.1.0/24"]  # unicast WS-Discovery to every host
+    probe = ["192.168.1.64:80"]   # cameras that do not answer discovery (ONVIF HTTP address)
+    interval = 300                # seconds between re-probes
+    mdns = true
+
+    [[credentials.default]]       # tried in order on every camera
+    username = "admin"
+    password = "admin"
+
+    [[credentials.camera]]        # for one camera: match its id, serial number or address
+    match = "192.168.1.64"
+    username = "viewer"
+    password = "secret"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+from agent.secret import Credentials, Secret
+
+DEFAULT_CONFIG = Path("/etc/camera-agent/agent.toml")
+DEFAULT_STATE_DIR = Path("/var/lib/camera-agent")
+DEFAULT_API = ("127.0.0.1", 8780)
+MAX_CONFIG_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class DiscoveryConfig:
+    multicast: bool = True
+    interfaces: tuple[str, ...] = ()
+    subnets: tuple[str, ...] = ()
+    probe: tuple[tuple[str, int], ...] = ()
+    interval: float = 300.0
+    discovery_port: int = 3702
+    mdns: bool = True
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    state_dir: Path = DEFAULT_STATE_DIR
+    api_host: str = DEFAULT_API[0]
+    api_port: int = DEFAULT_API[1]
+    api_token: Secret | None = None
+    discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    default_credentials: tuple[Credentials, ...] = ()
+    camera_credentials: Mapping[str, Credentials] = field(default_factory=dict)
+    source: str = "defaults"  # where the file part came from, for `status`
+
+
+def parse_host_port(text: str, what: str) -> tuple[str, int]:
+    host, sep, port = text.strip().rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _table(data: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _typed(section: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    value = section[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if (isinstance(value, bool) and bool not in kinds) or not isinstance(value, kinds):
+        names = " or ".join(k.__name__ for k in kinds)
+        raise ConfigError(f"{where}.{key} must be of type {names}")
+    return value
+
+
+def _strings(section: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = _typed(section, key, list, where)
+    if not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}.{key} must be a list of strings")
+    return tuple(value)
+
+
+def _check_keys(section: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    unknown = sorted(set(section) - allowed)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in {where}: {', '.join(unknown)}")
+
+
+def _credentials(item: Any, where: str) -> Credentials:
+    if not isinstance(item, Mapping):
+        raise ConfigError(f"{where} entries must be tables")
+    username, password = item.get("username"), item.get("password")
+    if not isinstance(username, str) or not username or not isinstance(password, str):
+        raise ConfigError(f"{where} entries need a username and a password (strings)")
+    return Credentials(username, Secret(password))
+
+
+def _check_subnet(cidr: str) -> str:
+    try:
+        ipaddress.ip_network(cidr, strict=False)
+    except ValueError as exc:
+        raise ConfigError(f"discovery.subnets: {exc}") from None
+    return cidr
+
+
+def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfig:
+    """Build a config from parsed TOML; raises ConfigError naming the bad setting."""
+    _check_keys(data, {"agent", "api", "discovery", "credentials"}, "the config file")
+    cfg = AgentConfig(source=source)
+    agent = _table(data, "agent")
+    _check_keys(agent, {"state_dir"}, "[agent]")
+    if "state_dir" in agent:
+        cfg = replace(cfg, state_dir=Path(_typed(agent, "state_dir", str, "agent")))
+    api = _table(data, "api")
+    _check_keys(api, {"listen", "token"}, "[api]")
+    if "listen" in api:
+        host, port = parse_host_port(_typed(api, "listen", str, "api"), "api.listen")
+        cfg = replace(cfg, api_host=host, api_port=port)
+    if "token" in api:
+        cfg = replace(cfg, api_token=Secret(_typed(api, "token", str, "api")))
+    disc = _table(data, "discovery")
+    _check_keys(
+        disc,
+        {"multicast", "interfaces", "subnets", "probe", "interval", "discovery_port", "mdns"},
+        "[discovery]",
+    )
+    d = cfg.discovery
+    if "multicast" in disc:
+        d = replace(d, multicast=_typed(disc, "multicast", bool, "discovery"))
+    if "mdns" in disc:
+        d = replace(d, mdns=_typed(disc, "mdns", bool, "discovery"))
+    if "interfaces" in disc:
+        d = replace(d, interfaces=_strings(disc, "interfaces", "discovery"))
+    if "subnets" in disc:
+        d = replace(
+            d, subnets=tuple(_check_subnet(s) for s in _strings(disc, "subnets", "discovery"))
+        )
+    if "probe" in disc:
+        probes = _strings(disc, "probe", "discovery")
+        d = replace(d, probe=tuple(parse_host_port(p, "discovery.probe") for p in probes))
+    if "interval" in disc:
+        interval = float(_typed(disc, "interval", (int, float), "discovery"))
+        if not 10 <= interval <= 86400:
+            raise ConfigError("discovery.interval must be within 10..86400 seconds")
+        d = replace(d, interval=interval)
+    if "discovery_port" in disc:
+        port = _typed(disc, "discovery_port", int, "discovery")
+        if not 0 < port < 65536:
+            raise ConfigError("discovery.discovery_port must be within 1..65535")
+        d = replace(d, discovery_port=port)
+    cfg = replace(cfg, discovery=d)
+    creds = _table(data, "credentials")
+    _check_keys(creds, {"default", "camera"}, "[credentials]")
+    defaults = creds.get("default", [])
+    cameras = creds.get("camera", [])
+    if not isinstance(defaults, list) or not isinstance(cameras, list):
+        raise ConfigError("credentials.default and credentials.camera must be arrays of tables")
+    per_camera: dict[str, Credentials] = {}
+    for item in cameras:
+        match = item.get("match") if isinstance(item, Mapping) else None
+        if not isinstance(match, str) or not match:
+            raise ConfigError(
+                "credentials.camera entries need a match (camera id, serial or address)"
+            )
+        per_camera[match] = _credentials(item, "credentials.camera")
+    return replace(
+        cfg,
+        default_credentials=tuple(_credentials(i, "credentials.default") for i in defaults),
+        camera_credentials=per_camera,
+    )
+
+
+def load(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> AgentConfig:
+    """Read the config file (the default one only if it exists) and the environment."""
+    env = os.environ if env is None else env
+    explicit = path is not None or "CAMERA_AGENT_CONFIG" in env
+    file = Path(path if path is not None else env.get("CAMERA_AGENT_CONFIG", DEFAULT_CONFIG))
+    if file.exists() or explicit:
+        try:
+            raw = file.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {file}: {exc.strerror or exc}") from None
+        if len(raw) > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config {file} is larger than {MAX_CONFIG_BYTES} bytes")
+        try:
+            data = tomllib.loads(raw.decode("utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"config {file} is not valid TOML: {exc}") from None
+        cfg = from_mapping(data, source=str(file))
+    else:
+        cfg = AgentConfig()
+    if "CAMERA_AGENT_STATE_DIR" in env:
+        cfg = replace(cfg, state_dir=Path(env["CAMERA_AGENT_STATE_DIR"]))
+    if env.get("CAMERA_AGENT_API_TOKEN"):
+        cfg = replace(cfg, api_token=Secret(env["CAMERA_AGENT_API_TOKEN"]))
+    return cfg
+
+
+def with_flags(
+    cfg: AgentConfig,
+    *,
+    state_dir: str | None = None,
+    api: tuple[str, int] | None = None,
+    probe: Sequence[tuple[str, int]] = (),
+    subnets: Sequence[str] = (),
+    username: str | None = None,
+    password: str | None = None,
+) -> AgentConfig:
+    """Apply command-line flags: probes and subnets add to the file's; credentials go first."""
+    if state_dir is not None:
+        cfg = replace(cfg, state_dir=Path(state_dir))
+    if api is not None:
+        cfg = replace(cfg, api_host=api[0], api_port=api[1])
+    d = cfg.discovery
+    d = replace(
+        d,
+        probe=d.probe + tuple(p for p in probe if p not in d.probe),
+        subnets=d.subnets + tuple(_check_subnet(s) for s in subnets if s not in d.subnets),
+    )
+    cfg = replace(cfg, discovery=d)
+    if username is not None:
+        first = Credentials(username, Secret(password or ""))
+        cfg = replace(
+            cfg,
+            default_credentials=(first, *(c for c in cfg.default_credentials if c != first)),
+        )
+    return validate(cfg)
+
+
+def validate(cfg: AgentConfig) -> AgentConfig:
+    if not is_loopback(cfg.api_host) and not cfg.api_token:
+        raise ConfigError(
+            f"the local API would listen on {cfg.api_host}, which is not loopback: "
+            "set api.token (or CAMERA_AGENT_API_TOKEN) so requests need a bearer token"
+        )
+    return cfg

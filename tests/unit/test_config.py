@@ -1,0 +1,119 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent import config
+from agent.errors import ConfigError
+from agent.secret import Credentials, Secret
+
+GOOD = """
+[agent]
+state_dir = "/tmp/agent-state"
+
+[api]
+listen = "0.0.0.0:9000"
+token = "tok-123"
+
+[discovery]
+multicast = false
+subnets = ["192.0.2.0/28"]
+probe = ["192.0.2.5:80"]
+interval = 120
+
+[[credentials.default]]
+username = "admin"
+password = "pw-1"
+
+[[credentials.camera]]
+match = "192.0.2.5"
+username = "viewer"
+password = "pw-2"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_full_file_is_read(tmp_path: Path) -> None:
+    cfg = config.load(_write(tmp_path, GOOD), env={})
+    assert cfg.state_dir == Path("/tmp/agent-state")
+    assert (cfg.api_host, cfg.api_port) == ("0.0.0.0", 9000)
+    assert cfg.api_token == Secret("tok-123")
+    assert not cfg.discovery.multicast
+    assert cfg.discovery.subnets == ("192.0.2.0/28",)
+    assert cfg.discovery.probe == (("192.0.2.5", 80),)
+    assert cfg.discovery.interval == 120
+    assert cfg.default_credentials == (Credentials("admin", "pw-1"),)
+    assert cfg.camera_credentials["192.0.2.5"] == Credentials("viewer", "pw-2")
+    assert "pw-1" not in repr(cfg) and "tok-123" not in repr(cfg)
+
+
+def test_defaults_when_the_default_file_is_missing(tmp_path: Path) -> None:
+    cfg = config.load(None, env={"CAMERA_AGENT_CONFIG_UNSET": "1"})
+    assert cfg.api_host == "127.0.0.1"
+    assert cfg.api_token is None
+
+
+def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        config.load(tmp_path / "nope.toml", env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[agent]\nstate_dir = 5\n", "agent.state_dir must be of type str"),
+        ("[api]\nlisten = 'nohost'\n", "HOST:PORT"),
+        ("[discovery]\nmulticast = 1\n", "discovery.multicast must be of type bool"),
+        ("[discovery]\ninterval = true\n", "discovery.interval"),
+        ("[discovery]\ninterval = 1\n", "10..86400"),
+        ("[discovery]\nsubnets = ['not-a-net']\n", "discovery.subnets"),
+        ("[discovery]\nbogus = 1\n", "unknown setting"),
+        ("[nonsense]\n", "unknown setting"),
+        ("[[credentials.default]]\nusername = 'a'\n", "username and a password"),
+        ("[[credentials.camera]]\nusername = 'a'\npassword = 'b'\n", "match"),
+        ("this is = = not toml", "not valid TOML"),
+    ],
+)
+def test_bad_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config.load(_write(tmp_path, text), env={})
+
+
+def test_env_and_flags_override(tmp_path: Path) -> None:
+    cfg = config.load(
+        _write(tmp_path, GOOD),
+        env={"CAMERA_AGENT_STATE_DIR": "/tmp/other", "CAMERA_AGENT_API_TOKEN": "env-tok"},
+    )
+    assert cfg.state_dir == Path("/tmp/other")
+    assert cfg.api_token == Secret("env-tok")
+    cfg = config.with_flags(
+        cfg,
+        api=("127.0.0.1", 8781),
+        probe=[("192.0.2.9", 8000), ("192.0.2.5", 80)],
+        subnets=["198.51.100.0/30"],
+        username="root",
+        password="pw-3",
+    )
+    assert cfg.api_port == 8781
+    assert cfg.discovery.probe == (("192.0.2.5", 80), ("192.0.2.9", 8000))
+    assert cfg.discovery.subnets == ("192.0.2.0/28", "198.51.100.0/30")
+    assert cfg.default_credentials[0] == Credentials("root", "pw-3")
+    assert cfg.default_credentials[1] == Credentials("admin", "pw-1")
+
+
+def test_non_loopback_api_needs_a_token(tmp_path: Path) -> None:
+    cfg = config.load(_write(tmp_path, "[api]\nlisten = '0.0.0.0:8780'\n"), env={})
+    with pytest.raises(ConfigError, match="token"):
+        config.validate(cfg)
+    assert config.validate(config.with_flags(cfg, api=("::1", 8780))).api_host == "::1"
+
+
+def test_oversized_file_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="larger"):
+        config.load(_write(tmp_path, "#" * (config.MAX_CONFIG_BYTES + 10)), env={})
