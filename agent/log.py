@@ -3,16 +3,41 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+# syslog priorities by logging level, for journald's "<N>" line prefix (sd-daemon(3)).
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class JournalFormatter(logging.Formatter):
+    """`<priority>logger: message`: journald adds the time and keeps the level."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        priority = _PRIORITY.get(record.levelno, 6)
+        text = f"{record.name}: {record.getMessage()}"
+        if record.exc_info:
+            text += "\n" + self.formatException(record.exc_info)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines())
+
+
+def under_journald() -> bool:
+    """systemd sets JOURNAL_STREAM when stderr is connected to the journal."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
 
 
 def setup(level: str | int = "INFO", *, stream: object = None) -> None:
     """Configure the root logger once for a command-line run."""
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
-    handler.setFormatter(logging.Formatter(_FORMAT))
+    handler.setFormatter(JournalFormatter() if under_journald() else logging.Formatter(_FORMAT))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level if isinstance(level, int) else level.upper())
