@@ -1,0 +1,59 @@
+"""The agent's own routes: hello, the camera inventory, snapshots and the OpenAPI document."""
+
+from __future__ import annotations
+
+import email.utils
+
+from aiohttp import web
+
+from agent.api import validation
+from agent.api.context import DIRECTORY, OPENAPI, VERSION, camera_call, path_camera_id
+
+MESSAGE = "camera-agent local API"
+
+
+async def hello(request: web.Request) -> web.Response:
+    return web.json_response({"message": MESSAGE, "version": request.app[VERSION]})
+
+
+async def list_cameras(request: web.Request) -> web.Response:
+    """The inventory in id order, `limit` records per page; `pagination.cursor` names the
+    next page and is absent on the last one."""
+    limit = validation.query_limit(request.query.get("limit"))
+    cursor = validation.query_cursor(request.query.get("cursor"))
+    records = sorted(request.app[DIRECTORY].cameras(), key=lambda r: r.id)
+    if cursor is not None:
+        records = [r for r in records if r.id > cursor]
+    page = records[:limit]
+    pagination: dict[str, str] = {}
+    if len(records) > limit:
+        pagination["cursor"] = page[-1].id
+    return web.json_response({"pagination": pagination, "cameras": [r.to_json() for r in page]})
+
+
+async def get_snapshot(request: web.Request) -> web.Response:
+    cid = path_camera_id(request)
+    snap = await camera_call(request, cid, lambda c: c.snapshot())
+    content_type = snap.content_type if snap.content_type.startswith("image/") else "image/jpeg"
+    return web.Response(
+        body=snap.jpeg,
+        content_type=content_type,
+        headers={
+            "X-Snapshot-Timestamp": f"{snap.timestamp:.3f}",
+            "Last-Modified": email.utils.formatdate(snap.timestamp, usegmt=True),
+            "Cache-Control": "no-store",
+        },
+    )
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=request.app[OPENAPI], content_type="application/json")
+
+
+def core_routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/v1/hello", hello, allow_head=False),
+        web.get("/api/v1/cameras", list_cameras, allow_head=False),
+        web.get("/api/v1/camerasnapshots/{camera_id}", get_snapshot, allow_head=False),
+        web.get("/api/v1/openapi.json", openapi_json, allow_head=False),
+    ]

@@ -1,0 +1,156 @@
+"""The OpenAPI document is valid, lists exactly the served routes, and every documented
+response of every route is produced and matches its schema."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jsonschema
+import pytest
+from openapi_spec_validator import validate
+
+from agent.api import build_app
+from agent.api.openapi import openapi_document
+from agent.errors import AuthError, Unavailable
+from tests.fakes import FakeDirectory, FakeRecord, SpecChecker, running_api
+
+CAM = "6f1c2b52-5bb5-4fd1-9b0e-0d6a1f0a9c11"
+OTHER = "00000000-0000-4000-8000-000000000001"
+
+#: A valid request body for every operation that takes one.
+BODIES: dict[str, dict[str, Any]] = {
+    "set_network": {"http": 8080},
+    "set_user_password": {"password": "Str0ng"},
+    "set_encoder": {
+        "stream_profile": "MAIN_STREAM",
+        "encoder": "H264",
+        "resolution": "1280x720",
+        "framerate": 20,
+        "bitrate": 2048,
+        "gov_length": 40,
+    },
+    "set_image_brightness": {"value": 10},
+    "set_image_contrast": {"value": 20},
+    "set_image_saturation": {"value": 30},
+    "set_image_sharpness": {"value": 40},
+    "set_backlight": {"mode": "ON"},
+    "set_ir_cut_filter": {"mode": "AUTO"},
+    "set_exposure": {"value": 500},
+    "set_wdr": {"value": 5},
+    "set_white_balance": {"mode": "AUTO"},
+    "ptz_step": {"move": "UP", "step": 1},
+    "ptz_preset_create": {"preset_name": "p1"},
+    "ptz_preset_delete": {"preset_name": "p1"},
+    "ptz_preset_apply": {"preset_name": "p1"},
+}
+
+#: Documented answers no request to a healthy agent can provoke.
+UNREACHABLE = {
+    ("GET", "/api/v1/hello", 500),
+    ("GET", "/api/v1/openapi.json", 500),
+}
+
+
+def test_document_is_valid_openapi_3_1() -> None:
+    spec = openapi_document("9.9.9")
+    validate(spec)
+    assert spec["openapi"] == "3.1.0"
+    assert spec["info"]["version"] == "9.9.9"
+
+
+def test_document_lists_exactly_the_served_routes() -> None:
+    app = build_app(FakeDirectory(), version="1")
+    served = {
+        (route.method, route.resource.canonical)
+        for route in app.router.routes()
+        if route.resource is not None
+    }
+    documented = SpecChecker(openapi_document("1")).operations()
+    assert served == documented
+    assert sum(1 for _, path in documented if path.startswith("/api/v1/onvif/")) == 25
+
+
+def test_checker_rejects_a_body_that_breaks_the_document() -> None:
+    checker = SpecChecker(openapi_document("1"))
+    path = f"/api/v1/onvif/{CAM}/ptz"
+    with pytest.raises(jsonschema.ValidationError):
+        checker.check_response("GET", path, 200, "application/json", b'{"zoom": {}}')
+    with pytest.raises(jsonschema.ValidationError):
+        checker.check_response(
+            "GET", path, 400, "application/json", b'{"status": "bad", "status_code": 400}'
+        )
+    with pytest.raises(AssertionError):
+        checker.check_response("GET", path, 418, "application/json", b"{}")
+    with pytest.raises(jsonschema.ValidationError):
+        checker.check_request("PUT", path, {"move": "UP", "step": 0})
+
+
+def _concrete(template: str, camera_id: str) -> str:
+    return template.replace("{camera_id}", camera_id).replace("{username}", "admin")
+
+
+async def test_every_documented_response_is_produced_and_valid() -> None:
+    spec = openapi_document("1.2.3")
+    directory = FakeDirectory([FakeRecord(CAM)])
+    control = directory.controls[CAM]
+    ops = [
+        (method.upper(), template, op)
+        for template, methods in spec["paths"].items()
+        for method, op in methods.items()
+    ]
+    async with running_api(directory, call_timeout=5.0) as client:
+        checker = client.checker
+        for method, template, op in ops:
+            has_camera = "{camera_id}" in template
+            path = _concrete(template, CAM)
+            body = BODIES.get(op["operationId"])
+            if body is not None:
+                checker.check_request(method, path, body)
+            if op["operationId"] in ("ptz_preset_delete", "ptz_preset_apply", "ptz_home_apply"):
+                await control.ptz_preset_create("p1")
+                await control.ptz_home_save()
+            reply = await client.call(method, path, body)
+            assert reply.status == 200, (method, template, reply.body)
+            if not has_camera:
+                continue
+            directory.control_errors[CAM] = AuthError()
+            assert (await client.call(method, path, body)).status == 400
+            directory.control_errors[CAM] = Unavailable()
+            assert (await client.call(method, path, body)).status == 503
+            directory.control_errors[CAM] = RuntimeError("boom")
+            assert (await client.call(method, path, body)).status == 500
+            del directory.control_errors[CAM]
+            assert (await client.call(method, _concrete(template, OTHER), body)).status == 404
+            assert (await client.call(method, _concrete(template, "x"), body)).status == 422
+            host = await client.call(method, path, body, headers={"Host": "example.org"})
+            assert host.status == 403
+            if body is not None:
+                big = b'{"pad": "' + b"x" * 70_000 + b'"}'
+                hdrs = {"Content-Type": "application/json"}
+                assert (await client.call(method, path, data=big, headers=hdrs)).status == 413
+                hdrs = {"Content-Type": "text/plain"}
+                assert (await client.call(method, path, data=b"{}", headers=hdrs)).status == 415
+        reply = await client.call("GET", "/api/v1/cameras?limit=1")
+        assert reply.status == 422
+        directory.cameras_error = RuntimeError("broken inventory")
+        assert (await client.call("GET", "/api/v1/cameras")).status == 500
+        directory.cameras_error = None
+        for path in ("/api/v1/hello", "/api/v1/cameras", "/api/v1/openapi.json"):
+            assert (await client.call("GET", path, headers={"Host": "example.org"})).status == 403
+        seen = set(checker.seen)
+
+    async with running_api(directory, token="t0ken") as client:
+        for method, template, op in ops:
+            if template == "/api/v1/hello":
+                continue
+            path = _concrete(template, CAM)
+            body = BODIES.get(op["operationId"])
+            reply = await client.call(method, path, body, headers={"Authorization": "Bearer x"})
+            assert reply.status == 401
+        seen |= client.checker.seen
+
+    documented = {
+        (method, template, int(code)) for method, template, op in ops for code in op["responses"]
+    }
+    assert documented - UNREACHABLE <= seen
+    assert seen <= documented
