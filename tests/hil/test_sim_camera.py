@@ -81,7 +81,7 @@ async def test_discovery_finds_both_cameras_with_details(fleet: SimCameraFleet) 
     assert sorted(c.serial_number for c in found) == ["HIL0001", "HIL0002"]
     for c in found:
         assert c.state == "online"
-        assert {p["token"] for p in c.profiles} == {"main", "sub"}
+        assert {p["token"] for p in c.profiles} == {"main", "sub", "h265"}  # Media2 too
         assert c.ptz and c.imaging
         assert c.endpoint_reference.startswith("urn:uuid:")
 

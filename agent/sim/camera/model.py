@@ -26,6 +26,8 @@ MAX_PASSWORD = 64
 MAX_SOAP_LATENCY = 60.0
 MAX_CLOCK_SKEW = 10 * 365 * 86400.0
 MAX_FORCED_FAULTS = 100
+#: Largest magnitude of an `imaging_scale` bound.
+MAX_IMAGING_SCALE = 100000.0
 _QNAME = re.compile(r"^[A-Za-z_][\w.-]*:[A-Za-z_][\w.-]*$")
 _OPERATION = re.compile(r"^[A-Za-z_]\w{0,63}$")
 
@@ -198,6 +200,29 @@ def _forced(value: Any) -> dict[str, str]:
     return dict(value)
 
 
+def _operations(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or len(value) > MAX_FORCED_FAULTS:
+        raise InvalidArgument(
+            f"fault empty_ok_ops must list at most {MAX_FORCED_FAULTS} operation names"
+        )
+    for op in value:
+        if not isinstance(op, str) or not _OPERATION.match(op):
+            raise InvalidArgument(f"empty_ok_ops: {op!r} is not an operation name")
+    return tuple(value)
+
+
+def _scale(value: Any) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list | tuple) or len(value) != 2:
+        raise InvalidArgument("fault imaging_scale must be null or [min, max]")
+    bounds = {"imaging_scale": value[0]}, {"imaging_scale": value[1]}
+    lo, hi = (_number(b, "imaging_scale", -MAX_IMAGING_SCALE, MAX_IMAGING_SCALE) for b in bounds)
+    if not lo < hi:
+        raise InvalidArgument("fault imaging_scale needs min below max")
+    return (lo, hi)
+
+
 @dataclass(frozen=True)
 class Faults:
     """Misbehaviour switched on at run time (PUT /sim/faults)."""
@@ -207,6 +232,12 @@ class Faults:
     soap_garbage: bool = False  # answer SOAP with junk and HTTP 200
     clock_skew: float = 0.0  # seconds added to the camera clock
     rtp_stall: bool = False  # RTSP keeps the session but stops sending RTP
+    nonconforming_xml: bool = False  # GetDeviceInformation/GetProfiles answers break the schema
+    imaging_scale: tuple[float, float] | None = None  # imaging 0..100 values shown on this scale
+    ptz_degrees: bool = False  # PTZ positions and translations in degrees
+    empty_ok_ops: tuple[str, ...] = ()  # operations answered with an empty HTTP 200
+    ptz_ignore_timeout: bool = False  # ContinuousMove ignores Timeout and speed
+    preset_refused_while_moving: bool = False  # SetPreset faults while PTZ moves
 
     @classmethod
     def from_json(cls, data: object, *, base: Faults | None = None) -> Faults:
@@ -222,11 +253,15 @@ class Faults:
             changes["soap_latency"] = _number(data, "soap_latency", 0.0, MAX_SOAP_LATENCY)
         if "clock_skew" in data:
             changes["clock_skew"] = _number(data, "clock_skew", -MAX_CLOCK_SKEW, MAX_CLOCK_SKEW)
-        for key in ("soap_garbage", "rtp_stall"):
+        for key in _FLAGS:
             if key in data:
                 changes[key] = _flag(data, key)
         if "soap_faults" in data:
             changes["soap_faults"] = _forced(data["soap_faults"])
+        if "empty_ok_ops" in data:
+            changes["empty_ok_ops"] = _operations(data["empty_ok_ops"])
+        if "imaging_scale" in data:
+            changes["imaging_scale"] = _scale(data["imaging_scale"])
         return replace(base or cls(), **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -236,7 +271,23 @@ class Faults:
             "soap_garbage": self.soap_garbage,
             "clock_skew": self.clock_skew,
             "rtp_stall": self.rtp_stall,
+            "nonconforming_xml": self.nonconforming_xml,
+            "imaging_scale": None if self.imaging_scale is None else list(self.imaging_scale),
+            "ptz_degrees": self.ptz_degrees,
+            "empty_ok_ops": list(self.empty_ok_ops),
+            "ptz_ignore_timeout": self.ptz_ignore_timeout,
+            "preset_refused_while_moving": self.preset_refused_while_moving,
         }
+
+
+_FLAGS = (
+    "soap_garbage",
+    "rtp_stall",
+    "nonconforming_xml",
+    "ptz_degrees",
+    "ptz_ignore_timeout",
+    "preset_refused_while_moving",
+)
 
 
 def url_host(host: str) -> str:

@@ -176,14 +176,16 @@ def get_capabilities(ctx: Context, req: Element) -> str:
 @operation("GetDeviceInformation", access=Access.READ)
 def get_device_information(ctx: Context, req: Element) -> str:
     ident = ctx.model.identity
-    return el(
-        "tds:GetDeviceInformationResponse",
-        tx("tds:Manufacturer", ident.manufacturer),
-        tx("tds:Model", ident.model),
-        tx("tds:FirmwareVersion", ident.firmware_version),
-        tx("tds:SerialNumber", ident.serial_number),
-        tx("tds:HardwareId", ident.hardware_id),
-    )
+    fields = [
+        ("Manufacturer", ident.manufacturer),
+        ("Model", ident.model),
+        ("FirmwareVersion", ident.firmware_version),
+        ("SerialNumber", ident.serial_number),
+        ("HardwareId", ident.hardware_id),
+    ]
+    if ctx.model.faults.nonconforming_xml:  # wrong namespace and order, as some firmwares
+        return el("tds:GetDeviceInformationResponse", *(tx(f"tt:{k}", v) for k, v in fields[::-1]))
+    return el("tds:GetDeviceInformationResponse", *(tx(f"tds:{k}", v) for k, v in fields))
 
 
 def _date_time(tag: str, stamp: datetime) -> str:

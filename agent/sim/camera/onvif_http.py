@@ -52,6 +52,10 @@ _MAX_LOGGED_BUGS = 256
 _HANDLER_MODULES = (onvif_device, onvif_media, onvif_ptz, onvif_imaging)
 
 
+class _EmptyAnswer(Exception):
+    """The operation is answered with an empty HTTP 200 (fault `empty_ok_ops`)."""
+
+
 class OnvifEndpoint:
     """The SOAP side of one simulated camera: dispatch, auth and fault injection."""
 
@@ -97,6 +101,8 @@ class OnvifEndpoint:
         """Answer one SOAP request: (HTTP status, envelope)."""
         try:
             return 200, envelope(self._call(service, data, host, peer))
+        except _EmptyAnswer:
+            return 200, b""
         except SoapFault as fault:
             return fault.http_status, fault.to_xml()
 
@@ -111,6 +117,8 @@ class OnvifEndpoint:
         forced = self.model.faults.soap_faults.get(env.operation)
         if forced:
             raise SoapFault(forced, f"injected fault for {env.operation}")
+        if env.operation in self.model.faults.empty_ok_ops:
+            raise _EmptyAnswer
         op = find_operation(service, env)
         if op is None:
             raise SoapFault("ter:ActionNotSupported", env.operation)

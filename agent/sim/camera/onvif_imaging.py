@@ -5,6 +5,7 @@ from __future__ import annotations
 from itertools import groupby
 from xml.etree.ElementTree import Element
 
+from agent.errors import InvalidArgument
 from agent.sim.camera.imaging import (
     FOCUS_DISTANCE_RANGE,
     FOCUS_POSITION_RANGE,
@@ -64,6 +65,28 @@ FIELDS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
+#: Settings shown on the `imaging_scale` fault's scale instead of 0..100.
+SCALED = ("brightness", "color_saturation", "contrast", "sharpness")
+
+
+def _to_camera(value: float, scale: tuple[float, float] | None) -> float:
+    """A 0..100 model value as the camera shows it."""
+    if scale is None:
+        return value
+    lo, hi = scale
+    return lo + value / 100.0 * (hi - lo)
+
+
+def _from_camera(name: str, value: float, scale: tuple[float, float] | None) -> float:
+    """A value in the camera's units as the 0..100 model value; range-checked."""
+    if scale is None:
+        return value
+    lo, hi = scale
+    if not lo <= value <= hi:
+        raise InvalidArgument(f"{name} {value:g} is outside [{lo:g}, {hi:g}]")
+    return (value - lo) / (hi - lo) * 100.0
+
+
 def _grouped(items: list[tuple[tuple[str, ...], str]]) -> list[str]:
     """Turn (path, xml) pairs in schema order into nested tt: elements."""
     out: list[str] = []
@@ -76,8 +99,12 @@ def _grouped(items: list[tuple[tuple[str, ...], str]]) -> list[str]:
     return out
 
 
-def _settings_xml(settings: ImagingSettings) -> str:
-    items = [(path, tx(f"tt:{path[-1]}", getattr(settings, name))) for path, name in FIELDS]
+def _settings_xml(settings: ImagingSettings, scale: tuple[float, float] | None) -> str:
+    def value(name: str) -> object:
+        raw = getattr(settings, name)
+        return _to_camera(raw, scale) if name in SCALED else raw
+
+    items = [(path, tx(f"tt:{path[-1]}", value(name))) for path, name in FIELDS]
     return el("timg:ImagingSettings", *_grouped(items))
 
 
@@ -85,9 +112,12 @@ def _range(tag: str, bounds: tuple[float, float]) -> str:
     return el(tag, tx("tt:Min", bounds[0]), tx("tt:Max", bounds[1]))
 
 
-def _options_xml() -> str:
+def _options_xml(scale: tuple[float, float] | None) -> str:
     def modes(tag: str, name: str) -> list[str]:
         return [tx(tag, m) for m in MODES[name]]
+
+    def scaled(tag: str, name: str) -> str:
+        return _range(tag, scale or RANGES[name])
 
     exposure: tuple[str, ...] = (
         "MinExposureTime",
@@ -106,9 +136,9 @@ def _options_xml() -> str:
             *modes("tt:Mode", "backlight_mode"),
             _range("tt:Level", RANGES["backlight_level"]),
         ),
-        _range("tt:Brightness", RANGES["brightness"]),
-        _range("tt:ColorSaturation", RANGES["color_saturation"]),
-        _range("tt:Contrast", RANGES["contrast"]),
+        scaled("tt:Brightness", "brightness"),
+        scaled("tt:ColorSaturation", "color_saturation"),
+        scaled("tt:Contrast", "contrast"),
         el(
             "tt:Exposure",
             *modes("tt:Mode", "exposure_mode"),
@@ -120,7 +150,7 @@ def _options_xml() -> str:
             _range("tt:DefaultSpeed", RANGES["focus_default_speed"]),
         ),
         *(tx("tt:IrCutFilterModes", m) for m in IR_CUT_MODES),
-        _range("tt:Sharpness", RANGES["sharpness"]),
+        scaled("tt:Sharpness", "sharpness"),
         el(
             "tt:WideDynamicRange",
             *modes("tt:Mode", "wdr_mode"),
@@ -155,7 +185,10 @@ def get_service_capabilities(ctx: Context, req: Element) -> str:
 @operation("GetImagingSettings", access=Access.READ)
 def get_imaging_settings(ctx: Context, req: Element) -> str:
     _check_source(ctx, req)
-    return el("timg:GetImagingSettingsResponse", _settings_xml(ctx.model.imaging.settings))
+    return el(
+        "timg:GetImagingSettingsResponse",
+        _settings_xml(ctx.model.imaging.settings, ctx.model.faults.imaging_scale),
+    )
 
 
 @operation("SetImagingSettings", access=Access.ACTUATE)
@@ -167,8 +200,15 @@ def set_imaging_settings(ctx: Context, req: Element) -> str:
     changes: dict[str, float | str] = {}
     for path, name in FIELDS:
         value = text(node, *path)
-        if value is not None:
-            changes[name] = value if name in MODES else as_float(value, "/".join(path))
+        if value is None:
+            continue
+        if name in MODES:
+            changes[name] = value
+        else:
+            number = as_float(value, "/".join(path))
+            if name in SCALED:
+                number = _from_camera(name, number, ctx.model.faults.imaging_scale)
+            changes[name] = number
     ctx.model.imaging.update(changes)
     return el("timg:SetImagingSettingsResponse")
 
@@ -176,7 +216,7 @@ def set_imaging_settings(ctx: Context, req: Element) -> str:
 @operation("GetOptions", access=Access.READ)
 def get_options(ctx: Context, req: Element) -> str:
     _check_source(ctx, req)
-    return el("timg:GetOptionsResponse", _options_xml())
+    return el("timg:GetOptionsResponse", _options_xml(ctx.model.faults.imaging_scale))
 
 
 @operation("GetMoveOptions", access=Access.READ)

@@ -169,6 +169,14 @@ def get_service_capabilities(ctx: Context, req: Element) -> str:
 
 def _profile10(ctx: Context, prof: Profile, tag: str) -> str:
     use = sum(1 for p in ctx.model.profiles.values() if p.ptz)
+    if ctx.model.faults.nonconforming_xml:  # encoder in the wrong namespace, Name last
+        return el(
+            tag,
+            _encoder10(prof.encoder, "trt:VideoEncoderConfiguration"),
+            _video_source_config(ctx, "tt:VideoSourceConfiguration"),
+            tx("tt:Name", prof.name),
+            attrs={"token": prof.token, "fixed": True},
+        )
     return el(
         tag,
         tx("tt:Name", prof.name),
@@ -178,7 +186,9 @@ def _profile10(ctx: Context, prof: Profile, tag: str) -> str:
         _audio_encoder_config(ctx, "tt:AudioEncoderConfiguration", media2=False)
         if prof.audio
         else None,
-        ptz_configuration("tt:PTZConfiguration", use) if prof.ptz else None,
+        ptz_configuration("tt:PTZConfiguration", use, ctx.model.faults.ptz_degrees)
+        if prof.ptz
+        else None,
         attrs={"token": prof.token, "fixed": True},
     )
 
@@ -364,7 +374,9 @@ def _profile20(ctx: Context, prof: Profile, types: set[str]) -> str:
         _audio_encoder_config(ctx, "tr2:AudioEncoder", media2=True)
         if prof.audio and want("AudioEncoder")
         else None,
-        ptz_configuration("tr2:PTZ", use) if prof.ptz and want("PTZ") else None,
+        ptz_configuration("tr2:PTZ", use, ctx.model.faults.ptz_degrees)
+        if prof.ptz and want("PTZ")
+        else None,
     ]
     body = el("tr2:Configurations", *configs) if types else None
     return el(
@@ -435,3 +447,35 @@ def set_video_encoder_configuration2(ctx: Context, req: Element) -> str:
         changes["profile"] = cfg.attrib["Profile"]
     _apply_encoder(ctx, prof, changes)
     return el("tr2:SetVideoEncoderConfigurationResponse")
+
+
+@media2("GetVideoEncoderConfigurationOptions", access=Access.READ)
+def get_video_encoder_configuration_options2(ctx: Context, req: Element) -> str:
+    config, profile = text(req, "ConfigurationToken"), text(req, "ProfileToken")
+    if config:
+        profiles = [ctx.model.encoder_profile(config)]
+    elif profile:
+        profiles = [_profile(ctx, profile, media2=True)]
+    else:
+        profiles = ctx.model.media_profiles(media2=True)
+    items = []
+    for prof in profiles:
+        opts = prof.options
+        lo, hi = opts.fps_range
+        rates = " ".join(str(r) for r in sorted({lo, *range(5, hi, 5), hi}) if lo <= r <= hi)
+        items.append(
+            el(
+                "tr2:Options",
+                tx("tt:Encoding", prof.encoder.encoding),
+                _range("tt:QualityRange", opts.quality_range),
+                *(_resolution(w, h, "tt:ResolutionsAvailable") for w, h in opts.resolutions),
+                _range("tt:BitrateRange", opts.bitrate_range),
+                attrs={
+                    "GovLengthRange": f"{opts.gov_range[0]} {opts.gov_range[1]}",
+                    "FrameRatesSupported": rates,
+                    "ProfilesSupported": " ".join(opts.profiles),
+                    "ConstantBitRateSupported": False,
+                },
+            )
+        )
+    return el("tr2:GetVideoEncoderConfigurationOptionsResponse", *items)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from xml.etree.ElementTree import Element
 
 from agent.sim.camera.model import Profile
@@ -49,6 +50,10 @@ VEL_PT = _S + "PanTiltSpaces/VelocityGenericSpace"
 VEL_Z = _S + "ZoomSpaces/VelocityGenericSpace"
 SPEED_PT = _S + "PanTiltSpaces/GenericSpeedSpace"
 SPEED_Z = _S + "ZoomSpaces/ZoomGenericSpeedSpace"
+ABS_PT_DEG = _S + "PanTiltSpaces/SphericalPositionSpaceDegrees"
+REL_PT_DEG = _S + "PanTiltSpaces/SphericalTranslationSpaceDegrees"
+#: Degrees per generic unit (pan, tilt) when the `ptz_degrees` fault is on.
+DEGREES = (180.0, 90.0)
 
 map_error(UnknownPreset, "ter:InvalidArgVal", "ter:NoToken")
 map_error(PresetNameExists, "ter:InvalidArgVal", "ter:PresetExist")
@@ -60,17 +65,34 @@ def _range(tag: str, lo: float, hi: float) -> str:
     return el(tag, tx("tt:Min", lo), tx("tt:Max", hi))
 
 
+def _pt_units(degrees: bool) -> tuple[str, str, float, float]:
+    """(absolute space, relative space, pan factor, tilt factor) of pan/tilt values."""
+    if degrees:
+        return ABS_PT_DEG, REL_PT_DEG, *DEGREES
+    return ABS_PT, REL_PT, 1.0, 1.0
+
+
+def _scaled(bounds: tuple[float, float], factor: float) -> tuple[float, float]:
+    return (bounds[0] * factor, bounds[1] * factor)
+
+
 def _space(tag: str, uri: str, x: tuple[float, float], y: tuple[float, float] | None = None) -> str:
     yr = _range("tt:YRange", *y) if y else None
     return el(tag, tx("tt:URI", uri), _range("tt:XRange", *x), yr)
 
 
-def _spaces() -> list[str]:
+def _spaces(degrees: bool = False) -> list[str]:
     unit = (-1.0, 1.0)
+    abs_pt, rel_pt, fx, fy = _pt_units(degrees)
     return [
-        _space("tt:AbsolutePanTiltPositionSpace", ABS_PT, PAN_RANGE, TILT_RANGE),
+        _space(
+            "tt:AbsolutePanTiltPositionSpace",
+            abs_pt,
+            _scaled(PAN_RANGE, fx),
+            _scaled(TILT_RANGE, fy),
+        ),
         _space("tt:AbsoluteZoomPositionSpace", ABS_Z, ZOOM_RANGE),
-        _space("tt:RelativePanTiltTranslationSpace", REL_PT, unit, unit),
+        _space("tt:RelativePanTiltTranslationSpace", rel_pt, _scaled(unit, fx), _scaled(unit, fy)),
         _space("tt:RelativeZoomTranslationSpace", REL_Z, unit),
         _space("tt:ContinuousPanTiltVelocitySpace", VEL_PT, unit, unit),
         _space("tt:ContinuousZoomVelocitySpace", VEL_Z, unit),
@@ -79,8 +101,9 @@ def _spaces() -> list[str]:
     ]
 
 
-def ptz_configuration(tag: str, use_count: int) -> str:
+def ptz_configuration(tag: str, use_count: int, degrees: bool = False) -> str:
     """The camera's single PTZ configuration as element `tag`."""
+    abs_pt, rel_pt, fx, fy = _pt_units(degrees)
     speed = el(
         "tt:DefaultPTZSpeed",
         el("tt:PanTilt", attrs={"x": 1.0, "y": 1.0, "space": SPEED_PT}),
@@ -91,15 +114,18 @@ def ptz_configuration(tag: str, use_count: int) -> str:
         tx("tt:Name", "PTZ"),
         tx("tt:UseCount", use_count),
         tx("tt:NodeToken", NODE_TOKEN),
-        tx("tt:DefaultAbsolutePantTiltPositionSpace", ABS_PT),
+        tx("tt:DefaultAbsolutePantTiltPositionSpace", abs_pt),
         tx("tt:DefaultAbsoluteZoomPositionSpace", ABS_Z),
-        tx("tt:DefaultRelativePanTiltTranslationSpace", REL_PT),
+        tx("tt:DefaultRelativePanTiltTranslationSpace", rel_pt),
         tx("tt:DefaultRelativeZoomTranslationSpace", REL_Z),
         tx("tt:DefaultContinuousPanTiltVelocitySpace", VEL_PT),
         tx("tt:DefaultContinuousZoomVelocitySpace", VEL_Z),
         speed,
         tx("tt:DefaultPTZTimeout", duration(5)),
-        el("tt:PanTiltLimits", _space("tt:Range", ABS_PT, PAN_RANGE, TILT_RANGE)),
+        el(
+            "tt:PanTiltLimits",
+            _space("tt:Range", abs_pt, _scaled(PAN_RANGE, fx), _scaled(TILT_RANGE, fy)),
+        ),
         el("tt:ZoomLimits", _space("tt:Range", ABS_Z, ZOOM_RANGE)),
         attrs={"token": CONFIG_TOKEN},
     )
@@ -114,6 +140,29 @@ def _profile(ctx: Context, req: Element) -> Profile:
     if not prof.ptz:
         raise SoapFault(("ter:InvalidArgVal", "ter:NoPTZProfile"), f"{prof.token} has no PTZ")
     return prof
+
+
+def _degrees(ctx: Context) -> bool:
+    return ctx.model.faults.ptz_degrees
+
+
+def _position(ctx: Context, tag: str, pan: float, tilt: float, zoom: float) -> str:
+    abs_pt, _rel, fx, fy = _pt_units(_degrees(ctx))
+    return el(
+        tag,
+        el("tt:PanTilt", attrs={"x": pan * fx, "y": tilt * fy, "space": abs_pt}),
+        el("tt:Zoom", attrs={"x": zoom, "space": ABS_Z}),
+    )
+
+
+def _unscale(ctx: Context, vec: Vec) -> Vec:
+    """Pan/tilt values in the camera's units as generic units."""
+    _abs, _rel, fx, fy = _pt_units(_degrees(ctx))
+    return Vec(
+        None if vec.pan is None else vec.pan / fx,
+        None if vec.tilt is None else vec.tilt / fy,
+        vec.zoom,
+    )
 
 
 def _vec(elem: Element | None, pt_space: str, z_space: str) -> Vec:
@@ -147,11 +196,11 @@ def _caps(ctx: Context) -> str:
 PTZ.capabilities = _caps
 
 
-def _node() -> str:
+def _node(ctx: Context) -> str:
     return el(
         "tptz:PTZNode",
         tx("tt:Name", "PTZ"),
-        el("tt:SupportedPTZSpaces", *_spaces()),
+        el("tt:SupportedPTZSpaces", *_spaces(_degrees(ctx))),
         tx("tt:MaximumNumberOfPresets", MAX_PRESETS),
         tx("tt:HomeSupported", True),
         attrs={"token": NODE_TOKEN, "FixedHomePosition": False},
@@ -160,21 +209,21 @@ def _node() -> str:
 
 @operation("GetNodes", access=Access.READ)
 def get_nodes(ctx: Context, req: Element) -> str:
-    return el("tptz:GetNodesResponse", _node())
+    return el("tptz:GetNodesResponse", _node(ctx))
 
 
 @operation("GetNode", access=Access.READ)
 def get_node(ctx: Context, req: Element) -> str:
     if require(req, "NodeToken") != NODE_TOKEN:
         raise SoapFault(("ter:InvalidArgVal", "ter:NoEntity"), "no such PTZ node")
-    return el("tptz:GetNodeResponse", _node())
+    return el("tptz:GetNodeResponse", _node(ctx))
 
 
 @operation("GetConfigurations", access=Access.READ)
 def get_configurations(ctx: Context, req: Element) -> str:
     return el(
         "tptz:GetConfigurationsResponse",
-        ptz_configuration("tptz:PTZConfiguration", _use_count(ctx)),
+        ptz_configuration("tptz:PTZConfiguration", _use_count(ctx), _degrees(ctx)),
     )
 
 
@@ -187,7 +236,8 @@ def _check_config(req: Element, name: str) -> None:
 def get_configuration(ctx: Context, req: Element) -> str:
     _check_config(req, "PTZConfigurationToken")
     return el(
-        "tptz:GetConfigurationResponse", ptz_configuration("tptz:PTZConfiguration", _use_count(ctx))
+        "tptz:GetConfigurationResponse",
+        ptz_configuration("tptz:PTZConfiguration", _use_count(ctx), _degrees(ctx)),
     )
 
 
@@ -196,7 +246,7 @@ def get_configuration_options(ctx: Context, req: Element) -> str:
     _check_config(req, "ConfigurationToken")
     options = el(
         "tptz:PTZConfigurationOptions",
-        el("tt:Spaces", *_spaces()),
+        el("tt:Spaces", *_spaces(_degrees(ctx))),
         el("tt:PTZTimeout", tx("tt:Min", duration(1)), tx("tt:Max", duration(MAX_TIMEOUT))),
     )
     return el("tptz:GetConfigurationOptionsResponse", options)
@@ -206,11 +256,7 @@ def get_configuration_options(ctx: Context, req: Element) -> str:
 def get_status(ctx: Context, req: Element) -> str:
     _profile(ctx, req)
     s = ctx.model.ptz.status(ctx.now)
-    position = el(
-        "tt:Position",
-        el("tt:PanTilt", attrs={"x": s.pan, "y": s.tilt, "space": ABS_PT}),
-        el("tt:Zoom", attrs={"x": s.zoom, "space": ABS_Z}),
-    )
+    position = _position(ctx, "tt:Position", s.pan, s.tilt, s.zoom)
     moves = el(
         "tt:MoveStatus",
         tx("tt:PanTilt", "MOVING" if s.pan_tilt_moving else "IDLE"),
@@ -226,6 +272,14 @@ def continuous_move(ctx: Context, req: Element) -> str:
     velocity = _vec(child(req, "Velocity"), VEL_PT, VEL_Z)
     timeout = text(req, "Timeout")
     seconds = None if timeout is None else parse_duration(timeout)
+    if ctx.model.faults.ptz_ignore_timeout:  # full speed until told to stop
+        seconds = None
+        velocity = Vec(
+            *(
+                None if v is None else math.copysign(1.0, v) if v else 0.0
+                for v in (velocity.pan, velocity.tilt, velocity.zoom)
+            )
+        )
     ctx.model.ptz.continuous_move(ctx.now, velocity, seconds)
     return el("tptz:ContinuousMoveResponse")
 
@@ -233,7 +287,8 @@ def continuous_move(ctx: Context, req: Element) -> str:
 @operation("AbsoluteMove", access=Access.ACTUATE)
 def absolute_move(ctx: Context, req: Element) -> str:
     _profile(ctx, req)
-    position = _vec(child(req, "Position"), ABS_PT, ABS_Z)
+    abs_pt, _rel, _fx, _fy = _pt_units(_degrees(ctx))
+    position = _unscale(ctx, _vec(child(req, "Position"), abs_pt, ABS_Z))
     ctx.model.ptz.absolute_move(ctx.now, position, _speed(req))
     return el("tptz:AbsoluteMoveResponse")
 
@@ -241,7 +296,8 @@ def absolute_move(ctx: Context, req: Element) -> str:
 @operation("RelativeMove", access=Access.ACTUATE)
 def relative_move(ctx: Context, req: Element) -> str:
     _profile(ctx, req)
-    translation = _vec(child(req, "Translation"), REL_PT, REL_Z)
+    _abs, rel_pt, _fx, _fy = _pt_units(_degrees(ctx))
+    translation = _unscale(ctx, _vec(child(req, "Translation"), rel_pt, REL_Z))
     ctx.model.ptz.relative_move(ctx.now, translation, _speed(req))
     return el("tptz:RelativeMoveResponse")
 
@@ -265,11 +321,7 @@ def get_presets(ctx: Context, req: Element) -> str:
         el(
             "tptz:Preset",
             tx("tt:Name", p.name),
-            el(
-                "tt:PTZPosition",
-                el("tt:PanTilt", attrs={"x": p.pan, "y": p.tilt, "space": ABS_PT}),
-                el("tt:Zoom", attrs={"x": p.zoom, "space": ABS_Z}),
-            ),
+            _position(ctx, "tt:PTZPosition", p.pan, p.tilt, p.zoom),
             attrs={"token": p.token},
         )
         for p in ctx.model.ptz.presets
@@ -280,6 +332,12 @@ def get_presets(ctx: Context, req: Element) -> str:
 @operation("SetPreset", access=Access.ACTUATE)
 def set_preset(ctx: Context, req: Element) -> str:
     _profile(ctx, req)
+    if ctx.model.faults.preset_refused_while_moving:
+        state = ctx.model.ptz.status(ctx.now)
+        if state.pan_tilt_moving or state.zoom_moving:
+            raise SoapFault(
+                ("ter:Action", "ter:MovingPTZ"), "preset cannot be set while PTZ is moving"
+            )
     token = ctx.model.ptz.set_preset(
         ctx.now, name=text(req, "PresetName"), token=text(req, "PresetToken") or None
     )

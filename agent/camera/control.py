@@ -1,0 +1,186 @@
+"""`OnvifControl`: the `CameraControl` commands over one connected `OnvifSession`."""
+
+from __future__ import annotations
+
+from agent.camera import imaging, media, snapshot
+from agent.camera.models import (
+    ContinuousMove,
+    DeviceInfo,
+    EncoderRequest,
+    ImageInfo,
+    NetworkPorts,
+    PortSetting,
+    PtzInfo,
+    PtzMove,
+    PtzZoom,
+    Snapshot,
+    StreamInfo,
+    UserInfo,
+)
+from agent.camera.ptz import PtzControl
+from agent.camera.quirks import as_int, as_list, check_password, get
+from agent.camera.session import OnvifSession
+from agent.errors import InvalidArgument, ProtocolError, Unsupported
+
+
+def _port(value: int | None, name: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise InvalidArgument(f"{name} port must be within 1..65535")
+    return value
+
+
+class OnvifControl:
+    """Commands on one camera (implements `agent.camera.models.CameraControl`)."""
+
+    def __init__(self, session: OnvifSession) -> None:
+        self.session = session
+        self._ptz = PtzControl(session)
+
+    async def close(self) -> None:
+        """Cancel the PTZ safety timer, then close the session (closing twice is harmless)."""
+        try:
+            await self._ptz.close()
+        finally:
+            await self.session.close()
+
+    # Device.
+
+    async def device_info(self) -> DeviceInfo:
+        return await media.device_info(self.session)
+
+    async def get_network(self) -> NetworkPorts:
+        answer = await self.session.call("devicemgmt", "GetNetworkProtocols")
+        found: dict[str, PortSetting] = {}
+        for proto in as_list(answer):
+            name = str(get(proto, "Name", default="")).upper()
+            ports = [p for p in (as_int(v) for v in as_list(get(proto, "Port"))) if p]
+            enabled = bool(get(proto, "Enabled", default=False))
+            if name and name not in found:
+                found[name] = PortSetting(ports[0] if ports else 0, enabled)
+        if not found:
+            raise ProtocolError("GetNetworkProtocols: the camera reported no protocols")
+        off = PortSetting(0, False)
+        return NetworkPorts(
+            http=found.get("HTTP", off), https=found.get("HTTPS", off), rtsp=found.get("RTSP", off)
+        )
+
+    async def set_network(
+        self, *, http: int | None = None, https: int | None = None, rtsp: int | None = None
+    ) -> None:
+        """Set and enable the given services' ports (the camera may restart its services)."""
+        wanted = {
+            "HTTP": _port(http, "http"),
+            "HTTPS": _port(https, "https"),
+            "RTSP": _port(rtsp, "rtsp"),
+        }
+        protocols = [
+            {"Name": name, "Enabled": True, "Port": [port]}
+            for name, port in wanted.items()
+            if port is not None
+        ]
+        if not protocols:
+            raise InvalidArgument("give at least one port")
+        await self.session.call(
+            "devicemgmt", "SetNetworkProtocols", {"NetworkProtocols": protocols}
+        )
+
+    async def list_users(self) -> list[UserInfo]:
+        answer = await self.session.call("devicemgmt", "GetUsers")
+        return [
+            UserInfo(str(get(u, "Username")), str(get(u, "UserLevel", default="")))
+            for u in as_list(answer)
+            if get(u, "Username")
+        ]
+
+    async def set_user_password(self, username: str, password: str) -> None:
+        check_password(password)
+        users = {u.user_name: u for u in await self.list_users()}
+        user = users.get(username)
+        if user is None:
+            raise InvalidArgument(f"the camera has no user {username!r}")
+        entry = {"Username": username, "Password": password, "UserLevel": user.user_level}
+        await self.session.call("devicemgmt", "SetUser", {"User": [entry]})
+
+    async def reboot(self) -> None:
+        await self.session.call("devicemgmt", "SystemReboot")
+
+    # Media.
+
+    async def streams(self) -> list[StreamInfo]:
+        return await media.streams(self.session)
+
+    async def set_encoder(self, request: EncoderRequest) -> None:
+        await media.set_encoder(self.session, request)
+
+    async def snapshot(self) -> Snapshot:
+        found = await media.profiles(self.session)
+        if not found:
+            raise Unsupported("the camera has no media profile")
+        uri = await media.snapshot_uri(self.session, found[0])
+        if not uri:
+            raise Unsupported("the camera offers no snapshot URI")
+        return await snapshot.fetch(uri, self.session.credentials_used, self.session.timeout)
+
+    # Imaging.
+
+    async def image(self) -> ImageInfo:
+        return imaging.image_info(await imaging.read(self.session))
+
+    async def set_image_value(self, setting: str, value: float) -> None:
+        await imaging.set_value(self.session, setting, value)
+
+    async def set_backlight(self, mode: str) -> None:
+        await imaging.set_backlight(self.session, mode)
+
+    async def set_ir_cut_filter(self, mode: str) -> None:
+        await imaging.set_ir_cut_filter(self.session, mode)
+
+    async def set_exposure(self, value: float) -> None:
+        await imaging.set_exposure(self.session, value)
+
+    async def set_wide_dynamic_range(self, mode: str | None, value: float | None) -> None:
+        await imaging.set_wide_dynamic_range(self.session, mode, value)
+
+    async def set_white_balance(
+        self, mode: str | None, cr_gain: float | None, cb_gain: float | None
+    ) -> None:
+        await imaging.set_white_balance(self.session, mode, cr_gain, cb_gain)
+
+    # PTZ.
+
+    async def ptz(self) -> PtzInfo:
+        return await self._ptz.info()
+
+    async def ptz_step(self, move: PtzMove | None, zoom: PtzZoom | None, step: int) -> None:
+        await self._ptz.step(move, zoom, step)
+
+    async def ptz_continuous(self, move: ContinuousMove) -> None:
+        await self._ptz.continuous(move)
+
+    async def ptz_stop(self) -> None:
+        await self._ptz.stop()
+
+    async def ptz_home_save(self) -> None:
+        await self._ptz.home_save()
+
+    async def ptz_home_apply(self) -> None:
+        await self._ptz.home_apply()
+
+    async def ptz_presets(self) -> list[str]:
+        return await self._ptz.presets()
+
+    async def ptz_preset_create(self, name: str) -> None:
+        await self._ptz.preset_create(name)
+
+    async def ptz_preset_delete(self, name: str) -> None:
+        await self._ptz.preset_delete(name)
+
+    async def ptz_preset_apply(self, name: str) -> None:
+        await self._ptz.preset_apply(name)
+
+    @property
+    def ptz_safety_armed(self) -> bool:
+        """Whether a safety Stop is pending for a continuous move."""
+        return self._ptz.safety_armed

@@ -1,0 +1,342 @@
+"""PTZ over the ONVIF PTZ (ver20) service, in the camera's own spaces.
+
+Every value is scaled through the spaces the camera announces (GetNode), so generic
+(-1..1) and degree (-180..180) cameras move the same. Cameras that ignore speed or never
+end a move get an explicit Stop after every step move and a safety Stop after every
+continuous move; a SetPreset refused while moving is retried once after the camera stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from agent.camera.media import profiles
+from agent.camera.models import ContinuousMove, PtzInfo, PtzMove, PtzZoom, Range
+from agent.camera.quirks import (
+    DIRECTIONS,
+    ZOOM_SIGN,
+    as_float,
+    as_int,
+    as_list,
+    check_preset_name,
+    check_step,
+    get,
+    space_range,
+    speed_fractions,
+    step_translation,
+    to_space,
+)
+from agent.camera.session import OnvifSession
+from agent.errors import InvalidArgument, ProtocolError, Unsupported
+
+log = logging.getLogger(__name__)
+
+#: Seconds after which a continuous move is stopped unless a new command arrives.
+SAFETY_STOP_AFTER = 5.0
+#: Longest wait for a step move, preset or home move to reach IDLE before Stop, seconds.
+SETTLE_TIMEOUT = 5.0
+#: Interval between two GetStatus polls while waiting for IDLE, seconds.
+POLL_INTERVAL = 0.1
+#: Seconds of full-speed continuous move per step when RelativeMove is unavailable.
+STEP_PULSE = 0.05
+
+
+@dataclass(frozen=True)
+class Space:
+    uri: str
+    x: Range
+    y: Range | None = None
+
+
+@dataclass(frozen=True)
+class PtzNode:
+    """The spaces and limits of the camera's PTZ node, for one profile."""
+
+    profile_token: str
+    abs_pan_tilt: Space | None
+    abs_zoom: Space | None
+    rel_pan_tilt: Space | None
+    rel_zoom: Space | None
+    vel_pan_tilt: Space | None
+    vel_zoom: Space | None
+    max_presets: int
+    home_supported: bool
+    default_speed: tuple[float, float] | None
+    default_zoom_speed: float | None
+
+
+def _space(spaces: Any, name: str) -> Space | None:
+    for item in as_list(get(spaces, name)):
+        x = space_range(item, "XRange")
+        uri = get(item, "URI")
+        if x is not None and uri:
+            return Space(str(uri), x, space_range(item, "YRange"))
+    return None
+
+
+def parse_node(profile_token: str, node: Any, config: Any) -> PtzNode:
+    spaces = get(node, "SupportedPTZSpaces")
+    speed = get(config, "DefaultPTZSpeed")
+    sx, sy = as_float(get(speed, "PanTilt", "x")), as_float(get(speed, "PanTilt", "y"))
+    return PtzNode(
+        profile_token=profile_token,
+        abs_pan_tilt=_space(spaces, "AbsolutePanTiltPositionSpace"),
+        abs_zoom=_space(spaces, "AbsoluteZoomPositionSpace"),
+        rel_pan_tilt=_space(spaces, "RelativePanTiltTranslationSpace"),
+        rel_zoom=_space(spaces, "RelativeZoomTranslationSpace"),
+        vel_pan_tilt=_space(spaces, "ContinuousPanTiltVelocitySpace"),
+        vel_zoom=_space(spaces, "ContinuousZoomVelocitySpace"),
+        max_presets=as_int(get(node, "MaximumNumberOfPresets")) or 0,
+        home_supported=bool(get(node, "HomeSupported", default=False)),
+        default_speed=None if sx is None or sy is None else (sx, sy),
+        default_zoom_speed=as_float(get(speed, "Zoom", "x")),
+    )
+
+
+class PtzControl:
+    """PTZ commands for one camera; owns the safety-stop timer of continuous moves."""
+
+    def __init__(self, session: OnvifSession) -> None:
+        self._session = session
+        self._node: PtzNode | None = None
+        self._safety: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        await self._disarm()
+
+    async def node(self) -> PtzNode:
+        if self._node is None:
+            s = self._session
+            s.require("ptz")
+            found = await profiles(s)
+            prof = next((p for p in found if p.ptz), found[0] if found else None)
+            if prof is None:
+                raise Unsupported("the camera has no media profile for PTZ")
+            configs = as_list(await s.call("ptz", "GetConfigurations"))
+            config = configs[0] if configs else None
+            node_token = get(config, "NodeToken")
+            nodes = as_list(await s.call("ptz", "GetNodes"))
+            node = next((n for n in nodes if get(n, "token") == node_token), None)
+            if node is None and nodes:
+                node = nodes[0]
+            if node is None:
+                raise Unsupported("the camera announces no PTZ node")
+            self._node = parse_node(prof.token, node, config)
+        return self._node
+
+    async def _call(self, operation: str, params: dict[str, Any] | None = None) -> Any:
+        node = await self.node()
+        return await self._session.call(
+            "ptz", operation, {"ProfileToken": node.profile_token, **(params or {})}
+        )
+
+    async def status(self) -> Any:
+        return await self._call("GetStatus")
+
+    async def info(self) -> PtzInfo:
+        node = await self.node()
+        if node.abs_pan_tilt is None or node.abs_pan_tilt.y is None:
+            raise Unsupported("the camera announces no absolute pan/tilt space")
+        st = await self.status()
+        x, y = (
+            as_float(get(st, "Position", "PanTilt", "x")),
+            as_float(get(st, "Position", "PanTilt", "y")),
+        )
+        return PtzInfo(
+            position=None if x is None or y is None else (x, y),
+            zoom_position=as_float(get(st, "Position", "Zoom", "x")),
+            pan_range=node.abs_pan_tilt.x,
+            tilt_range=node.abs_pan_tilt.y,
+            zoom_range=node.abs_zoom.x if node.abs_zoom else None,
+            default_speed=node.default_speed,
+            default_zoom_speed=node.default_zoom_speed,
+            max_num_of_presets=node.max_presets,
+            home_supported=node.home_supported,
+        )
+
+    async def wait_idle(self, timeout: float = SETTLE_TIMEOUT) -> bool:
+        """Poll GetStatus until pan/tilt and zoom are IDLE; False when `timeout` ran out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            st = await self.status()
+            moving = [
+                str(get(st, "MoveStatus", k, default="IDLE")).upper() for k in ("PanTilt", "Zoom")
+            ]
+            if all(m != "MOVING" for m in moving):
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(POLL_INTERVAL)
+
+    async def stop(self) -> None:
+        await self._disarm()
+        await self._call("Stop", {"PanTilt": True, "Zoom": True})
+
+    async def step(self, move: PtzMove | None, zoom: PtzZoom | None, step: int) -> None:
+        """Move one step of 1..10 (STEP_FRACTION of the range each), then Stop."""
+        check_step(step)
+        if move is None and zoom is None:
+            raise InvalidArgument("give a move direction, a zoom direction or both")
+        await self._disarm()
+        node = await self.node()
+        try:
+            await self._relative_step(node, move, zoom, step)
+        except Unsupported:
+            log.debug("RelativeMove unavailable, stepping by continuous move")
+            await self._continuous_step(node, move, zoom, step)
+        await self._call("Stop", {"PanTilt": True, "Zoom": True})
+
+    async def _relative_step(
+        self, node: PtzNode, move: PtzMove | None, zoom: PtzZoom | None, step: int
+    ) -> None:
+        translation: dict[str, Any] = {}
+        if move is not None:
+            pos, rel = node.abs_pan_tilt, node.rel_pan_tilt
+            if pos is None or rel is None or pos.y is None or rel.y is None:
+                raise Unsupported("the camera announces no relative pan/tilt space")
+            dx, dy = DIRECTIONS[move]
+            translation["PanTilt"] = {
+                "x": step_translation(step, dx, pos.x, rel.x),
+                "y": step_translation(step, dy, pos.y, rel.y),
+                "space": rel.uri,
+            }
+        if zoom is not None:
+            zpos, zrel = node.abs_zoom, node.rel_zoom
+            if zpos is None or zrel is None:
+                raise Unsupported("the camera announces no relative zoom space")
+            translation["Zoom"] = {
+                "x": step_translation(step, ZOOM_SIGN[zoom], zpos.x, zrel.x),
+                "space": zrel.uri,
+            }
+        await self._call("RelativeMove", {"Translation": translation})
+        if not await self.wait_idle():
+            log.info("PTZ step move still running after %.0f s; stopping it", SETTLE_TIMEOUT)
+
+    async def _continuous_step(
+        self, node: PtzNode, move: PtzMove | None, zoom: PtzZoom | None, step: int
+    ) -> None:
+        dx, dy = DIRECTIONS[move] if move is not None else (0, 0)
+        dz = ZOOM_SIGN[zoom] if zoom is not None else 0
+        velocity = self._velocity(node, float(dx), float(dy), float(dz))
+        duration = step * STEP_PULSE
+        await self._call("ContinuousMove", {"Velocity": velocity, "Timeout": _duration(duration)})
+        await asyncio.sleep(duration)
+
+    def _velocity(self, node: PtzNode, x: float, y: float, z: float) -> dict[str, Any]:
+        velocity: dict[str, Any] = {}
+        if x or y:
+            space = node.vel_pan_tilt
+            if space is None or space.y is None:
+                raise Unsupported("the camera announces no continuous pan/tilt space")
+            velocity["PanTilt"] = {
+                "x": to_space(x, space.x),
+                "y": to_space(y, space.y),
+                "space": space.uri,
+            }
+        if z:
+            zspace = node.vel_zoom
+            if zspace is None:
+                raise Unsupported("the camera announces no continuous zoom space")
+            velocity["Zoom"] = {"x": to_space(z, zspace.x), "space": zspace.uri}
+        return velocity
+
+    async def continuous(self, move: ContinuousMove) -> None:
+        """Move at per-direction speeds 0..100 until stopped; all zero stops.
+
+        A safety Stop follows SAFETY_STOP_AFTER seconds later unless a new command comes.
+        """
+        x, y, z = speed_fractions(move)
+        if move.is_stop:
+            await self.stop()
+            return
+        node = await self.node()
+        velocity = self._velocity(node, x, y, z)
+        await self._disarm()
+        await self._call(
+            "ContinuousMove", {"Velocity": velocity, "Timeout": _duration(SAFETY_STOP_AFTER)}
+        )
+        self._safety = asyncio.create_task(self._safety_stop(), name="ptz-safety-stop")
+
+    async def _safety_stop(self) -> None:
+        await asyncio.sleep(SAFETY_STOP_AFTER)
+        try:
+            await self._call("Stop", {"PanTilt": True, "Zoom": True})
+        except Exception as exc:
+            log.warning("PTZ safety stop failed: %s", exc)
+
+    async def _disarm(self) -> None:
+        task, self._safety = self._safety, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    @property
+    def safety_armed(self) -> bool:
+        return self._safety is not None and not self._safety.done()
+
+    # Home and presets.
+
+    async def home_save(self) -> None:
+        await self._require_home()
+        await self._call("SetHomePosition")
+
+    async def home_apply(self) -> None:
+        await self._require_home()
+        await self._disarm()
+        await self._call("GotoHomePosition")
+
+    async def _require_home(self) -> None:
+        if not (await self.node()).home_supported:
+            raise Unsupported("the camera has no home position")
+
+    async def _presets(self) -> dict[str, str]:
+        """Preset name -> token."""
+        out: dict[str, str] = {}
+        for p in as_list(await self._call("GetPresets")):
+            token = get(p, "token")
+            if token is not None:
+                out.setdefault(str(get(p, "Name", default=token)), str(token))
+        return out
+
+    async def presets(self) -> list[str]:
+        return list(await self._presets())
+
+    async def _token(self, name: str) -> str:
+        name = check_preset_name(name)
+        token = (await self._presets()).get(name)
+        if token is None:
+            raise InvalidArgument(f"no preset named {name!r}")
+        return token
+
+    async def preset_create(self, name: str) -> None:
+        name = check_preset_name(name)
+        if name in await self._presets():
+            raise InvalidArgument(f"a preset named {name!r} exists already")
+        try:
+            await self._call("SetPreset", {"PresetName": name})
+        except ProtocolError as exc:
+            if "MovingPTZ" not in str(exc):
+                raise
+            log.info("camera refused SetPreset while moving; stopping and retrying once")
+            await self.stop()
+            await self.wait_idle()
+            await self._call("SetPreset", {"PresetName": name})
+
+    async def preset_delete(self, name: str) -> None:
+        await self._call("RemovePreset", {"PresetToken": await self._token(name)})
+
+    async def preset_apply(self, name: str) -> None:
+        token = await self._token(name)
+        await self._disarm()
+        await self._call("GotoPreset", {"PresetToken": token})
+
+
+def _duration(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)

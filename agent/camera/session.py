@@ -1,0 +1,378 @@
+"""One authenticated ONVIF session to one camera, over onvif-zeep-async.
+
+It tries candidate credentials in order, corrects for the camera's clock offset, gates every
+call on the services the camera announces (GetServices, else GetCapabilities), bounds every
+call by a timeout, maps the library's exceptions once (`map_error`), adds the Media2 (ver20)
+service the library lacks, and keeps the raw XML of answers for cameras whose XML does not
+fit the schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import zeep.exceptions
+import zeep.helpers
+from onvif import ONVIFCamera, ONVIFService
+from onvif import client as onvif_client
+from onvif.exceptions import ONVIFAuthError, ONVIFError, ONVIFTimeoutError
+from zeep.plugins import Plugin
+
+from agent.errors import (
+    AgentError,
+    AuthError,
+    InvalidArgument,
+    NotConfigured,
+    ProtocolError,
+    Unavailable,
+    Unsupported,
+)
+from agent.secret import Credentials
+
+if TYPE_CHECKING:
+    from agent.camera.media import CameraDetails
+    from agent.camera.models import DeviceInfo
+
+log = logging.getLogger(__name__)
+
+#: Seconds allowed for one ONVIF round trip before the camera counts as unreachable.
+REQUEST_TIMEOUT = 10.0
+
+#: Service namespaces, by the names the session uses.
+NAMESPACES = {
+    "devicemgmt": "http://www.onvif.org/ver10/device/wsdl",
+    "media": "http://www.onvif.org/ver10/media/wsdl",
+    "media2": "http://www.onvif.org/ver20/media/wsdl",
+    "ptz": "http://www.onvif.org/ver20/ptz/wsdl",
+    "imaging": "http://www.onvif.org/ver20/imaging/wsdl",
+}
+#: The ONVIF Media2 WSDL shipped as package data (unmodified, ONVIF directory layout).
+WSDL_DIR = Path(__file__).parent / "wsdl"
+MEDIA2_WSDL = WSDL_DIR / "ver20" / "media" / "wsdl" / "media.wsdl"
+MEDIA2_BINDING = "{http://www.onvif.org/ver20/media/wsdl}Media2Binding"
+
+# Fault subcodes, by the error they stand for (checked in this order).
+_AUTH_SUBCODES = ("NotAuthorized", "FailedAuthentication", "InvalidSecurity", "Unauthorized")
+_UNSUPPORTED_SUBCODES = ("ActionNotSupported", "NoPTZProfile", "NoSuchService")
+_INVALID_SUBCODES = (
+    "InvalidArgVal",
+    "InvalidArgs",
+    "SettingsInvalid",
+    "ConfigModify",
+    "InvalidArgument",
+    "OperationProhibited",
+)
+
+_captured: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar(
+    "onvif_raw_answers", default=None
+)
+
+
+class _CaptureRaw(Plugin):
+    """Keeps the parsed answer envelope for the calling task (see `OnvifSession.call`)."""
+
+    def ingress(self, envelope: Any, http_headers: Any, operation: Any) -> tuple[Any, Any]:
+        holder = _captured.get()
+        if holder is not None:
+            holder.append(envelope)
+        return envelope, http_headers
+
+
+_CAPTURE = _CaptureRaw()
+
+
+def _fault_codes(exc: zeep.exceptions.Fault) -> set[str]:
+    """Local names of a fault's code and subcodes (`ter:NotAuthorized` -> NotAuthorized)."""
+    codes = [getattr(exc, "code", None), *(getattr(exc, "subcodes", None) or [])]
+    out = set()
+    for code in codes:
+        if code is None:
+            continue
+        name = str(getattr(code, "localname", None) or getattr(code, "text", None) or code)
+        out.add(name.rpartition("}")[2].rpartition(":")[2])
+    return out
+
+
+def _fault_text(exc: zeep.exceptions.Fault) -> str:
+    parts = [str(exc.message or "").strip()]
+    subcodes = getattr(exc, "subcodes", None) or []
+    parts.extend(str(getattr(code, "localname", None) or code) for code in subcodes)
+    return " ".join(p for p in parts if p) or "SOAP fault"
+
+
+def map_error(exc: BaseException, where: str) -> AgentError:
+    """Translate an onvif/zeep/transport exception into the agent's hierarchy."""
+    if isinstance(exc, AgentError):
+        return exc
+    if isinstance(exc, ONVIFAuthError):
+        return AuthError(f"{where}: camera rejected the credentials")
+    if isinstance(exc, ONVIFTimeoutError | TimeoutError):
+        return Unavailable(f"{where}: timed out")
+    if isinstance(exc, zeep.exceptions.Fault):
+        text, codes = _fault_text(exc), _fault_codes(exc)
+        if codes.intersection(_AUTH_SUBCODES):
+            return AuthError(f"{where}: camera rejected the credentials ({text})")
+        if codes.intersection(_UNSUPPORTED_SUBCODES):
+            return Unsupported(f"{where}: not supported by the camera ({text})")
+        if codes.intersection(_INVALID_SUBCODES):
+            return InvalidArgument(f"{where}: camera refused the value: {text}")
+        return ProtocolError(f"{where}: camera answered with a SOAP fault: {text}")
+    if isinstance(exc, zeep.exceptions.TransportError):
+        if exc.status_code in (401, 403):
+            return AuthError(f"{where}: camera rejected the credentials (HTTP {exc.status_code})")
+        if 200 <= exc.status_code < 300:
+            if not exc.content:
+                return ProtocolError(
+                    f"{where}: camera answered HTTP {exc.status_code} with an empty body "
+                    "instead of a SOAP response (operation not implemented?)"
+                )
+            return ProtocolError(f"{where}: camera answered with something that is not SOAP")
+        return Unavailable(f"{where}: HTTP {exc.status_code}")
+    if isinstance(exc, zeep.exceptions.XMLSyntaxError | zeep.exceptions.XMLParseError):
+        return ProtocolError(f"{where}: camera sent invalid XML")
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return Unavailable(f"{where}: {type(exc).__name__}: {exc}")
+    if isinstance(exc, ONVIFError):
+        return ProtocolError(f"{where}: {exc}")
+    if isinstance(exc, zeep.exceptions.Error | ValueError | TypeError | AttributeError):
+        return ProtocolError(f"{where}: unexpected answer ({type(exc).__name__}: {exc})")
+    return AgentError(f"{where}: {type(exc).__name__}: {exc}")
+
+
+def _candidates(
+    username: str | None, password: str | None, credentials: Sequence[Credentials]
+) -> list[Credentials]:
+    out = list(credentials)
+    if username is not None and password is not None:
+        explicit = Credentials(username, password)
+        if explicit not in out:
+            out.insert(0, explicit)
+    return out
+
+
+def serialize(obj: Any) -> Any:
+    """A zeep object as plain dicts/lists (for sending a modified copy back)."""
+    return zeep.helpers.serialize_object(obj, dict)  # type: ignore[no-untyped-call]
+
+
+class OnvifSession:
+    """One authenticated ONVIF session to one camera.
+
+    Use as `async with OnvifSession(host, port, credentials=[...]) as cam:`; after connect,
+    `credentials_used` tells which candidate the camera accepted.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        credentials: Sequence[Credentials] = (),
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self._candidates = _candidates(username, password, credentials)
+        self.timeout = timeout
+        self.credentials_used: Credentials | None = None
+        self._cam: ONVIFCamera | None = None
+        self._media2: ONVIFService | None = None
+        self._media2_lock = asyncio.Lock()
+
+    @property
+    def xaddr(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/onvif/device_service"
+
+    async def __aenter__(self) -> OnvifSession:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def _bounded(self, where: str, aw: Any) -> Any:
+        try:
+            return await asyncio.wait_for(aw, self.timeout)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise map_error(exc, where) from exc
+
+    def _new_camera(self, cred: Credentials) -> ONVIFCamera:
+        return ONVIFCamera(
+            self.host,
+            self.port,
+            cred.username,
+            cred.password.reveal(),
+            adjust_time=True,
+            no_cache=True,
+        )
+
+    async def connect(self) -> None:
+        """Clock offset and service addresses, then the first candidate the camera accepts."""
+        if not self._candidates:
+            raise NotConfigured(f"no credentials configured for camera {self.host}:{self.port}")
+        first: ONVIFCamera | None = None
+        last_error: AgentError | None = None
+        for index, cred in enumerate(self._candidates):
+            cam = self._new_camera(cred)
+            try:
+                if first is None:
+                    await self._bounded("GetServices", cam.update_xaddrs())
+                    first = cam
+                else:  # same camera: reuse its clock offset and service addresses
+                    cam.dt_diff = first.dt_diff
+                    cam.xaddrs = dict(first.xaddrs)
+                self._cam = cam
+                await self.call("devicemgmt", "GetDeviceInformation")
+            except AuthError as exc:
+                log.info(
+                    "camera %s:%s refused credentials #%d (user %r)",
+                    self.host,
+                    self.port,
+                    index + 1,
+                    cred.username,
+                )
+                last_error = exc
+                self._cam = None
+                await _close_camera(cam, self.host)
+                continue
+            except BaseException:
+                self._cam = None
+                await _close_camera(cam, self.host)
+                raise
+            self.credentials_used = cred
+            return
+        raise AuthError(
+            f"camera {self.host}:{self.port} refused all {len(self._candidates)} credentials"
+        ) from last_error
+
+    async def close(self) -> None:
+        if self._media2 is not None:
+            media2, self._media2 = self._media2, None
+            try:
+                await media2.close()
+            except Exception as exc:
+                log.debug("closing Media2 client of %s failed: %s", self.host, exc)
+        if self._cam is not None:
+            cam, self._cam = self._cam, None
+            await _close_camera(cam, self.host)
+
+    @property
+    def camera(self) -> ONVIFCamera:
+        if self._cam is None:
+            raise Unavailable("ONVIF session is not connected")
+        return self._cam
+
+    @property
+    def services(self) -> dict[str, str]:
+        """Announced service namespaces and their addresses."""
+        return {str(ns): str(url) for ns, url in self.camera.xaddrs.items()}
+
+    def has_service(self, name: str) -> bool:
+        """Whether the camera announced the service (`media2`, `ptz`, ...)."""
+        if name == "devicemgmt":
+            return True
+        ns = NAMESPACES.get(name, name)
+        return ns in self.camera.xaddrs
+
+    def require(self, name: str) -> None:
+        if not self.has_service(name):
+            raise Unsupported(f"the camera does not offer the {name} service")
+
+    async def service(self, name: str) -> ONVIFService:
+        """The client of one announced service; Unsupported if the camera lacks it."""
+        self.require(name)
+        if name == "media2":
+            svc = await self._media2_service()
+        else:
+            svc = await self._bounded(name, self.camera.create_onvif_service(name))
+        plugins = svc.zeep_client.plugins if svc.zeep_client is not None else None
+        if plugins is not None and _CAPTURE not in plugins:
+            plugins.append(_CAPTURE)
+        return svc
+
+    async def _media2_service(self) -> ONVIFService:
+        async with self._media2_lock:
+            if self._media2 is None:
+                wsdl_dir = str(MEDIA2_WSDL.parent)
+                if wsdl_dir not in onvif_client._WSDL_DIR_FILES:
+                    # onvif checks WSDL files against this listing instead of the disk.
+                    listing = await asyncio.to_thread(onvif_client._list_wsdl_dir, wsdl_dir)
+                    onvif_client._WSDL_DIR_FILES[wsdl_dir] = listing
+                cam = self.camera
+                svc = ONVIFService(
+                    cam.xaddrs[NAMESPACES["media2"]],
+                    cam.user,
+                    cam.passwd,
+                    str(MEDIA2_WSDL),
+                    cam.encrypt,
+                    no_cache=True,
+                    dt_diff=cam.dt_diff,
+                    binding_name=MEDIA2_BINDING,
+                    binding_key=("media2", None),
+                )
+                try:
+                    # Parses the WSDL once per process, in a thread (onvif caches it).
+                    await self._bounded("Media2 WSDL", svc.setup())
+                except BaseException:
+                    await svc.close()
+                    raise
+                self._media2 = svc
+            return self._media2
+
+    async def call(self, service: str, operation: str, params: dict[str, Any] | None = None) -> Any:
+        """Call one operation; the answer as zeep objects."""
+        result, _raw = await self.call_raw(service, operation, params)
+        return result
+
+    async def call_raw(
+        self, service: str, operation: str, params: dict[str, Any] | None = None
+    ) -> tuple[Any, Any]:
+        """Call one operation; (zeep answer, raw answer envelope or None)."""
+        svc = await self.service(service)
+        holder: list[Any] = []
+        token = _captured.set(holder)
+        try:
+            result = await self._bounded(operation, getattr(svc, operation)(params))
+        finally:
+            _captured.reset(token)
+        return result, (holder[-1] if holder else None)
+
+    async def device_info(self) -> DeviceInfo:
+        """GetDeviceInformation (with the raw-XML fallback); also proves the credentials."""
+        from agent.camera.media import device_info  # media builds on session
+
+        return await device_info(self)
+
+    async def details(self) -> CameraDetails:
+        """Everything discovery reports about a camera (see `agent.camera.media`)."""
+        from agent.camera.media import read_details  # media builds on session
+
+        return await read_details(self)
+
+
+async def _close_camera(cam: ONVIFCamera, host: str) -> None:
+    try:
+        await cam.close()
+    except Exception as exc:  # closing must never mask the real outcome
+        log.debug("closing ONVIF session to %s failed: %s", host, exc)
+
+
+#: The session under the name the control layer uses.
+OnvifCamera = OnvifSession
