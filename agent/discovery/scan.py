@@ -1,27 +1,37 @@
-"""One-shot discovery: WS-Discovery probes, then an ONVIF session to each camera found.
+"""One round of discovery: WS-Discovery probes whose answers are offered to an inventory.
 
-This is what `camera-agent discover` runs. The long-running inventory builds on the same parts.
+`camera-agent discover` runs it once on an in-memory `Inventory`; the discovery service runs
+`sweep` periodically on the agent's inventory.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import ipaddress
 import json
 import logging
 import sys
-import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
-from enum import StrEnum
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
-from urllib.parse import urlsplit
 
-from agent.camera.onvif import CameraDetails, OnvifSession
+from agent.discovery.inventory import Inventory
+from agent.discovery.records import CameraRecord, CameraState, camera_id, xaddr_for
 from agent.discovery.wsdiscovery import probe
-from agent.errors import AuthError, ProtocolError, Unavailable
+from agent.errors import AgentError
+from agent.secret import Credentials
+
+__all__ = [
+    "CameraState",
+    "FoundCamera",
+    "camera_id",
+    "discover",
+    "format_table",
+    "offer_all",
+    "subnet_hosts",
+    "sweep",
+]
 
 log = logging.getLogger(__name__)
 
@@ -29,14 +39,6 @@ log = logging.getLogger(__name__)
 DETAIL_CONCURRENCY = 16
 #: Largest subnet `--subnet` accepts (hosts probed by unicast).
 MAX_SUBNET_HOSTS = 4096
-
-
-class CameraState(StrEnum):
-    ONLINE = "online"
-    UNAUTHORIZED = "unauthorized"
-    UNREACHABLE = "unreachable"
-    NOT_ONVIF = "not_onvif"
-    ERROR = "error"
 
 
 @dataclass
@@ -59,62 +61,18 @@ class FoundCamera:
     imaging: bool = False
     endpoint_reference: str = ""
 
+    @classmethod
+    def from_record(cls, rec: CameraRecord) -> FoundCamera:
+        data = rec.to_json()
+        names = {f.name for f in fields(cls)}
+        data = {k: v for k, v in data.items() if k in names}
+        data["state"] = rec.state
+        return cls(**data)
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["state"] = str(self.state)
         return data
-
-
-def camera_id(endpoint_reference: str, serial: str, xaddr: str) -> str:
-    """A stable UUID for a camera, so it survives address changes.
-
-    A `urn:uuid:` endpoint reference (what ONVIF cameras announce) is the camera's own UUID;
-    otherwise a UUID is derived from the endpoint reference, else the serial, else the address.
-    """
-    ref = endpoint_reference.strip()
-    if ref.lower().startswith("urn:uuid:"):
-        with contextlib.suppress(ValueError):
-            return str(uuid.UUID(ref[9:]))
-    basis = ref or (f"serial:{serial}" if serial else f"xaddr:{xaddr}")
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"camera-agent:{basis}"))
-
-
-def _apply_details(cam: FoundCamera, details: CameraDetails) -> None:
-    info = details.info
-    cam.manufacturer = info.manufacturer
-    cam.model = info.model
-    cam.firmware_version = info.firmware_version
-    cam.serial_number = info.serial_number
-    cam.hardware_id = info.hardware_id
-    cam.profiles = [asdict(p) for p in details.profiles]
-    cam.snapshot_uri = details.snapshot_uri
-    cam.ptz = details.ptz
-    cam.imaging = details.imaging
-    cam.state = CameraState.ONLINE
-    cam.reason = ""
-
-
-async def inspect(
-    cam: FoundCamera, username: str | None, password: str | None, timeout: float
-) -> FoundCamera:
-    """Fill a found camera's record over ONVIF; the state says how that went."""
-    parts = urlsplit(cam.xaddr)
-    host, port = parts.hostname or cam.address, parts.port or 80
-    try:
-        async with OnvifSession(host, port, username, password, timeout=timeout) as session:
-            _apply_details(cam, await session.details())
-    except AuthError as exc:
-        cam.state, cam.reason = CameraState.UNAUTHORIZED, str(exc)
-    except Unavailable as exc:
-        cam.state, cam.reason = CameraState.UNREACHABLE, str(exc)
-    except ProtocolError as exc:
-        cam.state, cam.reason = CameraState.NOT_ONVIF, str(exc)
-    except Exception as exc:  # one broken camera must not end the scan
-        log.debug("inspecting %s failed", cam.xaddr, exc_info=True)
-        cam.state, cam.reason = CameraState.ERROR, f"{type(exc).__name__}: {exc}"
-    if cam.serial_number and not cam.endpoint_reference:
-        cam.id = camera_id("", cam.serial_number, cam.xaddr)
-    return cam
 
 
 def subnet_hosts(cidr: str) -> list[str]:
@@ -124,9 +82,46 @@ def subnet_hosts(cidr: str) -> list[str]:
     return [str(h) for h in net.hosts()] or [str(net.network_address)]
 
 
-def _xaddr_for(host: str, port: int) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/onvif/device_service"
+async def offer_all(
+    inventory: Inventory, offers: Iterable[tuple[str, str, str]]
+) -> list[CameraRecord]:
+    """Offer (xaddr, endpoint reference, source) triples at once; refusals are logged."""
+
+    async def one(xaddr: str, epr: str, source: str) -> CameraRecord | None:
+        try:
+            return await inventory.offer(xaddr, endpoint_reference=epr, source=source)
+        except AgentError as exc:
+            log.warning("camera at %s not added: %s", xaddr[:200], exc)
+            return None
+
+    found = await asyncio.gather(*(one(*item) for item in offers))
+    return list(dict.fromkeys(r for r in found if r is not None))
+
+
+async def sweep(
+    inventory: Inventory,
+    *,
+    timeout: float,
+    unicast: Sequence[tuple[str, int]] = (),
+    multicast: bool = True,
+    interface: str | None = None,
+) -> list[CameraRecord]:
+    """One WS-Discovery probe; every camera that answers is offered to the inventory."""
+    matches = await probe(
+        timeout=timeout, interface=interface, unicast=unicast, multicast=multicast
+    )
+    offers: dict[str, tuple[str, str, str]] = {}
+    for m in matches:
+        xaddr = next((x for x in m.xaddrs if x.startswith("http")), "")
+        if xaddr and m.endpoint_reference not in offers:
+            offers[m.endpoint_reference] = (xaddr, m.endpoint_reference, "wsd")
+    return await offer_all(inventory, offers.values())
+
+
+def credentials_from(username: str | None, password: str | None) -> tuple[Credentials, ...]:
+    if username is None and password is None:
+        return ()
+    return (Credentials(username or "", password or ""),)
 
 
 async def discover(
@@ -142,46 +137,24 @@ async def discover(
 ) -> list[FoundCamera]:
     """Find cameras and read each one's details; sorted by address."""
     unicast = [(h, discovery_port) for cidr in subnets for h in subnet_hosts(cidr)]
-    matches = await probe(
-        timeout=timeout, interface=interface, unicast=unicast, multicast=multicast
+    inventory = Inventory(
+        None,
+        default_credentials=credentials_from(username, password),
+        concurrency=DETAIL_CONCURRENCY,
+        timeout=max(timeout, 5.0),
     )
-    found: dict[str, FoundCamera] = {}
-    for m in matches:
-        xaddr = next((x for x in m.xaddrs if x.startswith("http")), "")
-        if not xaddr:
-            continue
-        key = m.endpoint_reference or xaddr
-        if key in found:
-            continue
-        found[key] = FoundCamera(
-            id=camera_id(m.endpoint_reference, "", xaddr),
-            address=urlsplit(xaddr).hostname or "",
-            xaddr=xaddr,
-            endpoint_reference=m.endpoint_reference,
+    try:
+        await sweep(
+            inventory, timeout=timeout, unicast=unicast, multicast=multicast, interface=interface
         )
-    known = {c.xaddr for c in found.values()}
-    for host, port in probes:
-        xaddr = _xaddr_for(host, port)
-        if xaddr not in known:
-            found[xaddr] = FoundCamera(id=camera_id("", "", xaddr), address=host, xaddr=xaddr)
-    sem = asyncio.Semaphore(DETAIL_CONCURRENCY)
-
-    async def one(cam: FoundCamera) -> FoundCamera:
-        async with sem:
-            return await inspect(cam, username, password, timeout=max(timeout, 5.0))
-
-    cams = await asyncio.gather(*(one(c) for c in found.values()))
-    return _dedupe(sorted(cams, key=lambda c: (c.address, c.xaddr)))
-
-
-def _dedupe(cams: Iterable[FoundCamera]) -> list[FoundCamera]:
-    """The same camera found by several routes (multicast and --probe) is listed once."""
-    seen: dict[str, FoundCamera] = {}
-    for cam in cams:
-        key = f"serial:{cam.manufacturer}/{cam.serial_number}" if cam.serial_number else cam.xaddr
-        if key not in seen or (seen[key].endpoint_reference == "" and cam.endpoint_reference):
-            seen[key] = cam
-    return list(seen.values())
+        known = {rec.xaddr for rec in inventory.cameras()}
+        extra = [xaddr_for(host, port) for host, port in probes]
+        await offer_all(
+            inventory, [(x, "", "probe") for x in dict.fromkeys(extra) if x not in known]
+        )
+        return [FoundCamera.from_record(rec) for rec in inventory.cameras()]
+    finally:
+        await inventory.close()
 
 
 def format_table(cams: Sequence[FoundCamera]) -> str:

@@ -1,0 +1,548 @@
+"""The camera inventory: one record per camera, kept fresh by a re-check loop and saved in the
+state directory.
+
+Discovery hands addresses to `offer()`; each is inspected over ONVIF (bounded concurrency) and
+merged with what is known by endpoint reference, serial number and address, so a camera that
+changes address keeps its id. Failing cameras are re-checked with jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+from agent.camera.onvif import CameraDetails, OnvifSession
+from agent.discovery.records import (
+    SOURCES,
+    CameraRecord,
+    CameraState,
+    camera_id,
+    check_delay,
+    retry_delay,
+    xaddr_host,
+)
+from agent.discovery.session import (
+    Inspection,
+    ManagedControl,
+    connect,
+    inspect,
+    open_control,
+    split_xaddr,
+)
+from agent.errors import (
+    AuthError,
+    InvalidArgument,
+    LimitExceeded,
+    NotConfigured,
+    NotFound,
+    ProtocolError,
+    Unavailable,
+)
+from agent.log import LogOnce
+from agent.secret import Credentials
+from agent.state import StateDir
+
+log = logging.getLogger(__name__)
+_QUIET = LogOnce(log)
+_T = TypeVar("_T")
+
+#: State document holding the inventory.
+DOCUMENT = "inventory.json"
+#: Least seconds between two writes of the document.
+SAVE_INTERVAL = 1.0
+#: Most cameras kept.
+MAX_CAMERAS = 4096
+#: An online camera offered again within this many seconds of its last check is not re-read.
+OFFER_FRESH = 30.0
+#: Seconds per ONVIF request while inspecting.
+REQUEST_TIMEOUT = 10.0
+#: Seconds before the one transparent reconnect of `control()`.
+RECONNECT_DELAY = 0.2
+
+
+class _Cached:
+    """A connected control and the session under it."""
+
+    def __init__(self, session: OnvifSession, control: ManagedControl) -> None:
+        self.session = session
+        self.control = control
+
+    async def close(self) -> None:
+        try:
+            await self.control.close()
+        except Exception as exc:  # closing must not hide anything else
+            log.debug("closing a camera control failed: %s", exc)
+        await self.session.close()
+
+
+class Inventory:
+    """Every camera the agent knows, by stable id."""
+
+    def __init__(
+        self,
+        state: StateDir | None,
+        *,
+        default_credentials: Sequence[Credentials] = (),
+        camera_credentials: Mapping[str, Credentials] | None = None,
+        recheck_interval: float = 60.0,
+        concurrency: int = 16,
+        timeout: float = REQUEST_TIMEOUT,
+    ) -> None:
+        if concurrency < 1 or recheck_interval <= 0:
+            raise InvalidArgument("concurrency and recheck_interval must be positive")
+        self._state = state
+        self._defaults = tuple(default_credentials)
+        self._configured = dict(camera_credentials or {})
+        self._explicit: dict[str, Credentials] = {}
+        self._interval = recheck_interval
+        self._timeout = timeout
+        self._limit = asyncio.Semaphore(concurrency)
+        self._records: dict[str, CameraRecord] = {}
+        self._inflight: dict[str, asyncio.Task[CameraRecord]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._checking: set[str] = set()
+        self._controls: dict[str, _Cached] = {}
+        self._closing: set[asyncio.Task[None]] = set()  # sessions being closed: awaited
+        self._control_locks: dict[str, asyncio.Lock] = {}
+        self._wake = asyncio.Event()
+        self._version = 0  # bumped by every change
+        self._saved = 0  # the version last written
+        self._writing = False
+        self._saver: asyncio.Task[None] | None = None
+        self._save_failed = False
+        self._closed = False
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    def cameras(self) -> list[CameraRecord]:
+        """Every record, by address then id."""
+        return sorted(self._records.values(), key=lambda r: (r.address, r.xaddr, r.id))
+
+    def get(self, camera_id: str) -> CameraRecord:
+        try:
+            return self._records[camera_id]
+        except KeyError:
+            raise NotFound(f"no camera {camera_id!r}") from None
+
+    # ---- discovery ---------------------------------------------------------------------------
+
+    async def offer(self, xaddr: str, *, endpoint_reference: str = "", source: str) -> CameraRecord:
+        """A camera seen at `xaddr`: inspect it (unless it is online and fresh) and merge it."""
+        if self._closed:
+            raise Unavailable("the inventory is closed")
+        if source not in SOURCES:
+            raise InvalidArgument(f"unknown discovery source {source!r}")
+        try:
+            split_xaddr(xaddr)
+        except ProtocolError as exc:
+            raise InvalidArgument(str(exc)) from None
+        known = self._match(endpoint_reference, xaddr)
+        if known is not None and known.xaddr == xaddr and self._fresh(known):
+            self._seen(known, endpoint_reference, source)
+            return known
+        task = self._inflight.get(xaddr)
+        if task is None:
+            if known is None and len(self._records) >= MAX_CAMERAS:
+                raise LimitExceeded(f"more than {MAX_CAMERAS} cameras")
+            task = self._spawn(self._inspect_offer(xaddr, endpoint_reference, source))
+            self._inflight[xaddr] = task
+            task.add_done_callback(lambda _t: self._inflight.pop(xaddr, None))
+        rec = await asyncio.shield(task)
+        self._seen(rec, endpoint_reference, source, touch=False)
+        return rec
+
+    def gone(self, endpoint_reference: str) -> None:
+        """A camera said Bye: unreachable until it answers again; the record stays."""
+        rec = self._by_epr(endpoint_reference)
+        if rec is None:
+            return
+        rec.state, rec.reason = CameraState.UNREACHABLE, "the camera announced it is leaving"
+        rec.failures += 1
+        rec.next_check = time.monotonic() + retry_delay(rec.failures)
+        log.info("camera %s (%s) left the network", rec.id, rec.address)
+        self._drop_control(rec.id)
+        self._changed()
+
+    def set_credentials(self, camera_id: str, credentials: Credentials) -> None:
+        """Use these credentials for the camera from now on; it is re-checked at once."""
+        rec = self.get(camera_id)
+        self._explicit[camera_id] = credentials
+        rec.credentials = credentials
+        rec.next_check = 0.0
+        self._drop_control(camera_id)
+        self._changed()
+
+    # ---- control -----------------------------------------------------------------------------
+
+    async def control(self, camera_id: str) -> ManagedControl:
+        """A connected control for the camera, cached; reconnects once if the camera is
+        unavailable. Raises NotFound, NotConfigured, AuthError, Unavailable, ProtocolError."""
+        rec = self.get(camera_id)
+        lock = self._control_locks.setdefault(camera_id, asyncio.Lock())
+        async with lock:
+            cached = self._controls.get(camera_id)
+            if cached is not None and rec.state is CameraState.ONLINE:
+                return cached.control
+            if cached is not None:
+                self._drop_control(camera_id)
+            session, used = await self._connect_for_control(rec)
+            try:
+                control = await open_control(session)
+            except BaseException:
+                await session.close()
+                raise
+            self._controls[camera_id] = _Cached(session, control)
+            if used is not None and used != rec.credentials:
+                rec.credentials = used
+                self._changed()
+            if rec.state is not CameraState.ONLINE:
+                rec.next_check = 0.0  # fill in the details soon
+                self._wake.set()
+            return control
+
+    async def _connect_for_control(
+        self, rec: CameraRecord
+    ) -> tuple[OnvifSession, Credentials | None]:
+        for attempt in (1, 2):
+            try:
+                return await connect(rec.xaddr, self._candidates(rec, rec.xaddr), self._timeout)
+            except NotConfigured as exc:
+                self._fail(rec, CameraState.UNAUTHORIZED, str(exc) or "no credentials configured")
+                raise
+            except AuthError as exc:
+                self._fail(rec, CameraState.UNAUTHORIZED, str(exc) or "credentials rejected")
+                raise
+            except Unavailable as exc:
+                if attempt == 2:
+                    self._fail(rec, CameraState.UNREACHABLE, str(exc) or "unreachable")
+                    raise
+                await asyncio.sleep(RECONNECT_DELAY)
+            except ProtocolError as exc:
+                self._fail(rec, CameraState.NOT_ONVIF, str(exc))
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # ---- life cycle --------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Known cameras from the state directory (each `unreachable` until re-checked)."""
+        if self._state is None:
+            return
+        try:
+            data = await self._state.aread_json(DOCUMENT)
+        except OSError as exc:
+            log.warning("cannot read the camera inventory: %s; starting empty", exc)
+            return
+        if data is None:
+            return
+        cameras = data.get("cameras") if isinstance(data, dict) else None
+        if not isinstance(cameras, list):
+            log.error("the camera inventory has an unknown layout; starting empty")
+            with contextlib.suppress(OSError):
+                await self._state.awrite_json(f"{DOCUMENT}.unusable-{int(time.time())}", data)
+            return
+        for item in cameras[:MAX_CAMERAS]:
+            try:
+                rec = CameraRecord.from_state(item)
+            except ProtocolError as exc:
+                log.warning("skipped a stored camera: %s", exc)
+                continue
+            self._records.setdefault(rec.id, rec)
+        log.info("loaded %d camera(s) from the state directory", len(self._records))
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Re-check every camera when it is due, until cancelled."""
+        checks: set[asyncio.Task[None]] = set()
+        try:
+            while True:
+                now = time.monotonic()
+                for rec in list(self._records.values()):
+                    if rec.next_check <= now and rec.id not in self._checking:
+                        self._checking.add(rec.id)
+                        task = asyncio.get_running_loop().create_task(self._check(rec))
+                        checks.add(task)
+                        task.add_done_callback(checks.discard)
+                waiting = [
+                    r.next_check for r in self._records.values() if r.id not in self._checking
+                ]
+                pause = min(waiting, default=now + self._interval) - now
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(max(pause, 0.0)):
+                        await self._wake.wait()
+        finally:
+            for task in checks:
+                task.cancel()
+            if checks:
+                await asyncio.wait(checks)
+
+    async def close(self) -> None:
+        """Stop work in flight, write the last changes and close every cached session."""
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks)
+        if self._saver is not None and not self._saver.done():
+            if not self._writing:  # a write in progress finishes (and the saver ends)
+                self._saver.cancel()
+            await asyncio.wait([self._saver])
+        if self._version != self._saved:
+            await self._save()
+        cached, self._controls = list(self._controls.values()), {}
+        for item in cached:
+            await item.close()
+        if self._closing:
+            await asyncio.wait(self._closing)
+
+    # ---- inspection --------------------------------------------------------------------------
+
+    async def _inspect_offer(self, xaddr: str, epr: str, source: str) -> CameraRecord:
+        hint = self._match(epr, xaddr)
+        async with self._limit:
+            result = await inspect(xaddr, self._candidates(hint, xaddr), self._timeout)
+        rec = self._place(result.details, xaddr, epr)
+        if rec.xaddr != xaddr:
+            self._drop_control(rec.id)
+        rec.see_address(xaddr)
+        if epr:
+            rec.endpoint_reference = epr
+        rec.sources.add(source)
+        if result.state is not CameraState.UNREACHABLE or source in ("wsd", "mdns"):
+            rec.last_seen = time.time()
+        self._record(rec, result)
+        return rec
+
+    async def _check(self, rec: CameraRecord) -> None:
+        try:
+            cached = self._controls.get(rec.id)
+            session = cached.session if cached is not None else None
+            async with self._limit:
+                result = await inspect(
+                    rec.xaddr, self._candidates(rec, rec.xaddr), self._timeout, session=session
+                )
+            if self._records.get(rec.id) is not rec:
+                return  # merged into another record meanwhile
+            other = _serial_key(result.details)
+            if other and rec.serial_key and other != rec.serial_key:
+                rec.state = CameraState.UNREACHABLE
+                rec.reason = "another camera answers at this address"
+                self._reschedule(rec)
+                self._changed()
+                self._spawn(self.offer(rec.xaddr, source="probe"))
+                return
+            if result.state is not CameraState.UNREACHABLE:
+                rec.last_seen = time.time()
+            self._record(rec, result)
+        finally:
+            self._checking.discard(rec.id)
+
+    def _record(self, rec: CameraRecord, result: Inspection) -> None:
+        before = (rec.state, rec.reason)
+        rec.state, rec.reason = result.state, result.reason
+        if result.details is not None:
+            _apply_details(rec, result.details)
+        if result.state is CameraState.ONLINE:
+            rec.failures, rec.last_error = 0, ""
+            if result.credentials is not None:
+                rec.credentials = result.credentials
+        else:
+            rec.failures += 1
+            rec.last_error = result.reason
+            self._drop_control(rec.id)
+        rec.checked_at = time.monotonic()
+        self._reschedule(rec)
+        if before != (rec.state, rec.reason):
+            level = logging.INFO if rec.state is CameraState.ONLINE else logging.WARNING
+            _QUIET.log(level, rec.id, "camera %s at %s is %s%s", rec.id, rec.address,
+                       rec.state, f" ({rec.reason})" if rec.reason else "")  # fmt: skip
+            if rec.state is CameraState.ONLINE:
+                _QUIET.clear(rec.id)
+        self._changed()
+
+    def _fail(self, rec: CameraRecord, state: CameraState, reason: str) -> None:
+        self._record(rec, Inspection(state, reason))
+
+    def _reschedule(self, rec: CameraRecord) -> None:
+        rec.next_check = time.monotonic() + check_delay(rec.state, rec.failures, self._interval)
+
+    # ---- merging -----------------------------------------------------------------------------
+
+    def _by_epr(self, epr: str) -> CameraRecord | None:
+        if not epr:
+            return None
+        return next((r for r in self._records.values() if r.endpoint_reference == epr), None)
+
+    def _by_xaddr(self, xaddr: str) -> CameraRecord | None:
+        return next((r for r in self._records.values() if r.xaddr == xaddr), None)
+
+    def _by_serial(self, key: str) -> CameraRecord | None:
+        if not key:
+            return None
+        return next((r for r in self._records.values() if r.serial_key == key), None)
+
+    def _match(self, epr: str, xaddr: str) -> CameraRecord | None:
+        return self._by_epr(epr) or self._by_xaddr(xaddr)
+
+    def _place(self, details: CameraDetails | None, xaddr: str, epr: str) -> CameraRecord:
+        """The record an inspected camera belongs to: by endpoint reference, then serial
+        number, then address (unless that record is known to be another camera)."""
+        serial = details.info.serial_number[:256] if details else ""
+        key = _serial_key(details)
+        by_epr, by_serial, by_xaddr = self._by_epr(epr), self._by_serial(key), self._by_xaddr(xaddr)
+        rec = by_epr or by_serial
+        if (
+            rec is None
+            and by_xaddr is not None
+            and by_xaddr.serial_key in ("", key or by_xaddr.serial_key)
+        ):
+            rec = by_xaddr
+        if rec is None:
+            ident = camera_id(epr, serial, xaddr)
+            if ident in self._records:  # another camera was once known by this address
+                ident = str(uuid.uuid4())
+            rec = CameraRecord(id=ident, xaddr=xaddr)
+            self._records[ident] = rec
+            return rec
+        for other in (by_serial, by_xaddr):
+            if other is not None and other is not rec and _same_camera(other, rec, key, epr):
+                self._merge(other, into=rec)
+        return rec
+
+    def _merge(self, other: CameraRecord, *, into: CameraRecord) -> None:
+        """Fold a duplicate record into the one that stays."""
+        self._records.pop(other.id, None)
+        self._drop_control(other.id)
+        into.sources |= other.sources
+        for host in other.addresses:
+            if host not in into.addresses:
+                into.addresses.insert(0, host)
+        if into.credentials is None:
+            into.credentials = other.credentials
+        if other.id in self._explicit and into.id not in self._explicit:
+            self._explicit[into.id] = self._explicit.pop(other.id)
+        log.info("camera %s is the same as %s; records merged", other.id, into.id)
+
+    def _candidates(self, rec: CameraRecord | None, xaddr: str) -> list[Credentials]:
+        """Credentials to try, most specific first."""
+        keys = [xaddr_host(xaddr)]
+        if rec is not None:
+            keys[:0] = [rec.id, rec.serial_number]
+        found: list[Credentials] = []
+        if rec is not None and rec.id in self._explicit:
+            found.append(self._explicit[rec.id])
+        found += [self._configured[k] for k in keys if k and k in self._configured]
+        if rec is not None and rec.credentials is not None:
+            found.append(rec.credentials)
+        found += self._defaults
+        return list(dict.fromkeys(found))
+
+    def _seen(self, rec: CameraRecord, epr: str, source: str, *, touch: bool = True) -> None:
+        changed = source not in rec.sources or bool(epr and rec.endpoint_reference != epr)
+        rec.sources.add(source)
+        if epr:
+            rec.endpoint_reference = epr
+        if touch:
+            rec.last_seen = time.time()
+            changed = True
+        if changed:
+            self._changed()
+
+    def _fresh(self, rec: CameraRecord) -> bool:
+        if rec.state is not CameraState.ONLINE or rec.checked_at is None:
+            return False
+        return time.monotonic() - rec.checked_at < min(OFFER_FRESH, self._interval)
+
+    # ---- plumbing ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            _QUIET.log(logging.WARNING, "task", "inventory task failed: %s", task.exception())
+
+    def _drop_control(self, camera_id: str) -> None:
+        cached = self._controls.pop(camera_id, None)
+        if cached is not None:
+            with contextlib.suppress(RuntimeError):  # no loop: nothing left to close on
+                task = asyncio.get_running_loop().create_task(cached.close())
+                self._closing.add(task)
+                task.add_done_callback(self._closing.discard)
+
+    def _changed(self) -> None:
+        self._wake.set()
+        if self._state is None or self._closed:
+            return
+        self._version += 1
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.get_running_loop().create_task(self._save_loop())
+
+    async def _save_loop(self) -> None:
+        while self._version != self._saved:
+            await self._save()
+            if self._closed:
+                return
+            await asyncio.sleep(SAVE_INTERVAL)
+
+    async def _save(self) -> None:
+        if self._state is None:
+            return
+        version = self._version
+        document = {"version": 1, "cameras": [r.to_state() for r in self._records.values()]}
+        self._writing = True
+        try:
+            await self._state.awrite_json(DOCUMENT, document)
+        except OSError as exc:
+            self._saved = version  # retried on the next change, not in a loop
+            if not self._save_failed:
+                log.error(  # noqa: TRY400 - the reason is enough
+                    "cannot save the camera inventory (%s); keeping it in memory", exc
+                )
+            self._save_failed = True
+        else:
+            self._saved = version
+            if self._save_failed:
+                log.info("the camera inventory is saved again")
+            self._save_failed = False
+        finally:
+            self._writing = False
+
+
+def _serial_key(details: CameraDetails | None) -> str:
+    if details is None or not details.info.serial_number:
+        return ""
+    info = details.info
+    return f"{info.manufacturer[:256].casefold()}/{info.serial_number[:256].casefold()}"
+
+
+def _same_camera(other: CameraRecord, rec: CameraRecord, key: str, epr: str) -> bool:
+    """True if `other` is a duplicate of `rec` (same serial, or an unidentified record at the
+    address the camera answered on)."""
+    if key and other.serial_key == key:
+        return not (other.endpoint_reference and epr and other.endpoint_reference != epr)
+    return not other.serial_key and not other.endpoint_reference
+
+
+def _apply_details(rec: CameraRecord, details: CameraDetails) -> None:
+    info = details.info
+    rec.manufacturer = info.manufacturer[:256]
+    rec.model = info.model[:256]
+    rec.firmware_version = info.firmware_version[:256]
+    rec.serial_number = info.serial_number[:256]
+    rec.hardware_id = info.hardware_id[:256]
+    rec.profiles = [asdict(p) for p in details.profiles[:16]]
+    rec.snapshot_uri = details.snapshot_uri
+    rec.ptz = details.ptz
+    rec.imaging = details.imaging
