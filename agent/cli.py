@@ -78,6 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     _command(
         sub,
+        "run",
+        "agent.app",
+        "run the agent daemon (discovery, inventory, local API)",
+        "Run the agent: keep an inventory of the cameras on the network (WS-Discovery, mDNS, "
+        "--probe, --subnet), persist it in the state directory and serve the local API. "
+        "Stops cleanly on SIGTERM or SIGINT.",
+    )
+    _command(
+        sub,
         "discover",
         "agent.discovery.scan",
         "find ONVIF cameras on the local network",

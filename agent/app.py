@@ -1,0 +1,150 @@
+"""The agent daemon: builds the services in order, owns one TaskGroup, shuts down in order.
+
+Start order: state directory -> inventory (cameras known at boot) -> local API -> background
+tasks (inventory re-checks, discovery). Shutdown is the reverse, bounded by `SHUTDOWN_TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from agent import __version__
+from agent import config as agent_config
+from agent.api.server import ApiServer, build_app
+from agent.config import AgentConfig
+from agent.discovery.inventory import Inventory
+from agent.discovery.service import DiscoveryService
+from agent.errors import ConfigError
+from agent.state import StateDir
+
+log = logging.getLogger(__name__)
+
+#: Seconds the whole shutdown may take before the remaining tasks are abandoned.
+SHUTDOWN_TIMEOUT = 4.0
+
+
+class Agent:
+    """One running agent. `await run(stop)` serves until `stop` is set."""
+
+    def __init__(self, cfg: AgentConfig) -> None:
+        self.cfg = cfg
+        self.state = StateDir(cfg.state_dir)
+        self.inventory = Inventory(
+            self.state,
+            default_credentials=cfg.default_credentials,
+            camera_credentials=cfg.camera_credentials,
+        )
+        d = cfg.discovery
+        self.discovery = DiscoveryService(
+            self.inventory,
+            interfaces=d.interfaces,
+            multicast=d.multicast,
+            subnets=d.subnets,
+            probes=d.probe,
+            discovery_port=d.discovery_port,
+            mdns=d.mdns,
+            interval=d.interval,
+        )
+        self.api = ApiServer(
+            build_app(self.inventory, version=__version__, token=cfg.api_token),
+            cfg.api_host,
+            cfg.api_port,
+        )
+        self.ready = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await asyncio.to_thread(self.state.ensure)
+        await self.inventory.load()
+        log.info("%d camera(s) known from %s", len(self.inventory.cameras()), self.state.path)
+        try:
+            await self.api.start()
+        except OSError as exc:
+            await self.inventory.close()
+            raise ConfigError(
+                f"local API cannot listen on {self.cfg.api_host}:{self.cfg.api_port}: {exc}"
+            ) from None
+        log.info("local API on http://%s:%d/api/v1/", self.cfg.api_host, self.api.port)
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [
+                    group.create_task(self.inventory.run(), name="inventory"),
+                    group.create_task(self.discovery.run(), name="discovery"),
+                ]
+                self.ready.set()
+                log.info("camera-agent %s ready", __version__)
+                await stop.wait()
+                log.info("stopping")
+                for task in tasks:
+                    task.cancel()
+        finally:
+            await self._shutdown()
+
+    async def _shutdown(self) -> None:
+        async def close_all() -> None:
+            await self.api.stop()
+            await self.inventory.close()
+
+        try:
+            await asyncio.wait_for(close_all(), SHUTDOWN_TIMEOUT)
+        except TimeoutError:
+            log.warning("shutdown took longer than %.0f s; abandoning the rest", SHUTDOWN_TIMEOUT)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from agent.cli import host_port
+
+    p.add_argument(
+        "--config", default=None, help="TOML config (default /etc/camera-agent/agent.toml)"
+    )
+    p.add_argument(
+        "--state-dir", default=None, help="state directory (default /var/lib/camera-agent)"
+    )
+    p.add_argument(
+        "--api", type=host_port, default=None, metavar="HOST:PORT", help="local API address"
+    )
+    p.add_argument(
+        "--probe",
+        type=host_port,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="add a camera by its ONVIF HTTP address (adds to the config file's)",
+    )
+    p.add_argument(
+        "--subnet", action="append", default=[], metavar="CIDR", help="unicast-probe this subnet"
+    )
+    p.add_argument("--username", default=None, help="camera user name, tried first")
+    p.add_argument("--password", default=None, help="camera password, tried first")
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = agent_config.with_flags(
+            agent_config.load(args.config),
+            state_dir=args.state_dir,
+            api=args.api,
+            probe=args.probe,
+            subnets=args.subnet,
+            username=args.username,
+            password=args.password,
+        )
+        agent = Agent(cfg)
+    except ConfigError as exc:
+        print(f"camera-agent run: {exc}", file=sys.stderr)
+        return 2
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await agent.run(stop)
+    except ConfigError as exc:
+        print(f"camera-agent run: {exc}", file=sys.stderr)
+        return 2
+    return 0
