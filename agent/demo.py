@@ -1,8 +1,9 @@
 """`camera-agent demo`: the whole chain on loopback, end to end, in one process.
 
 It starts simulated cameras on 127.0.0.1, finds them with WS-Discovery, reads their identity and
-streams over ONVIF, pulls live video from each with FFmpeg (PyAV) and a JPEG snapshot, and prints
-what it saw. Nothing leaves the machine.
+streams over ONVIF, pulls live video from each with FFmpeg (PyAV) and a JPEG snapshot, then runs
+the agent daemon against them and drives a camera through the local API (image setting, PTZ),
+and prints what it saw. Nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -10,13 +11,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import aiohttp
 import av
 
+from agent.app import Agent
+from agent.config import AgentConfig, DiscoveryConfig
 from agent.discovery.scan import FoundCamera, discover, format_table
+from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
 
@@ -64,6 +71,61 @@ async def _snapshot(url: str, username: str, password: str) -> int:
         return len(await resp.read())
 
 
+async def _agent_phase(
+    fleet: SimCameraFleet, discovery_port: int, username: str, password: str
+) -> bool:
+    """Run the agent daemon against the cameras and drive one camera through its local API."""
+    with tempfile.TemporaryDirectory(prefix="camera-agent-demo-") as state:
+        cfg = AgentConfig(
+            state_dir=Path(state),
+            api_host="127.0.0.1",
+            api_port=0,
+            discovery=DiscoveryConfig(
+                multicast=False,
+                mdns=False,
+                subnets=("127.0.0.1/32",),
+                discovery_port=discovery_port,
+            ),
+            default_credentials=(Credentials(username, Secret(password)),),
+        )
+        agent = Agent(cfg)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            await asyncio.wait_for(agent.ready.wait(), 20)
+            base = f"http://127.0.0.1:{agent.api.port}/api/v1"
+            print(f"== agent daemon running, local API at {base}/")
+            deadline = time.monotonic() + 20
+            cams: list[dict[str, Any]] = []
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
+                while time.monotonic() < deadline:
+                    async with http.get(f"{base}/cameras") as resp:
+                        cams = (await resp.json())["cameras"]
+                    if len(cams) == len(fleet.cameras) and all(
+                        c["state"] == "online" for c in cams
+                    ):
+                        break
+                    await asyncio.sleep(0.2)
+                print(f"   GET /cameras: {len(cams)} camera(s) online in the inventory")
+                if not cams:
+                    return False
+                cam_id = cams[0]["id"]
+                onvif = f"{base}/onvif/{cam_id}"
+                async with http.put(f"{onvif}/image/brightness", json={"value": 80}) as resp:
+                    print(f"   PUT image/brightness 80 -> {resp.status} {await resp.json()}")
+                async with http.put(f"{onvif}/ptz", json={"move": "RIGHT", "step": 5}) as resp:
+                    print(f"   PUT ptz RIGHT step 5 -> {resp.status}")
+                async with http.get(f"{onvif}/ptz") as resp:
+                    pos = (await resp.json())["pan_tilt"].get("current_position")
+                    print(f"   GET ptz -> position {pos}")
+                async with http.get(f"{onvif}/image") as resp:
+                    brightness = (await resp.json())["brightness"]["current_value"]
+            return bool(brightness == 80 and pos and pos["x"] > 0)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", type=int, default=2, help="how many simulated cameras")
     p.add_argument("--frames", type=int, default=50, help="video frames to pull per stream")
@@ -77,7 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace) -> int:
     if logging.getLogger().level > logging.DEBUG:
         # Per-session server chatter would drown the demo's own lines.
-        for name in ("agent.media", "agent.sim"):
+        for name in ("agent.media", "agent.sim", "agent.api", "agent.app"):
             logging.getLogger(name).setLevel(logging.WARNING)
     username, password = "admin", "demo-pass"
     configs = [
@@ -126,6 +188,7 @@ async def run(args: argparse.Namespace) -> int:
             if found.snapshot_uri:
                 size = await _snapshot(found.snapshot_uri, username, password)
                 print(f"== {found.id} snapshot: {size} bytes of JPEG")
+        ok = await _agent_phase(fleet, port, username, password) and ok
         print("== demo " + ("passed" if ok else "FAILED"))
         if args.keep_running:
             print("== cameras keep running; Ctrl-C to stop")
