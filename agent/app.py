@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
-import signal
 import sys
 
 from agent import __version__
@@ -96,7 +94,7 @@ class Agent:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from agent.cli import host_port
+    from agent.cli import add_camera_arguments, host_port
 
     p.add_argument(
         "--config", default=None, help="TOML config (default /etc/camera-agent/agent.toml)"
@@ -107,19 +105,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--api", type=host_port, default=None, metavar="HOST:PORT", help="local API address"
     )
-    p.add_argument(
-        "--probe",
-        type=host_port,
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="add a camera by its ONVIF HTTP address (adds to the config file's)",
-    )
-    p.add_argument(
-        "--subnet", action="append", default=[], metavar="CIDR", help="unicast-probe this subnet"
-    )
-    p.add_argument("--username", default=None, help="camera user name, tried first")
-    p.add_argument("--password", default=None, help="camera password, tried first")
+    add_camera_arguments(p, extra=" (adds to the config file's)")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -137,11 +123,9 @@ async def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"camera-agent run: {exc}", file=sys.stderr)
         return 2
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    from agent.cli import stop_on_signals
+
+    stop = stop_on_signals()
     try:
         await agent.run(stop)
     except ConfigError as exc:

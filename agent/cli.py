@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, TypeAlias
@@ -25,6 +27,37 @@ def host_port(text: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
+
+
+def add_camera_arguments(p: argparse.ArgumentParser, *, extra: str) -> None:
+    """--probe, --subnet, --username, --password: shared by `discover` and `run`."""
+    p.add_argument(
+        "--probe",
+        type=host_port,
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help=f"add a camera by its ONVIF HTTP address{extra}",
+    )
+    p.add_argument(
+        "--subnet",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="also send unicast WS-Discovery probes to every host of this subnet",
+    )
+    p.add_argument("--username", default=None, help="ONVIF user name (tried first)")
+    p.add_argument("--password", default=None, help="ONVIF password")
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, for a command that serves until stopped."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 _Sub: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"

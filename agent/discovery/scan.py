@@ -185,32 +185,16 @@ def format_table(cams: Sequence[FoundCamera]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from agent.cli import host_port
+    from agent.cli import add_camera_arguments
 
     p.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for answers")
-    p.add_argument(
-        "--probe",
-        type=host_port,
-        action="append",
-        default=[],
-        metavar="HOST:PORT",
-        help="add a camera by its ONVIF HTTP address (for cameras that ignore discovery)",
-    )
-    p.add_argument(
-        "--subnet",
-        action="append",
-        default=[],
-        metavar="CIDR",
-        help="also send unicast WS-Discovery probes to every host of this subnet",
-    )
+    add_camera_arguments(p, extra=" (for cameras that ignore discovery)")
     p.add_argument("--interface", default=None, help="IPv4 address of the interface to probe on")
     p.add_argument(
         "--discovery-port", type=int, default=3702, help="WS-Discovery port of the cameras"
     )
     p.add_argument("--no-multicast", action="store_true", help="send no multicast probe")
-    p.add_argument("--username", default=None, help="ONVIF user name")
-    p.add_argument("--password", default=None, help="ONVIF password")
 
 
 async def run(args: argparse.Namespace) -> int:

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
 import os
-import signal
 import sys
 from typing import Any
 
@@ -102,11 +100,9 @@ async def run(args: argparse.Namespace) -> int:
         multicast=not args.no_multicast and args.discovery_port != 0,
         mdns=args.mdns,
     )
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    from agent.cli import stop_on_signals
+
+    stop = stop_on_signals()
     try:
         await fleet.start()
     except OSError as exc:
