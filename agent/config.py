@@ -21,6 +21,11 @@ Example file:
     interval = 300                # seconds between re-probes
     mdns = true
 
+    [cloud]
+    activation_url = "https://activation.example.net"
+    ca_file = "/etc/camera-agent/ca.pem"   # optional extra CA bundle
+    pin_sha256 = "..."            # optional: SHA-256 (hex) of the server certificate
+
     [[credentials.default]]       # tried in order on every camera
     username = "admin"
     password = "admin"
@@ -62,12 +67,20 @@ class DiscoveryConfig:
 
 
 @dataclass(frozen=True)
+class CloudConfig:
+    activation_url: str | None = None
+    ca_file: Path | None = None
+    pin_sha256: str | None = None  # hex SHA-256 of the server certificate (DER)
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     state_dir: Path = DEFAULT_STATE_DIR
     api_host: str = DEFAULT_API[0]
     api_port: int = DEFAULT_API[1]
     api_token: Secret | None = None
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
     default_credentials: tuple[Credentials, ...] = ()
     camera_credentials: Mapping[str, Credentials] = field(default_factory=dict)
     source: str = "defaults"  # where the file part came from, for `status`
@@ -79,6 +92,18 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
     return host, int(port)
+
+
+def check_url(url: str, what: str = "cloud.activation_url") -> str:
+    """An http(s) URL with a host, without credentials; trailing slash removed."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} must be an http:// or https:// URL, got {url!r}")
+    if parts.username or parts.password:
+        raise ConfigError(f"{what} must not carry credentials")
+    return url.rstrip("/")
 
 
 def is_loopback(host: str) -> bool:
@@ -138,7 +163,7 @@ def _check_subnet(cidr: str) -> str:
 
 def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfig:
     """Build a config from parsed TOML; raises ConfigError naming the bad setting."""
-    _check_keys(data, {"agent", "api", "discovery", "credentials"}, "the config file")
+    _check_keys(data, {"agent", "api", "discovery", "cloud", "credentials"}, "the config file")
     cfg = AgentConfig(source=source)
     agent = _table(data, "agent")
     _check_keys(agent, {"state_dir"}, "[agent]")
@@ -182,6 +207,19 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
             raise ConfigError("discovery.discovery_port must be within 1..65535")
         d = replace(d, discovery_port=port)
     cfg = replace(cfg, discovery=d)
+    cloud = _table(data, "cloud")
+    _check_keys(cloud, {"activation_url", "ca_file", "pin_sha256"}, "[cloud]")
+    c = cfg.cloud
+    if "activation_url" in cloud:
+        c = replace(c, activation_url=check_url(_typed(cloud, "activation_url", str, "cloud")))
+    if "ca_file" in cloud:
+        c = replace(c, ca_file=Path(_typed(cloud, "ca_file", str, "cloud")))
+    if "pin_sha256" in cloud:
+        pin = _typed(cloud, "pin_sha256", str, "cloud").replace(":", "").lower()
+        if len(pin) != 64 or any(ch not in "0123456789abcdef" for ch in pin):
+            raise ConfigError("cloud.pin_sha256 must be 64 hex digits (SHA-256 of the certificate)")
+        c = replace(c, pin_sha256=pin)
+    cfg = replace(cfg, cloud=c)
     creds = _table(data, "credentials")
     _check_keys(creds, {"default", "camera"}, "[credentials]")
     defaults = creds.get("default", [])
@@ -228,6 +266,9 @@ def load(
         cfg = AgentConfig()
     if "CAMERA_AGENT_STATE_DIR" in env:
         cfg = replace(cfg, state_dir=Path(env["CAMERA_AGENT_STATE_DIR"]))
+    if env.get("CAMERA_AGENT_ACTIVATION_URL"):
+        url = check_url(env["CAMERA_AGENT_ACTIVATION_URL"], "CAMERA_AGENT_ACTIVATION_URL")
+        cfg = replace(cfg, cloud=replace(cfg.cloud, activation_url=url))
     if env.get("CAMERA_AGENT_API_TOKEN"):
         cfg = replace(cfg, api_token=Secret(env["CAMERA_AGENT_API_TOKEN"]))
     return cfg
@@ -242,6 +283,7 @@ def with_flags(
     subnets: Sequence[str] = (),
     username: str | None = None,
     password: str | None = None,
+    activation_url: str | None = None,
 ) -> AgentConfig:
     """Apply command-line flags: probes and subnets add to the file's; credentials go first."""
     if state_dir is not None:
@@ -255,6 +297,8 @@ def with_flags(
         subnets=d.subnets + tuple(_check_subnet(s) for s in subnets if s not in d.subnets),
     )
     cfg = replace(cfg, discovery=d)
+    if activation_url is not None:
+        cfg = replace(cfg, cloud=replace(cfg.cloud, activation_url=check_url(activation_url)))
     if username is not None:
         first = Credentials(username, Secret(password or ""))
         cfg = replace(

@@ -117,3 +117,19 @@ def test_non_loopback_api_needs_a_token(tmp_path: Path) -> None:
 def test_oversized_file_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="larger"):
         config.load(_write(tmp_path, "#" * (config.MAX_CONFIG_BYTES + 10)), env={})
+
+
+def test_cloud_settings(tmp_path: Path) -> None:
+    text = (
+        "[cloud]\nactivation_url = 'https://act.example.net/'\n"
+        "pin_sha256 = '" + "AB:" * 31 + "AB'\n"
+    )
+    cfg = config.load(_write(tmp_path, text), env={})
+    assert cfg.cloud.activation_url == "https://act.example.net"
+    assert cfg.cloud.pin_sha256 == "ab" * 32
+    with pytest.raises(ConfigError, match="http"):
+        config.load(_write(tmp_path, "[cloud]\nactivation_url = 'ftp://x'\n"), env={})
+    with pytest.raises(ConfigError, match="credentials"):
+        config.with_flags(cfg, activation_url="http://u:p@127.0.0.1:8080")
+    cfg = config.with_flags(cfg, activation_url="http://127.0.0.1:8080")
+    assert cfg.cloud.activation_url == "http://127.0.0.1:8080"
