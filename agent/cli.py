@@ -93,6 +93,15 @@ def _add_sim(sub: _Sub) -> None:
         "and mDNS. Camera i of --count N listens on PORT+i and RTSP-PORT+i. Faults are "
         "injected at http://HOST:PORT/sim/ (see docs/simulator.md).",
     )
+    _command(
+        sim_sub,
+        "cloud",
+        "agent.sim.cloud.cli",
+        "simulated cloud (Watcher, Central, activation, endpoint, streampoints)",
+        "Run the simulated cloud on one HTTP port: Watcher Client API, Central API, the "
+        "activation server, the agents' endpoint and streampoint WebSockets, QR codes for "
+        "tokens at /sim/qr/TOKEN(.png) and a status page at / (see docs/sim-cloud.md).",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
         "end-to-end demonstration on this machine (loopback only)",
         "Start simulated cameras on 127.0.0.1, discover them, read their streams and pull "
         "video from them with FFmpeg, then stop. Needs no network beyond loopback.",
+    )
+    _command(
+        sub,
+        "activate",
+        "agent.cloud.cli",
+        "activate this agent with a token",
+        "Activate the agent with a Watcher activation token: sign it with the agent's key, "
+        "send it to the activation server and save the answer in the state directory.",
     )
     _add_sim(sub)
     return parser

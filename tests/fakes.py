@@ -567,6 +567,7 @@ async def running_api(
     token: str | None = None,
     client_token: str | None = None,
     call_timeout: float = 5.0,
+    cloud: FakeCloud | None = None,
 ) -> AsyncIterator[ApiClient]:
     """The local API over `directory` on a free loopback port, and a checking client for it."""
     from agent.api import ApiServer, build_app
@@ -578,6 +579,7 @@ async def running_api(
         version=version,
         token=Secret(token) if token is not None else None,
         call_timeout=call_timeout,
+        cloud=cloud,
     )
     server = ApiServer(app, "127.0.0.1", 0)
     await server.start()
@@ -591,3 +593,47 @@ async def running_api(
     finally:
         await client.close()
         await server.stop()
+
+
+@dataclass
+class FakeActivation:
+    agent_id: str
+    streams: list[dict[str, str | None]]
+
+
+class FakeCloud:
+    """The cloud service as the local API sees it; `error` makes every call raise it."""
+
+    def __init__(self) -> None:
+        self.activation: FakeActivation | None = None
+        self.error: BaseException | None = None
+        self.calls: list[tuple[str, str | None, str | None]] = []
+
+    def status(self) -> dict[str, Any]:
+        if self.error is not None:
+            raise self.error
+        act = self.activation
+        return {
+            "activated": act is not None,
+            "state": "activated" if act else "waiting_for_activation",
+            "agent_id": act.agent_id if act else None,
+            "streams": list(act.streams) if act else [],
+            "activation_url": "http://127.0.0.1:9",
+            "endpoint": {"state": "ready"} if act else None,
+            "streampoint": None,
+            "qr_scan": None,
+            "last_error": "",
+        }
+
+    async def activate(
+        self, token: str, activation_url: str | None = None, camera_id: str | None = None
+    ) -> FakeActivation:
+        self.calls.append((token, activation_url, camera_id))
+        if self.error is not None:
+            raise self.error
+        act = self.activation or FakeActivation("1001", [])
+        act.streams.append(
+            {"token": token, "stream_name": f"cam-{len(act.streams) + 1}", "camera_id": camera_id}
+        )
+        self.activation = act
+        return act

@@ -487,6 +487,101 @@ def _core_paths() -> dict[str, Schema]:
     }
 
 
+def _agent_paths() -> dict[str, Schema]:
+    from agent.api.routes_agent import ACTIVATION_CODES, MAX_TOKEN
+
+    nullable_str = {"type": ["string", "null"]}
+    activation_view = _obj(
+        {
+            "activated": {"type": "boolean"},
+            "state": STRING,
+            "agent_id": nullable_str,
+            "streams": {
+                "type": "array",
+                "items": _obj({"stream_name": nullable_str, "camera_id": nullable_str}),
+            },
+            "activation_url": nullable_str,
+            "last_error": STRING,
+        },
+        ("activated", "state"),
+    )
+    any_obj = {"type": ["object", "null"]}
+    status = _obj(
+        {
+            "version": STRING,
+            "uptime_s": NUMBER,
+            "activation": activation_view,
+            "endpoint": any_obj,
+            "streampoint": any_obj,
+            "qr_scan": any_obj,
+            "cameras": _obj(
+                {
+                    "total": {"type": "integer"},
+                    "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
+                },
+                ("total", "by_state"),
+            ),
+        },
+        ("version", "uptime_s", "activation", "cameras"),
+    )
+    request = _obj(
+        {
+            "token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN},
+            "activation_url": STRING,
+            "camera_id": {"type": "string", "format": "uuid"},
+        },
+        ("token",),
+    )
+    SCHEMAS.setdefault("AgentStatus", status)
+    SCHEMAS.setdefault("ActivationView", activation_view)
+    SCHEMAS.setdefault("ActivationRequest", request)
+    SCHEMAS.setdefault(
+        "ActivationResult",
+        _obj(
+            {"status": STRING, "agent_id": STRING, "stream_name": nullable_str},
+            ("status", "agent_id"),
+        ),
+    )
+    SCHEMAS.setdefault("ActivationRefused", _error(ACTIVATION_CODES, 400))
+    common = {"params": (), "tags": ("agent",)}
+    post = _operation(
+        "activate",
+        "Activate the agent (or bind another camera) with a token",
+        "Activated; the camera is bound to stream_name",
+        "ActivationResult",
+        body="ActivationRequest",
+        errors=(400, 401, 403, 500, 503),
+        **common,  # type: ignore[arg-type]
+    )
+    post["responses"]["400"] = {
+        "description": "Refused by the activation server",
+        "content": _json("ActivationRefused"),
+    }
+    return {
+        "/api/v1/status": {
+            "get": _operation(
+                "status",
+                "Agent status",
+                "Activation, cloud connections and camera counts",
+                "AgentStatus",
+                errors=(401, 403, 500),
+                **common,  # type: ignore[arg-type]
+            )
+        },
+        "/api/v1/activation": {
+            "get": _operation(
+                "activation",
+                "Activation state",
+                "Activation state",
+                "ActivationView",
+                errors=(401, 403, 500),
+                **common,  # type: ignore[arg-type]
+            ),
+            "post": post,
+        },
+    }
+
+
 def openapi_document(version: str) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the local API."""
     return {
@@ -498,7 +593,7 @@ def openapi_document(version: str) -> dict[str, Any]:
         },
         "servers": [{"url": "/"}],
         "security": [{"bearerAuth": []}, {}],
-        "paths": {**_core_paths(), **_onvif_paths()},
+        "paths": {**_core_paths(), **_agent_paths(), **_onvif_paths()},
         "components": {
             "schemas": SCHEMAS,
             "securitySchemes": {"bearerAuth": {"type": "http", "scheme": "bearer"}},

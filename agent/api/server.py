@@ -11,6 +11,7 @@ import hmac
 import ipaddress
 import json
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Protocol
 
@@ -27,6 +28,7 @@ from agent.api.context import (
     MediaTypeInvalid,
 )
 from agent.api.openapi import openapi_document
+from agent.api.routes_agent import CLOUD, STARTED, CloudControl, agent_routes
 from agent.api.routes_core import core_routes
 from agent.api.routes_onvif import onvif_routes
 from agent.api.validation import MAX_BODY, InsufficientArguments, RequestInvalid
@@ -145,6 +147,7 @@ def build_app(
     version: str,
     token: Secret | None = None,
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
+    cloud: CloudControl | None = None,
 ) -> web.Application:
     """The local API application. With a token, every route but hello needs
     `Authorization: Bearer <token>`; without one, only loopback Host names are served."""
@@ -157,7 +160,11 @@ def build_app(
     app[VERSION] = version
     app[CALL_TIMEOUT] = call_timeout
     app[OPENAPI] = json.dumps(openapi_document(version)).encode()
+    app[STARTED] = time.monotonic()
+    if cloud is not None:
+        app[CLOUD] = cloud
     app.add_routes(core_routes())
+    app.add_routes(agent_routes())
     app.add_routes(onvif_routes())
     return app
 

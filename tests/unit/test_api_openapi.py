@@ -11,14 +11,16 @@ from openapi_spec_validator import validate
 
 from agent.api import build_app
 from agent.api.openapi import openapi_document
+from agent.cloud.activation import ActivationError
 from agent.errors import AuthError, Unavailable
-from tests.fakes import FakeDirectory, FakeRecord, SpecChecker, running_api
+from tests.fakes import FakeCloud, FakeDirectory, FakeRecord, SpecChecker, running_api
 
 CAM = "6f1c2b52-5bb5-4fd1-9b0e-0d6a1f0a9c11"
 OTHER = "00000000-0000-4000-8000-000000000001"
 
 #: A valid request body for every operation that takes one.
 BODIES: dict[str, dict[str, Any]] = {
+    "activate": {"token": "tok-1"},
     "set_network": {"http": 8080},
     "set_user_password": {"password": "Str0ng"},
     "set_encoder": {
@@ -98,7 +100,8 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
         for template, methods in spec["paths"].items()
         for method, op in methods.items()
     ]
-    async with running_api(directory, call_timeout=5.0) as client:
+    cloud = FakeCloud()
+    async with running_api(directory, call_timeout=5.0, cloud=cloud) as client:
         checker = client.checker
         for method, template, op in ops:
             has_camera = "{camera_id}" in template
@@ -135,6 +138,26 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
         directory.cameras_error = RuntimeError("broken inventory")
         assert (await client.call("GET", "/api/v1/cameras")).status == 500
         directory.cameras_error = None
+        act = "/api/v1/activation"
+        assert (await client.call("POST", act, {"token": 5})).status == 422
+        hdrs = {"Content-Type": "text/plain"}
+        assert (await client.call("POST", act, data=b"{}", headers=hdrs)).status == 415
+        big = b'{"token": "' + b"x" * 70_000 + b'"}'
+        hdrs = {"Content-Type": "application/json"}
+        assert (await client.call("POST", act, data=big, headers=hdrs)).status == 413
+        cloud.error = ActivationError("token already used", code="token_used")
+        refused = await client.call("POST", act, {"token": "t"})
+        assert refused.status == 400
+        assert refused.json()["status"] == "token_used"
+        cloud.error = Unavailable("activation server unreachable")
+        assert (await client.call("POST", act, {"token": "t"})).status == 503
+        cloud.error = RuntimeError("boom")
+        for method, path in (("POST", act), ("GET", act), ("GET", "/api/v1/status")):
+            assert (
+                await client.call(method, path, {"token": "t"} if method == "POST" else None)
+            ).status == 500
+            assert (await client.call(method, path, headers={"Host": "example.org"})).status == 403
+        cloud.error = None
         for path in ("/api/v1/hello", "/api/v1/cameras", "/api/v1/openapi.json"):
             assert (await client.call("GET", path, headers={"Host": "example.org"})).status == 403
         seen = set(checker.seen)

@@ -1,0 +1,150 @@
+"""The agent's own state: `GET /api/v1/status`, `GET/POST /api/v1/activation`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import Counter
+from typing import Any, Protocol
+
+from aiohttp import web
+
+from agent.api.context import DIRECTORY, VERSION, read_json
+from agent.api.errors import error_response
+from agent.api.validation import ErrorItem, RequestInvalid
+from agent.errors import AgentError, ConfigError, Unavailable
+
+#: Longest activation token accepted.
+MAX_TOKEN = 256
+MAX_URL = 2048
+
+#: Activation refusals as the `status` of a 400 answer.
+ACTIVATION_CODES = (
+    "invalid_request",
+    "bad_signature",
+    "token_unknown",
+    "token_used",
+    "token_expired",
+    "refused",
+    "not_configured",
+)
+
+
+class ActivationLike(Protocol):
+    agent_id: str
+    streams: list[dict[str, str | None]]
+
+
+class CloudControl(Protocol):
+    """What the API needs of the cloud service (agent.cloud.service.CloudService)."""
+
+    def status(self) -> dict[str, Any]: ...
+
+    async def activate(
+        self, token: str, activation_url: str | None = None, camera_id: str | None = None
+    ) -> ActivationLike: ...
+
+
+CLOUD = web.AppKey("cloud", object)
+STARTED = web.AppKey("started_at", float)
+
+
+def _cloud(request: web.Request) -> CloudControl | None:
+    return request.app.get(CLOUD)  # type: ignore[return-value]
+
+
+def _cameras_summary(request: web.Request) -> dict[str, Any]:
+    cams = request.app[DIRECTORY].cameras()
+    states = Counter(str(c.to_json().get("state", "unknown")) for c in cams)
+    return {"total": len(cams), "by_state": dict(sorted(states.items()))}
+
+
+def _activation_view(cloud: CloudControl | None) -> dict[str, Any]:
+    if cloud is None:
+        return {"activated": False, "state": "cloud_disabled"}
+    st = cloud.status()
+    return {
+        "activated": bool(st.get("activated")),
+        "state": st.get("state", "unknown"),
+        "agent_id": st.get("agent_id"),
+        "streams": [
+            {"stream_name": s.get("stream_name"), "camera_id": s.get("camera_id")}
+            for s in st.get("streams", [])
+        ],
+        "activation_url": st.get("activation_url"),
+        "last_error": st.get("last_error", ""),
+    }
+
+
+async def get_status(request: web.Request) -> web.Response:
+    cloud = _cloud(request)
+    cloud_status = cloud.status() if cloud is not None else {}
+    return web.json_response(
+        {
+            "version": request.app[VERSION],
+            "uptime_s": round(time.monotonic() - request.app[STARTED], 3),
+            "activation": _activation_view(cloud),
+            "endpoint": cloud_status.get("endpoint"),
+            "streampoint": cloud_status.get("streampoint"),
+            "qr_scan": cloud_status.get("qr_scan"),
+            "cameras": _cameras_summary(request),
+        }
+    )
+
+
+async def get_activation(request: web.Request) -> web.Response:
+    return web.json_response(_activation_view(_cloud(request)))
+
+
+def _activation_body(body: Any) -> tuple[str, str | None, str | None]:
+    if not isinstance(body, dict):
+        raise RequestInvalid(
+            [ErrorItem(("body",), "Input should be a valid dictionary", "dict_type")]
+        )
+    errors: list[ErrorItem] = []
+    token = body.get("token")
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN:
+        errors.append(
+            ErrorItem(("body", "token"), f"a string of 1..{MAX_TOKEN} characters", "string_type")
+        )
+    url = body.get("activation_url")
+    if url is not None and (not isinstance(url, str) or not 0 < len(url) <= MAX_URL):
+        errors.append(ErrorItem(("body", "activation_url"), "a URL string", "string_type"))
+    camera = body.get("camera_id")
+    if camera is not None:
+        try:
+            camera = str(uuid.UUID(str(camera)))
+        except ValueError:
+            errors.append(ErrorItem(("body", "camera_id"), "a valid UUID", "uuid_parsing"))
+    if errors:
+        raise RequestInvalid(errors)
+    return str(token), url, camera
+
+
+async def post_activation(request: web.Request) -> web.Response:
+    token, url, camera = _activation_body(await read_json(request))
+    cloud = _cloud(request)
+    if cloud is None:
+        return error_response(503, "temporarily_unavailable", "the cloud service is not running")
+    try:
+        result = await cloud.activate(token, url, camera)
+    except Unavailable as exc:
+        return error_response(503, "temporarily_unavailable", str(exc))
+    except ConfigError as exc:
+        return error_response(400, "not_configured", str(exc))
+    except AgentError as exc:
+        code = getattr(exc, "code", "refused")
+        return error_response(400, code if code in ACTIVATION_CODES else "refused", str(exc))
+    stream = next((s for s in reversed(result.streams) if s.get("token") == token), None)
+    stream = stream or (result.streams[-1] if result.streams else {})
+    return web.json_response(
+        {"status": "ok", "agent_id": result.agent_id, "stream_name": stream.get("stream_name")}
+    )
+
+
+def agent_routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/v1/status", get_status, allow_head=False),
+        web.get("/api/v1/activation", get_activation, allow_head=False),
+        web.post("/api/v1/activation", post_activation),
+    ]

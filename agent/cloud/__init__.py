@@ -1,0 +1,1 @@
+"""The agent's cloud side: identity, activation, control and data connections."""

@@ -1,0 +1,359 @@
+"""`CloudService`: the agent's cloud side in one owner task.
+
+Not activated: scan the cameras for an activation QR code (and accept `activate()` from the CLI
+or local API). Activated: keep the control connection and the data connection it asks for.
+`reset` from the endpoint forgets the activation and goes back to waiting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import socket
+import ssl
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from agent import __version__
+from agent.cloud import activation as act_mod
+from agent.cloud.activation import Activation
+from agent.cloud.control import ControlConnection, ControlHandlers
+from agent.cloud.identity import Identity, load_or_create
+from agent.cloud.link import TlsPolicy, parse_pin, ssl_context
+from agent.cloud.qrscan import QrScanner, Sighting
+from agent.cloud.streampoint import Streampoint
+from agent.discovery.inventory import Inventory
+from agent.discovery.records import CameraState
+from agent.errors import AgentError, ConfigError, InvalidArgument, NotFound
+from agent.proto import cloud as codec
+from agent.state import StateDir
+
+log = logging.getLogger(__name__)
+
+#: Seconds a new data connection may take to log in before a redirect is refused.
+STREAMPOINT_TIMEOUT = 15.0
+
+
+class CloudService:
+    """Owns identity, activation, QR scanning, control and data connections."""
+
+    def __init__(
+        self,
+        state: StateDir,
+        inventory: Inventory | None = None,
+        *,
+        activation_url: str | None = None,
+        ca_file: str | None = None,
+        pin_sha256: str | None = None,
+        serial: str | None = None,
+        model: str = "camera-agent",
+        on_reboot: Callable[[], None] | None = None,
+        qr_window: float | None = None,
+    ) -> None:
+        self.state = state
+        self.inventory = inventory
+        self.activation_url = activation_url
+        self._ca_file = ca_file
+        self._pin = parse_pin(pin_sha256)
+        # verifying, with no CA yet: _identity() loads the real one in a thread
+        self._tls = TlsPolicy(ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT), self._pin)
+        self.serial = serial or ""
+        self.model = model
+        self._on_reboot = on_reboot
+        self._qr_window = qr_window
+        self.identity: Identity | None = None
+        self.activation: Activation | None = None
+        self.control: ControlConnection | None = None
+        self.streampoint: Streampoint | None = None
+        self.scanner: QrScanner | None = None
+        self.last_error = ""
+        self._changed = asyncio.Event()
+        self._reset = asyncio.Event()
+        self._lock = asyncio.Lock()
+
+    # ------------------------------------------------------------------ public
+
+    def status(self) -> dict[str, Any]:
+        act = self.activation
+        return {
+            "activated": act is not None,
+            "state": "activated" if act is not None else "waiting_for_activation",
+            "agent_id": act.agent_id if act else None,
+            "server_id": act.server_id if act else None,
+            "streams": [dict(s) for s in act.streams] if act else [],
+            "public_key": self.identity.public_key_b64 if self.identity else None,
+            "activation_url": act.activation_url if act else self.activation_url,
+            "endpoint": self.control.status() if self.control else None,
+            "streampoint": self.streampoint.status() if self.streampoint else None,
+            "qr_scan": self.scanner.status() if self.scanner else None,
+            "last_error": self.last_error,
+        }
+
+    async def activate(
+        self, token: str, activation_url: str | None = None, camera_id: str | None = None
+    ) -> Activation:
+        """Activate with a token (typed or read from a QR code), binding `camera_id` or the
+        first online camera. Raises the ActivationError subclasses, Unavailable, ConfigError."""
+        url = activation_url or (self.activation.activation_url if self.activation else None)
+        url = url or self.activation_url
+        if not url:
+            raise ConfigError("no activation URL: set [cloud] activation_url or pass one")
+        ident = await self._identity()
+        camera = self._camera(camera_id)
+        async with self._lock:
+            try:
+                result = await act_mod.activate(
+                    self.state,
+                    ident,
+                    token,
+                    url,
+                    serial=self.serial,
+                    model=self.model,
+                    camera=camera,
+                    ssl=self._tls.context if url.startswith("https:") else True,
+                )
+            except AgentError as exc:
+                self.last_error = str(exc)
+                raise
+            self.last_error = ""
+            first = self.activation is None or self.activation.agent_id != result.agent_id
+            self.activation = result
+        log.info("activated as agent %s, stream %s", result.agent_id, result.streams[-1])
+        if first:
+            self._changed.set()
+        return result
+
+    async def run(self) -> None:
+        """Serve until cancelled."""
+        await self._identity()
+        self.activation = await asyncio.to_thread(act_mod.load, self.state)
+        try:
+            while True:
+                self._changed.clear()
+                if self.activation is None:
+                    await self._waiting()
+                else:
+                    await self._connected(self.activation)
+        finally:
+            await self._close_streampoint()
+
+    # ------------------------------------------------------------------ phases
+
+    async def _waiting(self) -> None:
+        log.info("not activated: looking for an activation QR code")
+        scanner = self._new_scanner()
+        async with asyncio.TaskGroup() as group:
+            scan = group.create_task(scanner.run())
+            while self.activation is None:
+                got = group.create_task(scanner.sightings.get())
+                changed = group.create_task(self._changed.wait())
+                await asyncio.wait((got, changed), return_when=asyncio.FIRST_COMPLETED)
+                changed.cancel()
+                if got.done():
+                    await self._try_sighting(got.result())
+                else:
+                    got.cancel()
+            scan.cancel()
+        self.scanner = None
+
+    async def _try_sighting(self, seen: Sighting) -> None:
+        url = seen.payload.url
+        if url is not None and not codec.activation_url_allowed(url, self.activation_url):
+            log.warning("QR code names an activation URL that is not allowed; ignored")
+            return
+        try:
+            await self.activate(seen.payload.token, url, seen.camera_id)
+        except AgentError as exc:
+            log.warning("activation from the QR code of camera %s failed: %s", seen.camera_id, exc)
+        if self.scanner is not None and self.activation is None:
+            self.scanner.ignore(seen.payload.token)
+
+    async def _connected(self, act: Activation) -> None:
+        ident = await self._identity()
+        handlers = ControlHandlers(
+            streampoint_connect=self._streampoint_connect,
+            streampoint_disconnect=self._streampoint_disconnect,
+            reset=self._request_reset,
+            reboot=self._reboot,
+            description=self._description,
+            hello=self._hello,
+        )
+        control = ControlConnection(act.endpoint_url, act.agent_id, ident, handlers, tls=self._tls)
+        self.control = control
+        self._reset.clear()
+        try:
+            async with asyncio.TaskGroup() as group:
+                conn = group.create_task(control.run())
+                reset = group.create_task(self._reset.wait())
+                await asyncio.wait((conn, reset), return_when=asyncio.FIRST_COMPLETED)
+                reset.cancel()
+                await control.stop()
+        finally:
+            self.control = None
+            await self._close_streampoint()
+        if self._reset.is_set():
+            await asyncio.to_thread(act_mod.forget, self.state)
+            self.activation = None
+            log.warning("the endpoint reset the agent: activation forgotten")
+
+    # ------------------------------------------------------------------ handlers
+
+    def _hello(self) -> dict[str, Any]:
+        return {
+            "version": __version__,
+            "agent_type": "router",
+            "serial": self.serial,
+            "model": self.model,
+        }
+
+    async def _description(self) -> dict[str, Any]:
+        ip, mac = await asyncio.to_thread(local_address)
+        recs = self.inventory.cameras()[:256] if self.inventory is not None else []
+        cams = [
+            {
+                "id": rec.id,
+                "state": str(rec.state),
+                "manufacturer": rec.manufacturer,
+                "model": rec.model,
+                "address": rec.address,
+            }
+            for rec in recs
+        ]
+        return {
+            "local_ip": ip,
+            "mac_address": mac,
+            "hostname": socket.gethostname(),
+            "cameras": cams,
+        }
+
+    async def _streampoint_connect(self, hostname: str, url: str) -> dict[str, Any]:
+        act = self.activation
+        if act is None:
+            raise InvalidArgument("not activated")
+        old = self.streampoint
+        if old is not None and old.hostname == hostname and old.url == url:
+            return {"hostname": hostname}
+        new = Streampoint(hostname, url, act.agent_id, await self._identity(), tls=self._tls)
+        new.start()
+        try:
+            await new.wait_ready(STREAMPOINT_TIMEOUT)
+        except (ConnectionError, TimeoutError) as exc:
+            await new.close()
+            await self._event(
+                "streampoint_connect_failure", {"hostname": hostname, "reason": str(exc)[:200]}
+            )
+            raise AgentError(f"streampoint {hostname} unreachable: {exc}") from None
+        self.streampoint = new
+        await self._event("streampoint_connected", {"hostname": hostname})
+        if old is not None:
+            await old.close()
+            await self._event(
+                "streampoint_disconnected", {"hostname": old.hostname, "reason": "redirect"}
+            )
+        return {"hostname": hostname}
+
+    async def _streampoint_disconnect(self, hostname: str) -> dict[str, Any]:
+        sp = self.streampoint
+        if sp is None or sp.hostname != hostname:
+            raise NotFound(f"not connected to streampoint {hostname}")
+        await self._close_streampoint()
+        await self._event("streampoint_disconnected", {"hostname": hostname, "reason": "asked"})
+        return {}
+
+    async def _request_reset(self) -> None:
+        self._reset.set()
+
+    def _reboot(self) -> None:
+        log.warning("the endpoint asked for a restart")
+        if self._on_reboot is not None:
+            asyncio.get_running_loop().call_soon(self._on_reboot)
+
+    # ------------------------------------------------------------------ helpers
+
+    async def _event(self, command: str, payload: dict[str, Any]) -> None:
+        if self.control is not None:
+            with contextlib.suppress(ConnectionError, AgentError):
+                await self.control.event(command, payload)
+
+    async def _close_streampoint(self) -> None:
+        sp, self.streampoint = self.streampoint, None
+        if sp is not None:
+            await sp.close()
+
+    async def _identity(self) -> Identity:
+        """The key, loaded (or made) once; also loads the CA bundle and the serial number."""
+        if self.identity is None:
+            self._tls = await asyncio.to_thread(
+                lambda: TlsPolicy(ssl_context(self._ca_file), self._pin)
+            )
+            if not self.serial:
+                self.serial = await asyncio.to_thread(_machine_serial)
+            self.identity = await asyncio.to_thread(load_or_create, self.state)
+        return self.identity
+
+    def _new_scanner(self) -> QrScanner:
+        def cameras() -> list[Any]:
+            return self.inventory.cameras() if self.inventory is not None else []
+
+        kwargs: dict[str, Any] = {"used_tokens": self._used_tokens}
+        if self._qr_window is not None:
+            kwargs["window"] = self._qr_window
+        self.scanner = QrScanner(cameras, **kwargs)
+        return self.scanner
+
+    def _used_tokens(self) -> set[str]:
+        act = self.activation
+        return {str(s.get("token")) for s in act.streams} if act else set()
+
+    def _camera(self, camera_id: str | None) -> dict[str, Any] | None:
+        if self.inventory is None:
+            return None
+        if camera_id is not None:
+            return act_mod.camera_payload(self.inventory.get(camera_id))
+        for rec in self.inventory.cameras():
+            if rec.state == CameraState.ONLINE and rec.profiles:
+                return act_mod.camera_payload(rec)
+        return None
+
+
+def local_address() -> tuple[str, str]:
+    """The IPv4 address and MAC of the default route's interface (blocking, sends nothing)."""
+    iface = _default_interface()
+    if not iface:
+        return "", ""
+    ip = ""
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        req = struct.pack("256s", iface.encode()[:15])
+        ip = socket.inet_ntoa(fcntl.ioctl(s.fileno(), _SIOCGIFADDR, req)[20:24])
+    mac = ""
+    with contextlib.suppress(OSError):
+        mac = Path(f"/sys/class/net/{iface}/address").read_text().strip()
+    return ip, mac
+
+
+_SIOCGIFADDR = 0x8915
+
+
+def _default_interface() -> str:
+    try:
+        lines = Path("/proc/net/route").read_text().splitlines()[1:]
+    except OSError:
+        return ""
+    for line in lines:
+        fields = line.split()
+        if len(fields) > 2 and fields[1] == "00000000" and "/" not in fields[0]:
+            return fields[0]
+    return ""
+
+
+def _machine_serial() -> str:
+    for path in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        with contextlib.suppress(OSError):
+            text = Path(path).read_text().strip()
+            if text:
+                return text[:64]
+    return socket.gethostname()[:64]

@@ -1,0 +1,151 @@
+"""The data connection to a streampoint: login and heartbeats (tunnels ride on it later).
+Reconnects forever with the §6 backoff until closed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+import aiohttp
+
+from agent.cloud.control import SILENCE_TIMEOUT, ControlState
+from agent.cloud.identity import Identity
+from agent.cloud.link import Counters, TlsPolicy, login, receive, send
+from agent.errors import AuthError, ProtocolError
+from agent.net.backoff import Backoff
+from agent.proto import cloud as codec
+
+log = logging.getLogger(__name__)
+
+
+class Streampoint:
+    """One data connection. `start()` launches it; `wait_ready()` waits for the first login."""
+
+    def __init__(
+        self,
+        hostname: str,
+        url: str,
+        agent_id: str,
+        ident: Identity,
+        *,
+        tls: TlsPolicy | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.hostname = hostname
+        self.url = url
+        self.agent_id = agent_id
+        self._ident = ident
+        self._tls = tls or TlsPolicy()
+        self._backoff = backoff or Backoff()
+        self.state = ControlState.DISCONNECTED
+        self.counters = Counters()
+        self._ready = asyncio.Event()
+        self._failed: str | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._attempts = 0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "hostname": self.hostname,
+            "url": self.url,
+            "state": str(self.state),
+            "alive": self.state == ControlState.READY,
+            **self.counters.to_json(),
+        }
+
+    def _set(self, state: ControlState) -> None:
+        if state != self.state:
+            self.state = state
+            self.counters.status_changed_at = time.time()
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"streampoint {self.hostname}")
+
+    async def wait_ready(self, timeout: float) -> None:
+        """Return once logged in; ConnectionError with the reason if the first try failed."""
+        async with asyncio.timeout(timeout):
+            while not self._ready.is_set():
+                if self._failed is not None:
+                    raise ConnectionError(self._failed)
+                await asyncio.sleep(0.05)
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._set(ControlState.DISCONNECTED)
+
+    async def _run(self) -> None:
+        async with aiohttp.ClientSession() as session:
+            while True:
+                await self._once(session)
+                self._set(ControlState.BACKOFF)
+                await self._backoff.sleep(at_cap=self.counters.last_error.startswith("auth"))
+
+    async def _once(self, session: aiohttp.ClientSession) -> None:
+        self._set(ControlState.CONNECTING)
+        if self._attempts:
+            self.counters.reconnects += 1
+        self._attempts += 1
+        try:
+            self._set(ControlState.AUTHENTICATING)
+            ws, welcome = await login(
+                session,
+                self.url,
+                "streampoint",
+                self.agent_id,
+                self._ident,
+                self._tls,
+                self.counters,
+            )
+        except AuthError as exc:
+            self.counters.last_error = f"auth: {exc}"
+            self._failed = str(exc)
+            return
+        except (aiohttp.ClientError, OSError, TimeoutError, ProtocolError) as exc:
+            self.counters.last_error = f"connect: {exc}"[:300]
+            self._failed = self.counters.last_error
+            return
+        self._ws = ws
+        self.counters.opened_at = time.time()
+        self._backoff.up()
+        self._set(ControlState.READY)
+        self._ready.set()
+        log.info("streampoint %s connected", self.hostname)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self._ping(ws, max(1, welcome.heartbeat_s)))
+                group.create_task(self._read(ws))
+        except* (ConnectionError, aiohttp.ClientError, TimeoutError) as eg:
+            self.counters.last_error = f"connection lost: {eg.exceptions[0]}"[:300]
+            log.info("streampoint %s lost: %s", self.hostname, eg.exceptions[0])
+        finally:
+            self._backoff.down()
+            self._ws = None
+            await ws.close()
+
+    async def _ping(self, ws: aiohttp.ClientWebSocketResponse, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            await send(ws, codec.Ping(int(time.time() * 1000)), self.counters)
+
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        while True:
+            try:
+                msg = codec.decode(
+                    await receive(ws, self.counters, SILENCE_TIMEOUT), known=frozenset()
+                )
+            except ProtocolError as exc:
+                log.debug("streampoint %s sent a bad message: %s", self.hostname, exc)
+                continue
+            if isinstance(msg, codec.Ping):
+                await send(ws, codec.Pong(msg.ts_ms), self.counters)
+            elif isinstance(msg, codec.Error):
+                log.warning("streampoint %s error %s", self.hostname, msg.code)

@@ -1,0 +1,1 @@
+"""Simulated cloud: Watcher, Central, activation server, endpoint and streampoints."""
