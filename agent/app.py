@@ -1,7 +1,8 @@
 """The agent daemon: builds the services in order, owns one TaskGroup, shuts down in order.
 
 Start order: state directory -> inventory (cameras known at boot) -> local API -> background
-tasks (inventory re-checks, discovery). Shutdown is the reverse, bounded by `SHUTDOWN_TIMEOUT`.
+tasks (inventory re-checks, discovery, cloud: activation/QR scanning and the uplink). Shutdown is
+the reverse, bounded by `SHUTDOWN_TIMEOUT`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from agent import __version__
 from agent import config as agent_config
 from agent.api.server import ApiServer, build_app
+from agent.cloud.service import CloudService
 from agent.config import AgentConfig
 from agent.discovery.inventory import Inventory
 from agent.discovery.service import DiscoveryService
@@ -24,6 +26,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds the whole shutdown may take before the remaining tasks are abandoned.
 SHUTDOWN_TIMEOUT = 4.0
+#: Exit status asking the service manager to start the agent again (the cloud's `reboot`).
+EXIT_RESTART = 3
 
 
 class Agent:
@@ -48,14 +52,31 @@ class Agent:
             mdns=d.mdns,
             interval=d.interval,
         )
+        self.restart_requested = False
+        self._stop: asyncio.Event | None = None
+        self.cloud = CloudService(
+            self.state,
+            self.inventory,
+            activation_url=cfg.cloud.activation_url,
+            ca_file=str(cfg.cloud.ca_file) if cfg.cloud.ca_file else None,
+            pin_sha256=cfg.cloud.pin_sha256,
+            on_reboot=self._on_reboot,
+        )
         self.api = ApiServer(
-            build_app(self.inventory, version=__version__, token=cfg.api_token),
+            build_app(self.inventory, version=__version__, token=cfg.api_token, cloud=self.cloud),
             cfg.api_host,
             cfg.api_port,
         )
         self.ready = asyncio.Event()
 
+    def _on_reboot(self) -> None:
+        log.warning("restart requested by the cloud")
+        self.restart_requested = True
+        if self._stop is not None:
+            self._stop.set()
+
     async def run(self, stop: asyncio.Event) -> None:
+        self._stop = stop
         await asyncio.to_thread(self.state.ensure)
         await self.inventory.load()
         log.info("%d camera(s) known from %s", len(self.inventory.cameras()), self.state.path)
@@ -72,6 +93,7 @@ class Agent:
                 tasks = [
                     group.create_task(self.inventory.run(), name="inventory"),
                     group.create_task(self.discovery.run(), name="discovery"),
+                    group.create_task(self.cloud.run(), name="cloud"),
                 ]
                 self.ready.set()
                 log.info("camera-agent %s ready", __version__)
@@ -102,6 +124,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--state-dir", default=None, help="state directory (default /var/lib/camera-agent)"
     )
+    p.add_argument("--activation-url", default=None, help="activation server base URL")
     p.add_argument(
         "--api", type=host_port, default=None, metavar="HOST:PORT", help="local API address"
     )
@@ -118,6 +141,7 @@ async def run(args: argparse.Namespace) -> int:
             subnets=args.subnet,
             username=args.username,
             password=args.password,
+            activation_url=args.activation_url,
         )
         agent = Agent(cfg)
     except ConfigError as exc:
@@ -131,4 +155,4 @@ async def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"camera-agent run: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return EXIT_RESTART if agent.restart_requested else 0
