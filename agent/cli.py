@@ -151,6 +151,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Activate the agent with a Watcher activation token: sign it with the agent's key, "
         "send it to the activation server and save the answer in the state directory.",
     )
+    _command(
+        sub,
+        "status",
+        "agent.status",
+        "show the agent's activation, cloud connections and cameras",
+        "Ask the running agent (its local API) for its status; when none answers, show what "
+        "its state directory holds. Exit status 3 when the agent is not running.",
+    )
     _add_sim(sub)
     return parser
 

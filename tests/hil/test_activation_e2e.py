@@ -187,6 +187,16 @@ async def test_activation_through_the_local_api(world: World) -> None:
                 assert status["activation"]["activated"] is True
                 assert status["activation"]["agent_id"] == agent_id
                 assert status["cameras"]["total"] == 1
+        (world.tmp / "none.toml").write_text("")
+        shown = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "agent", "status", "--api", f"127.0.0.1:{agent.api.port}",
+             "--config", str(world.tmp / "none.toml")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert shown.returncode == 0, shown.stderr
+        assert f"activated as agent {agent_id}" in shown.stdout
+        assert "endpoint: ready" in shown.stdout
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

@@ -1,0 +1,121 @@
+"""`camera-agent status`: what the running agent says about itself, or what its state dir holds.
+
+Asks the local API (`GET /api/v1/status`) of the agent described by the config; when no agent
+answers, reads the state directory instead and says the agent is not running (exit status 3,
+as LSB status commands do).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from typing import Any
+
+import aiohttp
+
+from agent import config as agent_config
+from agent.errors import ConfigError
+from agent.state import StateDir
+
+#: Exit status when no agent answers.
+EXIT_NOT_RUNNING = 3
+TIMEOUT = 5.0
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from agent.cli import host_port
+
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--config", default=None, help="TOML config (as for `run`)")
+    p.add_argument("--state-dir", default=None, help="state directory (as for `run`)")
+    p.add_argument(
+        "--api", type=host_port, default=None, metavar="HOST:PORT", help="local API address"
+    )
+
+
+async def _ask(host: str, port: int, token: str | None) -> dict[str, Any] | None:
+    shown = f"[{host}]" if ":" in host else host
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as s,
+            s.get(f"http://{shown}:{port}/api/v1/status", headers=headers) as r,
+        ):
+            if r.status != 200:
+                return {"error": f"local API answered HTTP {r.status}"}
+            data = await r.json()
+            return data if isinstance(data, dict) else None
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None
+
+
+def _offline(state: StateDir) -> dict[str, Any]:
+    activation = state.read_json("activation.json") if state.path.exists() else None
+    inventory = state.read_json("inventory.json") if state.path.exists() else None
+    cams = inventory.get("cameras", []) if isinstance(inventory, dict) else []
+    act = activation if isinstance(activation, dict) else {}
+    return {
+        "running": False,
+        "state_dir": str(state.path),
+        "activation": {
+            "activated": bool(act.get("agent_id")),
+            "agent_id": act.get("agent_id"),
+            "streams": [
+                {"stream_name": s.get("stream_name"), "camera_id": s.get("camera_id")}
+                for s in act.get("streams", [])
+                if isinstance(s, dict)
+            ],
+        },
+        "cameras": {"total": len(cams) if isinstance(cams, list) else 0},
+    }
+
+
+def _conn_line(name: str, conn: Any) -> str:
+    if not isinstance(conn, dict):
+        return f"{name}: not connected"
+    state = conn.get("state", "?")
+    host = conn.get("hostname") or conn.get("url") or ""
+    err = conn.get("last_error") or ""
+    return f"{name}: {state} {host}".rstrip() + (f" (last error: {err})" if err else "")
+
+
+def format_status(data: dict[str, Any]) -> str:
+    act = data.get("activation") or {}
+    lines = [
+        "agent: "
+        + ("running" if data.get("running", True) else "not running")
+        + (f", version {data['version']}" if data.get("version") else ""),
+        "activation: "
+        + (f"activated as agent {act.get('agent_id')}" if act.get("activated") else "waiting"),
+    ]
+    lines.extend(
+        f"  stream {s.get('stream_name')} <- camera {s.get('camera_id')}"
+        for s in act.get("streams", [])
+    )
+    if data.get("running", True):
+        lines.append(_conn_line("endpoint", data.get("endpoint")))
+        lines.append(_conn_line("streampoint", data.get("streampoint")))
+    cams = data.get("cameras") or {}
+    by_state = ", ".join(f"{k} {v}" for k, v in (cams.get("by_state") or {}).items())
+    lines.append(f"cameras: {cams.get('total', 0)}" + (f" ({by_state})" if by_state else ""))
+    return "\n".join(lines)
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = agent_config.load(args.config)
+        cfg = agent_config.with_flags(cfg, state_dir=args.state_dir, api=args.api)
+    except ConfigError as exc:
+        print(f"camera-agent status: {exc}", file=sys.stderr)
+        return 2
+    token = cfg.api_token.reveal() if cfg.api_token else None
+    data = await _ask(cfg.api_host, cfg.api_port, token)
+    running = data is not None and "error" not in data
+    if data is None or not running:
+        data = {**(await asyncio.to_thread(_offline, StateDir(cfg.state_dir))), **(data or {})}
+    else:
+        data = {"running": True, **data}
+    print(json.dumps(data, indent=2) if args.json else format_status(data))
+    return 0 if running else EXIT_NOT_RUNNING
