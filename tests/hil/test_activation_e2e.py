@@ -228,3 +228,84 @@ async def test_activate_command(world: World) -> None:
     assert "Traceback" not in reused.stderr
     assert "used" in (reused.stderr + reused.stdout).lower()
     assert not (world.tmp / "other-state" / "activation.json").exists()
+
+
+async def _activated_agent(
+    world: World, token: str
+) -> tuple[Agent, asyncio.Event, asyncio.Task[None]]:
+    agent = world.agent(activation_url=world.cloud.url)
+    stop = asyncio.Event()
+    task = asyncio.create_task(agent.run(stop))
+    await asyncio.wait_for(agent.ready.wait(), 20)
+    await _until(lambda: _coro(any(c.state == "online" for c in agent.inventory.cameras())), 15)
+    await agent.cloud.activate(token)
+    return agent, stop, task
+
+
+async def test_redirect_and_reset_from_central(world: World) -> None:
+    await world.cloud.stop()
+    async with SimCloud(port=0, streampoints=2) as cloud:
+        world.cloud = cloud
+        token = await world.new_token("Drive")
+        agent, stop, task = await _activated_agent(world, token)
+        try:
+            _, agent_id = await world.check_provisioned(token)
+            await _until(lambda: _central_alive(world, agent_id), 15)
+
+            def streampoint() -> str | None:
+                sp = agent.cloud.status().get("streampoint")
+                return sp.get("hostname") if sp and sp.get("alive") else None
+
+            await _until(lambda: _coro(streampoint() == "streampoint-1"), 15)
+            status, _ = await world.http(
+                "PUT",
+                f"{cloud.central_url}/agents/{agent_id}",
+                {"layout": {"ingest": "streampoint-2"}},
+            )
+            assert status == 200
+            await _until(lambda: _coro(streampoint() == "streampoint-2"), 15)
+            status, _ = await world.http("POST", f"{cloud.central_url}/agents/{agent_id}/reset")
+            assert status in (200, 204)
+            await _until(lambda: _coro(not agent.cloud.status()["activated"]), 15)
+            assert not (world.tmp / "state" / "activation.json").exists()
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+
+async def test_agent_reconnects_after_cloud_restart_with_db(world: World) -> None:
+    await world.cloud.stop()
+    db = world.tmp / "cloud.db"
+    first = SimCloud(port=0, db=db)
+    await first.start()
+    port = first.port
+    world.cloud = first
+    token = await world.new_token("Porch")
+    agent, stop, task = await _activated_agent(world, token)
+    try:
+        _, agent_id = await world.check_provisioned(token)
+        await _until(lambda: _central_alive(world, agent_id), 15)
+        await first.stop()
+        await _until(lambda: _coro(not agent.cloud.status()["endpoint"]["alive"]), 15)
+        async with SimCloud(port=port, db=db) as second:
+            world.cloud = second
+            await _until(lambda: _central_alive(world, agent_id), 45)
+            _, tok = await world.http("GET", f"{second.watcher_url}/agent_activation_token/{token}")
+            assert tok["stream_name"]
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def test_token_from_another_server_is_refused(world: World) -> None:
+    async with SimCloud(port=0) as other:
+        _, body = await world.http(
+            "POST", f"{other.watcher_url}/agent_activation_token", {"title": "elsewhere"}
+        )
+        token = body["token"]
+    agent = world.agent(activation_url=world.cloud.url)
+    from agent.cloud.activation import TokenUnknown
+
+    with pytest.raises(TokenUnknown):
+        await agent.cloud.activate(token)
+    assert not (world.tmp / "state" / "activation.json").exists()
