@@ -1,9 +1,11 @@
 """`camera-agent demo`: the whole chain on loopback, end to end, in one process.
 
-It starts simulated cameras on 127.0.0.1, finds them with WS-Discovery, reads their identity and
-streams over ONVIF, pulls live video from each with FFmpeg (PyAV) and a JPEG snapshot, then runs
-the agent daemon against them and drives a camera through the local API (image setting, PTZ),
-and prints what it saw. Nothing leaves the machine.
+It starts a simulated cloud and simulated cameras on 127.0.0.1, finds the cameras with
+WS-Discovery, reads their identity and streams over ONVIF, pulls live video from each with FFmpeg
+(PyAV) and a JPEG snapshot; then plays the mobile app (an activation token shown as a QR code to a
+camera), starts the agent daemon with no token and shows it activate itself from the QR code and
+connect to the cloud, and drives a camera through the local API (image setting, PTZ). Nothing
+leaves the machine.
 """
 
 from __future__ import annotations
@@ -24,8 +26,9 @@ from agent.app import Agent
 from agent.config import AgentConfig, DiscoveryConfig
 from agent.discovery.scan import FoundCamera, discover, format_table
 from agent.secret import Credentials, Secret
-from agent.sim.camera.camera import SimCameraConfig
+from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
+from agent.sim.cloud.app import SimCloud
 
 log = logging.getLogger(__name__)
 
@@ -71,10 +74,45 @@ async def _snapshot(url: str, username: str, password: str) -> int:
         return len(await resp.read())
 
 
+async def _mobile_app_shows_qr(cloud: SimCloud, cam: SimCamera) -> str:
+    """What the mobile app does: create an activation token, show its QR code to a camera."""
+    auth = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
+    async with aiohttp.ClientSession(headers=auth, timeout=aiohttp.ClientTimeout(total=10)) as s:
+        async with s.post(
+            f"{cloud.watcher_url}/agent_activation_token", json={"title": "Front door"}
+        ) as r:
+            token = str((await r.json())["token"])
+        async with s.get(f"{cloud.url}/sim/qr/{token}") as r:
+            payload = await r.text()
+        async with s.put(f"http://127.0.0.1:{cam.port}/sim/qr", json={"text": payload}) as r:
+            r.raise_for_status()
+    print(f"== mobile app: token {token[:8]}..., QR code shown to {cam.config.name}")
+    return token
+
+
+async def _cloud_view(cloud: SimCloud, token: str) -> tuple[str | None, str | None, bool]:
+    """(stream name, input `via`, agent alive) as the cloud's APIs report them."""
+    auth = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
+    async with aiohttp.ClientSession(headers=auth, timeout=aiohttp.ClientTimeout(total=10)) as s:
+        async with s.get(f"{cloud.watcher_url}/agent_activation_token/{token}") as r:
+            name = (await r.json()).get("stream_name") if r.status == 200 else None
+        if not name:
+            return None, None, False
+        async with s.get(f"{cloud.watcher_url}/streams/{name}") as r:
+            inputs = (await r.json()).get("inputs") or [{}]
+        via = inputs[0].get("via")
+        async with s.get(f"{cloud.central_url}/agents") as r:
+            agents = (await r.json())["agents"]
+    agent_id = (via or "").removeprefix("agent://")
+    alive = any(a["id"] == agent_id and a["stats"]["endpoint_connection"]["alive"] for a in agents)
+    return name, via, alive
+
+
 async def _agent_phase(
-    fleet: SimCameraFleet, discovery_port: int, username: str, password: str
+    fleet: SimCameraFleet, cloud: SimCloud, discovery_port: int, username: str, password: str
 ) -> bool:
-    """Run the agent daemon against the cameras and drive one camera through its local API."""
+    """Run the agent daemon: it activates from the QR code, then serves its local API."""
+    token = await _mobile_app_shows_qr(cloud, fleet.cameras[0])
     with tempfile.TemporaryDirectory(prefix="camera-agent-demo-") as state:
         cfg = AgentConfig(
             state_dir=Path(state),
@@ -94,7 +132,17 @@ async def _agent_phase(
         try:
             await asyncio.wait_for(agent.ready.wait(), 20)
             base = f"http://127.0.0.1:{agent.api.port}/api/v1"
-            print(f"== agent daemon running, local API at {base}/")
+            print(f"== agent daemon started with no token; local API at {base}/")
+            t0 = time.monotonic()
+            name = via = None
+            alive = False
+            while time.monotonic() - t0 < 30 and not alive:
+                await asyncio.sleep(0.5)
+                name, via, alive = await _cloud_view(cloud, token)
+            print(
+                f"== cloud: token provisioned as stream {name!r}, input via {via}, "
+                f"agent connected: {alive} ({time.monotonic() - t0:.1f} s after start)"
+            )
             deadline = time.monotonic() + 20
             cams: list[dict[str, Any]] = []
             async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http:
@@ -120,7 +168,7 @@ async def _agent_phase(
                     print(f"   GET ptz -> position {pos}")
                 async with http.get(f"{onvif}/image") as resp:
                     brightness = (await resp.json())["brightness"]["current_value"]
-            return bool(brightness == 80 and pos and pos["x"] > 0)
+            return bool(alive and brightness == 80 and pos and pos["x"] > 0)
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
@@ -139,7 +187,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 async def run(args: argparse.Namespace) -> int:
     if logging.getLogger().level > logging.DEBUG:
         # Per-session server chatter would drown the demo's own lines.
-        for name in ("agent.media", "agent.sim", "agent.api", "agent.app"):
+        for name in ("agent.media", "agent.sim", "agent.api", "agent.app", "agent.cloud"):
             logging.getLogger(name).setLevel(logging.WARNING)
     username, password = "admin", "demo-pass"
     configs = [
@@ -156,6 +204,9 @@ async def run(args: argparse.Namespace) -> int:
     ]
     # Discovery on an ephemeral port: the demo must not clash with cameras already on 3702.
     fleet = SimCameraFleet(configs, discovery_port=0, multicast=False)
+    cloud = SimCloud(port=0)
+    await cloud.start()
+    print(f"== simulated cloud (Watcher, Central, activation, streampoint) at {cloud.url}/")
     await fleet.start()
     try:
         print(f"== started {len(fleet.cameras)} simulated cameras on 127.0.0.1")
@@ -188,11 +239,12 @@ async def run(args: argparse.Namespace) -> int:
             if found.snapshot_uri:
                 size = await _snapshot(found.snapshot_uri, username, password)
                 print(f"== {found.id} snapshot: {size} bytes of JPEG")
-        ok = await _agent_phase(fleet, port, username, password) and ok
+        ok = await _agent_phase(fleet, cloud, port, username, password) and ok
         print("== demo " + ("passed" if ok else "FAILED"))
         if args.keep_running:
-            print("== cameras keep running; Ctrl-C to stop")
+            print(f"== cameras and cloud keep running (status page {cloud.url}/); Ctrl-C to stop")
             await asyncio.Event().wait()
         return 0 if ok else 1
     finally:
         await fleet.stop()
+        await cloud.stop()
