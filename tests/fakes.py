@@ -608,6 +608,12 @@ class FakeCloud:
         self.activation: FakeActivation | None = None
         self.error: BaseException | None = None
         self.calls: list[tuple[str, str | None, str | None]] = []
+        self.scan_seconds: float | None = None
+
+    def scan_for_more(self, seconds: float) -> None:
+        if self.error is not None:
+            raise self.error
+        self.scan_seconds = seconds
 
     def status(self) -> dict[str, Any]:
         if self.error is not None:

@@ -488,7 +488,7 @@ def _core_paths() -> dict[str, Schema]:
 
 
 def _agent_paths() -> dict[str, Schema]:
-    from agent.api.routes_agent import ACTIVATION_CODES, MAX_TOKEN
+    from agent.api.routes_agent import ACTIVATION_CODES, MAX_SCAN_SECONDS, MAX_TOKEN
 
     nullable_str = {"type": ["string", "null"]}
     activation_view = _obj(
@@ -557,7 +557,25 @@ def _agent_paths() -> dict[str, Schema]:
         "description": "Refused by the activation server",
         "content": _json("ActivationRefused"),
     }
+    SCHEMAS.setdefault(
+        "ScanRequest",
+        _obj({"seconds": {"type": "integer", "minimum": 1, "maximum": MAX_SCAN_SECONDS}}),
+    )
+    SCHEMAS.setdefault(
+        "ScanResult",
+        _obj({"status": STRING, "seconds": {"type": "integer"}}, ("status", "seconds")),
+    )
+    scan = _operation(
+        "activation_scan",
+        "Look for further activation QR codes on the cameras not yet bound",
+        "Scanning for the given number of seconds",
+        "ScanResult",
+        body="ScanRequest",
+        errors=(401, 403, 500, 503),
+        **common,  # type: ignore[arg-type]
+    )
     return {
+        "/api/v1/activation/scan": {"post": scan},
         "/api/v1/status": {
             "get": _operation(
                 "status",

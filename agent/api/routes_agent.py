@@ -44,6 +44,8 @@ class CloudControl(Protocol):
         self, token: str, activation_url: str | None = None, camera_id: str | None = None
     ) -> ActivationLike: ...
 
+    def scan_for_more(self, seconds: float) -> None: ...
+
 
 CLOUD = web.AppKey("cloud", object)
 STARTED = web.AppKey("started_at", float)
@@ -142,9 +144,33 @@ async def post_activation(request: web.Request) -> web.Response:
     )
 
 
+#: Longest scan window the API accepts, seconds.
+MAX_SCAN_SECONDS = 3600
+
+
+async def post_scan(request: web.Request) -> web.Response:
+    """Look for further activation QR codes on unbound cameras (an NVR binds more cameras)."""
+    body = await read_json(request)
+    seconds = body.get("seconds", 600) if isinstance(body, dict) else None
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int)
+        or not 1 <= seconds <= MAX_SCAN_SECONDS
+    ):
+        raise RequestInvalid(
+            [ErrorItem(("body", "seconds"), f"an integer in 1..{MAX_SCAN_SECONDS}", "int_type")]
+        )
+    cloud = _cloud(request)
+    if cloud is None:
+        return error_response(503, "temporarily_unavailable", "the cloud service is not running")
+    cloud.scan_for_more(seconds)
+    return web.json_response({"status": "ok", "seconds": seconds})
+
+
 def agent_routes() -> list[web.RouteDef]:
     return [
         web.get("/api/v1/status", get_status, allow_head=False),
         web.get("/api/v1/activation", get_activation, allow_head=False),
         web.post("/api/v1/activation", post_activation),
+        web.post("/api/v1/activation/scan", post_scan),
     ]

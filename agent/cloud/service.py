@@ -14,6 +14,7 @@ import logging
 import socket
 import ssl
 import struct
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,9 @@ from agent.proto import cloud as codec
 from agent.state import StateDir
 
 log = logging.getLogger(__name__)
+
+#: Longest window for looking for further QR codes after activation, seconds.
+MAX_BIND_WINDOW = 3600.0
 
 #: Seconds a new data connection may take to log in before a redirect is refused.
 STREAMPOINT_TIMEOUT = 15.0
@@ -74,6 +78,8 @@ class CloudService:
         self._changed = asyncio.Event()
         self._reset = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._bind_until = 0.0
+        self._bind_requested = asyncio.Event()
 
     # ------------------------------------------------------------------ public
 
@@ -126,6 +132,16 @@ class CloudService:
         if first:
             self._changed.set()
         return result
+
+    def scan_for_more(self, seconds: float) -> None:
+        """Look for further activation QR codes on the cameras not yet bound, for `seconds`
+        (an NVR binds one stream per camera this way). Before activation scanning is always on."""
+        self._bind_until = time.monotonic() + max(0.0, min(seconds, MAX_BIND_WINDOW))
+        self._bind_requested.set()
+
+    @property
+    def scanning_for_more(self) -> bool:
+        return time.monotonic() < self._bind_until
 
     async def run(self) -> None:
         """Serve until cancelled."""
@@ -189,8 +205,10 @@ class CloudService:
             async with asyncio.TaskGroup() as group:
                 conn = group.create_task(control.run())
                 reset = group.create_task(self._reset.wait())
+                binder = group.create_task(self._bind_loop())
                 await asyncio.wait((conn, reset), return_when=asyncio.FIRST_COMPLETED)
                 reset.cancel()
+                binder.cancel()
                 await control.stop()
         finally:
             self.control = None
@@ -199,6 +217,42 @@ class CloudService:
             await asyncio.to_thread(act_mod.forget, self.state)
             self.activation = None
             log.warning("the endpoint reset the agent: activation forgotten")
+
+    async def _bind_loop(self) -> None:
+        """While asked to, scan the unbound cameras and bind each one whose QR code it sees."""
+        while True:
+            await self._bind_requested.wait()
+            self._bind_requested.clear()
+            remaining = self._bind_until - time.monotonic()
+            if remaining <= 0:
+                continue
+            log.info("looking for activation QR codes on unbound cameras for %.0f s", remaining)
+            scanner = self._new_scanner(unbound_only=True)
+            async with asyncio.TaskGroup() as group:
+                scan = group.create_task(scanner.run())
+                try:
+                    async with asyncio.timeout(remaining):
+                        while True:
+                            seen = await scanner.sightings.get()
+                            await self._bind_sighting(scanner, seen)
+                except TimeoutError:
+                    pass
+                finally:
+                    scan.cancel()
+            self.scanner = None
+
+    async def _bind_sighting(self, scanner: QrScanner, seen: Sighting) -> None:
+        url = seen.payload.url
+        if url is not None and not codec.activation_url_allowed(url, self.activation_url):
+            log.warning("QR code names an activation URL that is not allowed; ignored")
+            scanner.ignore(seen.payload.token)
+            return
+        try:
+            await self.activate(seen.payload.token, url, seen.camera_id)
+            log.info("camera %s bound to a new stream", seen.camera_id)
+        except AgentError as exc:
+            log.warning("binding camera %s from its QR code failed: %s", seen.camera_id, exc)
+        scanner.ignore(seen.payload.token)
 
     # ------------------------------------------------------------------ handlers
 
@@ -295,9 +349,13 @@ class CloudService:
             self.identity = await asyncio.to_thread(load_or_create, self.state)
         return self.identity
 
-    def _new_scanner(self) -> QrScanner:
+    def _new_scanner(self, *, unbound_only: bool = False) -> QrScanner:
         def cameras() -> list[Any]:
-            return self.inventory.cameras() if self.inventory is not None else []
+            recs = self.inventory.cameras() if self.inventory is not None else []
+            if unbound_only and self.activation is not None:
+                bound = {s.get("camera_id") for s in self.activation.streams}
+                recs = [r for r in recs if r.id not in bound]
+            return recs
 
         kwargs: dict[str, Any] = {"used_tokens": self._used_tokens}
         if self._qr_window is not None:

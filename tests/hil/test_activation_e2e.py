@@ -309,3 +309,72 @@ async def test_token_from_another_server_is_refused(world: World) -> None:
     with pytest.raises(TokenUnknown):
         await agent.cloud.activate(token)
     assert not (world.tmp / "state" / "activation.json").exists()
+
+
+async def test_nvr_binds_a_second_camera_shown_another_token(tmp_path: Path) -> None:
+    configs = [
+        SimCameraConfig(password=CAM_PW, name="Hall", serial="NVR0001"),
+        SimCameraConfig(password=CAM_PW, name="Yard", serial="NVR0002"),
+    ]
+    async with (
+        SimCloud(port=0) as cloud,
+        SimCameraFleet(configs, discovery_port=None) as fleet,
+    ):
+        world = World(cloud, fleet, tmp_path)
+        cfg = AgentConfig(
+            state_dir=tmp_path / "state",
+            api_host="127.0.0.1",
+            api_port=0,
+            discovery=DiscoveryConfig(
+                multicast=False,
+                mdns=False,
+                probe=tuple(("127.0.0.1", c.port) for c in fleet.cameras),
+            ),
+            default_credentials=(Credentials("admin", Secret(CAM_PW)),),
+        )
+        agent = Agent(cfg)
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            await asyncio.wait_for(agent.ready.wait(), 20)
+            await _until(
+                lambda: _coro(sum(c.state == "online" for c in agent.inventory.cameras()) == 2), 15
+            )
+            hall = next(c.id for c in agent.inventory.cameras() if c.serial_number == "NVR0001")
+            first = await world.new_token("Hall")
+            base = f"http://127.0.0.1:{agent.api.port}/api/v1"
+            async with aiohttp.ClientSession() as s:
+                async with s.post(
+                    f"{base}/activation",
+                    json={"token": first, "camera_id": hall, "activation_url": cloud.url},
+                ) as r:
+                    assert r.status == 200, await r.text()
+                second = await world.new_token("Yard")
+                _, payload = await world.http("GET", f"{cloud.url}/sim/qr/{second}")
+                yard = fleet.cameras[1]
+                async with s.put(
+                    f"http://127.0.0.1:{yard.port}/sim/qr", json={"text": payload}
+                ) as r:
+                    assert r.status == 200
+                async with s.post(f"{base}/activation/scan", json={"seconds": 60}) as r:
+                    assert r.status == 200
+
+            async def bound() -> bool:
+                _, tok = await world.http(
+                    "GET", f"{cloud.watcher_url}/agent_activation_token/{second}"
+                )
+                return isinstance(tok, dict) and "stream_name" in tok
+
+            await _until(bound, 15)
+            _, tok = await world.http("GET", f"{cloud.watcher_url}/agent_activation_token/{second}")
+            _, stream = await world.http("GET", f"{cloud.watcher_url}/streams/{tok['stream_name']}")
+            assert stream["inputs"][0]["url"] == yard.rtsp_url("main")
+            _, tok1 = await world.http("GET", f"{cloud.watcher_url}/agent_activation_token/{first}")
+            _, stream1 = await world.http(
+                "GET", f"{cloud.watcher_url}/streams/{tok1['stream_name']}"
+            )
+            assert stream["inputs"][0]["via"] == stream1["inputs"][0]["via"]  # one agent
+            assert stream1["inputs"][0]["url"] == fleet.cameras[0].rtsp_url("main")
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)

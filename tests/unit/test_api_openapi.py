@@ -21,6 +21,7 @@ OTHER = "00000000-0000-4000-8000-000000000001"
 #: A valid request body for every operation that takes one.
 BODIES: dict[str, dict[str, Any]] = {
     "activate": {"token": "tok-1"},
+    "activation_scan": {"seconds": 60},
     "set_network": {"http": 8080},
     "set_user_password": {"password": "Str0ng"},
     "set_encoder": {
@@ -151,7 +152,19 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
         assert refused.json()["status"] == "token_used"
         cloud.error = Unavailable("activation server unreachable")
         assert (await client.call("POST", act, {"token": "t"})).status == 503
+        scan = "/api/v1/activation/scan"
+        assert (await client.call("POST", scan, {"seconds": 0})).status == 422
+        hdrs = {"Content-Type": "text/plain"}
+        assert (await client.call("POST", scan, data=b"{}", headers=hdrs)).status == 415
+        big = b'{"x": "' + b"x" * 70_000 + b'"}'
+        hdrs = {"Content-Type": "application/json"}
+        assert (await client.call("POST", scan, data=big, headers=hdrs)).status == 413
+        assert cloud.scan_seconds == 60
         cloud.error = RuntimeError("boom")
+        assert (await client.call("POST", scan, {"seconds": 5})).status == 500
+        assert (
+            await client.call("POST", scan, {"seconds": 5}, headers={"Host": "example.org"})
+        ).status == 403
         for method, path in (("POST", act), ("GET", act), ("GET", "/api/v1/status")):
             assert (
                 await client.call(method, path, {"token": "t"} if method == "POST" else None)
@@ -170,6 +183,14 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
             body = BODIES.get(op["operationId"])
             reply = await client.call(method, path, body, headers={"Authorization": "Bearer x"})
             assert reply.status == 401
+        seen |= client.checker.seen
+
+    async with running_api(directory) as client:  # a daemon whose cloud service is off
+        for path, body in (
+            ("/api/v1/activation/scan", {"seconds": 5}),
+            ("/api/v1/activation", {"token": "t"}),
+        ):
+            assert (await client.call("POST", path, body)).status == 503
         seen |= client.checker.seen
 
     documented = {
