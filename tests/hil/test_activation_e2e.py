@@ -378,3 +378,19 @@ async def test_nvr_binds_a_second_camera_shown_another_token(tmp_path: Path) -> 
         finally:
             stop.set()
             await asyncio.wait_for(task, 10)
+
+
+async def test_reboot_from_central_stops_the_daemon_for_a_restart(world: World) -> None:
+    token = await world.new_token("Barn")
+    agent, stop, task = await _activated_agent(world, token)
+    try:
+        _, agent_id = await world.check_provisioned(token)
+        await _until(lambda: _central_alive(world, agent_id), 15)
+        status, _ = await world.http("POST", f"{world.cloud.central_url}/agents/{agent_id}/reboot")
+        assert status in (200, 204)
+        await asyncio.wait_for(task, 10)  # run() returns by itself
+        assert agent.restart_requested
+    finally:
+        stop.set()
+        if not task.done():
+            await asyncio.wait_for(task, 10)
