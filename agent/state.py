@@ -53,7 +53,10 @@ class StateDir:
 
     def write_json(self, name: str, data: Any) -> None:
         """Replace document `name` atomically. Raises OSError (disk full, read-only, ...)."""
-        payload = (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+        self.write_bytes(name, (json.dumps(data, indent=2, sort_keys=True) + "\n").encode())
+
+    def write_bytes(self, name: str, payload: bytes) -> None:
+        """Replace file `name` atomically with `payload`, mode 0600."""
         target = self.file(name)
         fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.path)
         try:

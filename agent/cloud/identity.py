@@ -10,7 +10,6 @@ import base64
 import contextlib
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -76,24 +75,8 @@ class Identity:
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Write `data` to `path` atomically, mode 0600: temp file, fsync, rename, fsync dir."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Write `data` to `path` atomically, mode 0600 (see StateDir.write_bytes)."""
+    StateDir(path.parent).write_bytes(path.name, data)
 
 
 def load_or_create(state: StateDir) -> Identity:
