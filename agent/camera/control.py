@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from agent.camera import imaging, media, snapshot
 from agent.camera.models import (
     ContinuousMove,
@@ -21,6 +23,8 @@ from agent.camera.ptz import PtzControl
 from agent.camera.quirks import as_int, as_list, check_password, get
 from agent.camera.session import OnvifSession
 from agent.errors import InvalidArgument, ProtocolError, Unsupported
+from agent.media import grab
+from agent.media.grab import with_credentials
 
 
 def _port(value: int | None, name: str) -> int | None:
@@ -115,13 +119,26 @@ class OnvifControl:
         await media.set_encoder(self.session, request)
 
     async def snapshot(self) -> Snapshot:
+        """From the ONVIF snapshot URI; from the smallest stream when the camera has none."""
         found = await media.profiles(self.session)
         if not found:
             raise Unsupported("the camera has no media profile")
-        uri = await media.snapshot_uri(self.session, found[0])
-        if not uri:
-            raise Unsupported("the camera offers no snapshot URI")
-        return await snapshot.fetch(uri, self.session.credentials_used, self.session.timeout)
+        try:
+            uri = await media.snapshot_uri(self.session, found[0])
+        except Unsupported:
+            uri = None
+        if uri:
+            return await snapshot.fetch(uri, self.session.credentials_used, self.session.timeout)
+        return await self._snapshot_from_stream(found)
+
+    async def _snapshot_from_stream(self, found: list[media.MediaProfile]) -> Snapshot:
+        smallest = min(found, key=lambda p: (p.media2, p.width * p.height))
+        url = await media.stream_uri(self.session, smallest)
+        cred = self.session.credentials_used
+        if cred is not None:
+            url = with_credentials(url, cred.username, cred.password.reveal())
+        jpeg, taken = await asyncio.to_thread(grab.grab_jpeg, url, timeout=self.session.timeout)
+        return Snapshot(jpeg=jpeg, timestamp=taken)
 
     # Imaging.
 
