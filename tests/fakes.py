@@ -402,9 +402,11 @@ class FakeRecord:
     manufacturer: str = "Fake Optics"
     model: str = "FK-1"
     state: str = "online"
+    paused: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "run_state": "paused" if self.paused else "running",
             "id": self.id,
             "address": self.address,
             "xaddr": f"http://{self.address}/onvif/device_service",
@@ -441,6 +443,13 @@ class FakeDirectory:
             return self.records[camera_id]
         except KeyError:
             raise NotFound(f"no camera {camera_id}") from None
+
+    def set_paused(self, camera_id: str, paused: bool) -> FakeRecord:
+        if self.cameras_error is not None:
+            raise self.cameras_error
+        record = self.get(camera_id)
+        record.paused = paused
+        return record
 
     async def control(self, camera_id: str) -> FakeControl:
         self.get(camera_id)

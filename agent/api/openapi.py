@@ -125,9 +125,11 @@ SCHEMAS: dict[str, Schema] = {
             "endpoint_reference": STRING,
             "last_seen": {"type": ["number", "null"]},
             "sources": {"type": "array", "items": STRING},
+            "run_state": _enum(("running", "paused")),
         },
         ("id",),
     ),
+    "RunStateRequest": _obj({"run_state": _enum(("running", "paused"))}, ("run_state",)),
     "CameraList": _obj(
         {
             "pagination": _obj({"cursor": STRING}),
@@ -473,6 +475,18 @@ def _core_paths() -> dict[str, Schema]:
             )
         },
         "/api/v1/camerasnapshots/{camera_id}": {"get": snapshot},
+        "/api/v1/cameras/{camera_id}/run_state": {
+            "put": _operation(
+                "set_run_state",
+                "Pause or resume a camera",
+                "The camera's record with its new run_state",
+                "CameraRecord",
+                body="RunStateRequest",
+                errors=(401, 403, 404, 422, 500),
+                tags=("cameras",),
+                description="A paused camera streams nothing and opens no tunnels; persisted.",
+            )
+        },
         "/api/v1/openapi.json": {
             "get": _operation(
                 "openapi",

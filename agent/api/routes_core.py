@@ -6,8 +6,18 @@ import email.utils
 
 from aiohttp import web
 
+from agent.errors import NotFound
+
 from agent.api import validation
-from agent.api.context import DIRECTORY, OPENAPI, VERSION, camera_call, path_camera_id
+from agent.api.errors import error_response
+from agent.api.context import (
+    DIRECTORY,
+    OPENAPI,
+    VERSION,
+    camera_call,
+    path_camera_id,
+    read_json,
+)
 
 MESSAGE = "camera-agent local API"
 
@@ -46,6 +56,29 @@ async def get_snapshot(request: web.Request) -> web.Response:
     )
 
 
+RUN_STATES = ("running", "paused")
+
+
+async def set_run_state(request: web.Request) -> web.Response:
+    """Pause or resume a camera (`{"run_state": "paused"}`); answers the updated record."""
+    cid = path_camera_id(request)
+    body = await read_json(request)
+    value = body.get("run_state") if isinstance(body, dict) else None
+    if value not in RUN_STATES:
+        raise validation.RequestInvalid(
+            [
+                validation.ErrorItem(
+                    ("body", "run_state"), "Input should be 'running' or 'paused'", "enum"
+                )
+            ]
+        )
+    try:
+        record = request.app[DIRECTORY].set_paused(cid, value == "paused")
+    except NotFound as exc:
+        return error_response(404, "not_found", str(exc))
+    return web.json_response(record.to_json())
+
+
 async def openapi_json(request: web.Request) -> web.Response:
     return web.Response(body=request.app[OPENAPI], content_type="application/json")
 
@@ -55,5 +88,6 @@ def core_routes() -> list[web.RouteDef]:
         web.get("/api/v1/hello", hello, allow_head=False),
         web.get("/api/v1/cameras", list_cameras, allow_head=False),
         web.get("/api/v1/camerasnapshots/{camera_id}", get_snapshot, allow_head=False),
+        web.put("/api/v1/cameras/{camera_id}/run_state", set_run_state),
         web.get("/api/v1/openapi.json", openapi_json, allow_head=False),
     ]

@@ -64,6 +64,8 @@ class CameraDirectory(Protocol):
         """Raises NotFound, NotConfigured, AuthError, Unavailable."""
         ...
 
+    def set_paused(self, camera_id: str, paused: bool) -> CameraRecordLike: ...  # NotFound
+
 
 def _is_loopback(host: str) -> bool:
     host = host.strip().strip("[]").lower()

@@ -126,7 +126,11 @@ class QrScanner:
         self._stop.clear()
         try:
             while True:
-                online = {r.id: r for r in self._cameras() if r.state == CameraState.ONLINE}
+                online = {
+                    r.id: r
+                    for r in self._cameras()
+                    if r.state == CameraState.ONLINE and not r.paused
+                }
                 for cid in list(self._tasks):
                     if self._tasks[cid].done():
                         del self._tasks[cid]

@@ -178,6 +178,15 @@ class Inventory:
         self._drop_control(camera_id)
         self._changed()
 
+    def set_paused(self, camera_id: str, paused: bool) -> CameraRecord:
+        """Pause (no streaming, no tunnels) or resume a camera; the choice is persisted."""
+        rec = self.get(camera_id)
+        if rec.paused != paused:
+            rec.paused = paused
+            log.info("camera %s %s", camera_id, "paused" if paused else "resumed")
+            self._changed()
+        return rec
+
     # ---- control -----------------------------------------------------------------------------
 
     async def control(self, camera_id: str) -> ManagedControl:

@@ -119,6 +119,7 @@ class CameraRecord:
     last_seen: float | None = None
     last_error: str = ""
     sources: set[str] = field(default_factory=set)
+    paused: bool = False  # a paused camera streams nothing and opens no tunnels
     credentials: Credentials | None = field(default=None, repr=False)
     failures: int = field(default=0, repr=False)
     next_check: float = field(default=0.0, repr=False)
@@ -165,6 +166,7 @@ class CameraRecord:
             "endpoint_reference": self.endpoint_reference,
             "last_seen": self.last_seen,
             "sources": sorted(self.sources),
+            "run_state": "paused" if self.paused else "running",
         }
 
     def to_state(self) -> dict[str, Any]:
@@ -219,6 +221,7 @@ class CameraRecord:
             user, password = creds.get("username"), creds.get("password")
             if isinstance(user, str) and isinstance(password, str):
                 rec.credentials = Credentials(user, Secret(password))
+        rec.paused = data.get("run_state") == "paused"
         rec.state = CameraState.UNREACHABLE
         rec.reason = "not checked since the agent started"
         return rec

@@ -352,3 +352,17 @@ def socket_port() -> Any:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         yield s.getsockname()[1]
+
+
+async def test_pause_and_resume_a_camera(stack: Stack) -> None:
+    cid = stack.id_of(stack.cam)
+    paused = await stack.call("PUT", f"/api/v1/cameras/{cid}/run_state", {"run_state": "paused"})
+    assert paused.status == 200
+    assert paused.json()["run_state"] == "paused"
+    assert stack.agent.inventory.get(cid).paused
+    listing = (await stack.call("GET", "/api/v1/cameras")).json()["cameras"]
+    assert next(c for c in listing if c["id"] == cid)["run_state"] == "paused"
+    doc = stack.agent.state.file("inventory.json")
+    await _wait(lambda: '"paused"' in doc.read_text(), 5)
+    resumed = await stack.call("PUT", f"/api/v1/cameras/{cid}/run_state", {"run_state": "running"})
+    assert resumed.json()["run_state"] == "running"

@@ -21,6 +21,7 @@ OTHER = "00000000-0000-4000-8000-000000000001"
 #: A valid request body for every operation that takes one.
 BODIES: dict[str, dict[str, Any]] = {
     "activate": {"token": "tok-1"},
+    "set_run_state": {"run_state": "paused"},
     "activation_scan": {"seconds": 60},
     "set_network": {"http": 8080},
     "set_user_password": {"password": "Str0ng"},
@@ -115,7 +116,7 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
                 await control.ptz_home_save()
             reply = await client.call(method, path, body)
             assert reply.status == 200, (method, template, reply.body)
-            if not has_camera:
+            if not has_camera or op["operationId"] == "set_run_state":
                 continue
             directory.control_errors[CAM] = AuthError()
             assert (await client.call(method, path, body)).status == 400
@@ -152,6 +153,27 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
         assert refused.json()["status"] == "token_used"
         cloud.error = Unavailable("activation server unreachable")
         assert (await client.call("POST", act, {"token": "t"})).status == 503
+        run_state = f"/api/v1/cameras/{CAM}/run_state"
+        assert directory.records[CAM].paused
+        assert (await client.call("PUT", run_state, {"run_state": "sleeping"})).status == 422
+        other = f"/api/v1/cameras/{OTHER}/run_state"
+        assert (await client.call("PUT", other, {"run_state": "running"})).status == 404
+        bad_id = "/api/v1/cameras/x/run_state"
+        assert (await client.call("PUT", bad_id, {"run_state": "running"})).status == 422
+        hdrs = {"Content-Type": "text/plain"}
+        assert (await client.call("PUT", run_state, data=b"{}", headers=hdrs)).status == 415
+        big = b'{"x": "' + b"x" * 70_000 + b'"}'
+        hdrs = {"Content-Type": "application/json"}
+        assert (await client.call("PUT", run_state, data=big, headers=hdrs)).status == 413
+        ok = await client.call("PUT", run_state, {"run_state": "running"})
+        assert ok.json()["run_state"] == "running"
+        directory.cameras_error = RuntimeError("broken inventory")
+        assert (await client.call("PUT", run_state, {"run_state": "running"})).status == 500
+        directory.cameras_error = None
+        host = {"Host": "example.org"}
+        assert (
+            await client.call("PUT", run_state, {"run_state": "running"}, headers=host)
+        ).status == 403
         scan = "/api/v1/activation/scan"
         assert (await client.call("POST", scan, {"seconds": 0})).status == 422
         hdrs = {"Content-Type": "text/plain"}

@@ -110,7 +110,7 @@ def test_record_json_never_holds_credentials() -> None:
     assert set(public) == {
         "id", "address", "xaddr", "manufacturer", "model", "firmware_version", "serial_number",
         "hardware_id", "state", "reason", "profiles", "snapshot_uri", "ptz", "imaging",
-        "endpoint_reference", "last_seen", "sources",
+        "endpoint_reference", "run_state", "last_seen", "sources",
     }  # fmt: skip
     assert public["address"] == "10.0.0.5"
     stored = rec.to_state()
@@ -317,3 +317,11 @@ def test_mdns_candidates() -> None:
     assert onvif_candidates(rtsp) == [("10.0.0.6", 8000), ("10.0.0.6", 80)]
     bad = MdnsService(RTSP_TYPE, "x", ("10.0.0.7",), 554, {"http_port": "99999", "onvif": "x"})
     assert onvif_candidates(bad) == [("10.0.0.7", 80)]
+
+
+def test_paused_is_kept_in_the_stored_record() -> None:
+    rec = CameraRecord(id=str(uuid.uuid4()), xaddr="http://10.0.0.5:80/onvif/device_service")
+    rec.paused = True
+    again = CameraRecord.from_state(json.loads(json.dumps(rec.to_state())))
+    assert again.paused
+    assert again.to_json()["run_state"] == "paused"
