@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: all sysdeps test lint fmt demo bench clean
+.PHONY: all sysdeps benchdeps test lint fmt demo bench clean
 
 all: test
 
@@ -44,7 +44,19 @@ fmt: $(VENV)
 demo: $(VENV)
 	$(BIN)/camera-agent demo
 
-bench: $(VENV)
+# Baselines the benchmarks compare against (ffmpeg -c copy, socat).
+benchdeps:
+	@missing=""; \
+	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
+	command -v socat >/dev/null || missing="$$missing socat"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then echo "benchmarks compare against:$$missing (not installed; some baselines fall back)" >&2; exit 0; fi; \
+	  echo "installing benchmark baselines:$$missing"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+bench: $(VENV) benchdeps
 	$(BIN)/python -m tests.bench
 
 clean:
