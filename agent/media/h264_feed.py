@@ -1,0 +1,336 @@
+"""A camera's H.264 as encoded packets: one RTSP connection, many bounded subscribers.
+
+A worker thread opens the RTSP URL with PyAV over TCP (open and read timeouts, so a silent
+camera never hangs) and demuxes H.264 packets without decoding them. Packets reach the event
+loop through `call_soon_threadsafe` with a bounded number in flight, then fan out to each
+`H264Track`'s bounded queue. A slow subscriber loses data (queue emptied, waits for the next
+keyframe); it never grows memory or slows the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+import av
+import av.container
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from av.frame import Frame
+from av.packet import Packet
+
+from agent.errors import AgentError, AuthError, Unavailable, Unsupported
+
+log = logging.getLogger(__name__)
+
+#: Packets handed to the loop but not yet delivered; beyond this the thread drops packets.
+MAX_IN_FLIGHT = 64
+#: Packets queued per subscriber before it is resynchronised on the next keyframe.
+TRACK_QUEUE = 64
+#: Packets since the last keyframe kept for viewers that join mid-GOP (instant start).
+GOP_CACHE_PACKETS = 150
+GOP_CACHE_BYTES = 4 * 1024 * 1024
+#: Largest packet accepted from the camera.
+MAX_PACKET_BYTES = 4 * 1024 * 1024
+
+_START_CODE = b"\x00\x00\x00\x01"
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedUnit:
+    """One H.264 access unit in Annex B form; `gap` marks data lost just before it."""
+
+    data: bytes
+    pts: int
+    time_base: Fraction
+    keyframe: bool
+    gap: bool = False
+
+
+def has_sps(data: bytes) -> bool:
+    """True when an Annex B buffer holds a sequence parameter set (NAL type 7)."""
+    i = data.find(b"\x00\x00\x01")
+    while i != -1 and i + 3 < len(data):
+        if data[i + 3] & 0x1F == 7:
+            return True
+        i = data.find(b"\x00\x00\x01", i + 3)
+    return False
+
+
+def parameter_sets(extradata: bytes | None) -> bytes:
+    """SPS/PPS as Annex B from codec extradata (Annex B or avcC form); b"" if none."""
+    if not extradata:
+        return b""
+    if extradata.startswith((b"\x00\x00\x01", _START_CODE)):
+        return extradata
+    if extradata[0] != 1 or len(extradata) < 7:
+        return b""
+    out = bytearray()
+    pos = 5
+    try:
+        for count_mask in (0x1F, 0xFF):
+            count = extradata[pos] & count_mask
+            pos += 1
+            for _ in range(count):
+                size = int.from_bytes(extradata[pos : pos + 2], "big")
+                pos += 2
+                out += _START_CODE + extradata[pos : pos + size]
+                pos += size
+    except IndexError:
+        return b""
+    return bytes(out)
+
+
+def _map_error(exc: Exception) -> AgentError:
+    if isinstance(exc, av.HTTPUnauthorizedError | av.HTTPForbiddenError):
+        return AuthError("camera refused the RTSP credentials")
+    if isinstance(exc, AgentError):
+        return exc
+    # av errors carry the URL (with its credentials) in str(exc): report only the reason
+    reason = getattr(exc, "strerror", None) or type(exc).__name__
+    return Unavailable(f"camera stream unavailable: {reason}")
+
+
+class H264Track(MediaStreamTrack):
+    """A video track yielding the feed's H.264 as `av.Packet`s, starting at a keyframe."""
+
+    kind = "video"
+
+    def __init__(self, feed: H264Feed, queue_size: int = TRACK_QUEUE) -> None:
+        super().__init__()
+        self._feed: H264Feed | None = feed
+        self._queue: asyncio.Queue[EncodedUnit | None] = asyncio.Queue(queue_size)
+        self._want_keyframe = True
+        self.dropped = 0
+
+    def push(self, unit: EncodedUnit | None) -> None:
+        """Queue one unit (None: the feed ended); on overflow drop until the next keyframe."""
+        if unit is None:
+            while self._queue.full():
+                self._queue.get_nowait()
+            self._queue.put_nowait(None)
+            return
+        if unit.gap:
+            self._want_keyframe = True
+        if self._want_keyframe and not unit.keyframe:
+            self.dropped += 1
+            return
+        if self._queue.full():
+            self.dropped += self._queue.qsize() + 1
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._want_keyframe = True
+            return
+        self._want_keyframe = False
+        self._queue.put_nowait(unit)
+
+    async def recv(self) -> Frame | Packet[Any]:
+        if self.readyState != "live":
+            raise MediaStreamError
+        unit = await self._queue.get()
+        if unit is None:
+            self.stop()
+            raise MediaStreamError
+        packet = Packet(unit.data)
+        packet.pts = unit.pts
+        packet.dts = unit.pts
+        packet.time_base = unit.time_base
+        return packet
+
+    def stop(self) -> None:
+        super().stop()
+        if self._feed is not None:
+            self._feed.unsubscribe(self)
+            self._feed = None
+
+
+class H264Feed:
+    """One RTSP connection read in a worker thread, fanned out to `H264Track`s."""
+
+    def __init__(self, url: str, *, open_timeout: float = 10.0, read_timeout: float = 5.0) -> None:
+        self._url = url
+        self._open_timeout = open_timeout
+        self._read_timeout = read_timeout
+        self._tracks: set[H264Track] = set()
+        self._gop: list[EncodedUnit] = []
+        self._gop_bytes = 0
+        self._quit = threading.Event()
+        self._posted = 0  # written by the thread only
+        self._delivered = 0  # written by the loop only
+        self._gap = False
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._opened: asyncio.Future[None] | None = None
+        self._finished: asyncio.Future[None] | None = None
+        self.packets = 0
+
+    @property
+    def url(self) -> str:
+        return self._url
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._tracks)
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker thread runs and has not reported the end of the stream."""
+        return self._finished is not None and not self._finished.done()
+
+    @property
+    def thread(self) -> threading.Thread | None:
+        return self._thread
+
+    async def start(self) -> None:
+        """Open the camera; raises Unavailable, AuthError or Unsupported (no H.264 stream)."""
+        if self._opened is None:
+            loop = asyncio.get_running_loop()
+            self._loop = loop
+            self._opened = loop.create_future()
+            self._finished = loop.create_future()
+            self._thread = threading.Thread(target=self._run, name="h264-feed", daemon=True)
+            self._thread.start()
+        await asyncio.shield(self._opened)
+
+    def subscribe(self) -> H264Track:
+        """A new track; it starts with the packets since the last keyframe, if cached."""
+        track = H264Track(self)
+        self._tracks.add(track)
+        for unit in self._gop:
+            track.push(unit)
+        return track
+
+    def unsubscribe(self, track: H264Track) -> None:
+        self._tracks.discard(track)
+
+    async def stop(self) -> None:
+        """Stop reading, close the connection and join the thread (bounded by the timeouts)."""
+        self._quit.set()
+        thread, finished = self._thread, self._finished
+        if thread is None or finished is None:
+            return
+        limit = self._open_timeout + self._read_timeout + 2.0
+        try:
+            async with asyncio.timeout(limit):
+                await asyncio.shield(finished)
+        except TimeoutError:
+            log.warning("RTSP reader thread did not stop within %.1f s", limit)
+            return
+        for _ in range(1000):  # its last step is the signal awaited above: ends at once
+            if not thread.is_alive():
+                break
+            await asyncio.sleep(0.005)
+        for track in list(self._tracks):
+            track.stop()
+
+    # ---- worker thread -------------------------------------------------------------------
+
+    def _post(self, unit: EncodedUnit) -> None:
+        if self._posted - self._delivered >= MAX_IN_FLIGHT:
+            self._gap = True
+            return
+        self._posted += 1
+        if self._gap:
+            unit = replace(unit, gap=True)
+            self._gap = False
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._deliver, unit)
+
+    def _signal(self, error: AgentError | None, *, final: bool) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # loop already closed
+            self._loop.call_soon_threadsafe(self._settle, error, final)
+
+    def _run(self) -> None:
+        error: AgentError | None = None
+        options = {
+            "rtsp_transport": "tcp",
+            "timeout": str(int(self._read_timeout * 1_000_000)),
+            "analyzeduration": "0",
+            "probesize": "32",
+        }
+        try:
+            with av.open(
+                self._url, options=options, timeout=(self._open_timeout, self._read_timeout)
+            ) as container:
+                stream = next((s for s in container.streams.video), None)
+                if stream is None or stream.codec_context.name != "h264":
+                    raise Unsupported("camera stream is not H.264")
+                sets = parameter_sets(stream.codec_context.extradata)
+                self._signal(None, final=False)
+                self._demux(container, stream, sets)
+        except Exception as exc:  # every failure of the reader ends the feed with a reason
+            error = _map_error(exc)
+        finally:
+            self._signal(error, final=True)
+
+    def _demux(
+        self, container: av.container.InputContainer, stream: av.VideoStream, sets: bytes
+    ) -> None:
+        last_pts: int | None = None
+        time_base = stream.time_base or Fraction(1, 90000)
+        for packet in container.demux(stream):
+            if self._quit.is_set():
+                return
+            if packet.size == 0:
+                continue
+            if packet.size > MAX_PACKET_BYTES:
+                self._gap = True
+                continue
+            # the RTP demuxer leaves the first packets without pts until timing is known
+            pts = packet.pts if packet.pts is not None else packet.dts
+            if pts is None:
+                pts = 0 if last_pts is None else last_pts + 1
+            last_pts = pts
+            data = bytes(packet)
+            keyframe = bool(packet.is_keyframe)
+            if keyframe and sets and not has_sps(data):
+                data = sets + data
+            self.packets += 1
+            self._post(EncodedUnit(data, pts, packet.time_base or time_base, keyframe))
+
+    # ---- event loop ----------------------------------------------------------------------
+
+    def _deliver(self, unit: EncodedUnit) -> None:
+        self._delivered += 1
+        self._cache(unit)
+        for track in list(self._tracks):
+            track.push(unit)
+
+    def _cache(self, unit: EncodedUnit) -> None:
+        if unit.keyframe:
+            self._gop, self._gop_bytes = [], 0
+        elif not self._gop or unit.gap:
+            self._gop, self._gop_bytes = [], 0
+            return
+        if (
+            len(self._gop) >= GOP_CACHE_PACKETS
+            or self._gop_bytes + len(unit.data) > GOP_CACHE_BYTES
+        ):
+            self._gop, self._gop_bytes = [], 0
+            return
+        self._gop.append(unit)
+        self._gop_bytes += len(unit.data)
+
+    def _settle(self, error: AgentError | None, final: bool) -> None:
+        assert self._opened is not None
+        assert self._finished is not None
+        if not self._opened.done():
+            if error is not None:
+                self._opened.set_exception(error)
+                self._opened.exception()  # marks it retrieved; start() re-raises it
+            else:
+                self._opened.set_result(None)
+        elif error is not None:
+            log.warning("RTSP feed ended: %s", error)
+        if not final:
+            return
+        self._gop, self._gop_bytes = [], 0
+        for track in list(self._tracks):
+            track.push(None)
+        if not self._finished.done():
+            self._finished.set_result(None)

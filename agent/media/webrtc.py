@@ -1,0 +1,231 @@
+"""WebRTC live view: a viewer's SDP offer in, the answer out, the camera's H.264 passed through.
+
+Each session is one aiortc `RTCPeerConnection` sending a camera's H.264 packets as they come
+from RTSP (no decode, no re-encode). Viewers of the same RTSP URL share one `H264Feed`. No STUN
+or TURN server is configured: only host candidates on the LAN (or the addresses given).
+Sessions close on ICE failure, on the end of the camera stream and when not connected for
+`idle_timeout` seconds; `close()` ends every peer connection, task and reader thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from aiortc import (
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
+
+from agent.errors import InvalidArgument, Unavailable
+from agent.media.h264_feed import H264Feed, H264Track
+from agent.media.webrtc_sdp import check_offer, ice_host_addresses, lan_addresses
+
+log = logging.getLogger(__name__)
+
+#: Seconds allowed for setting the remote description, creating and gathering the answer.
+NEGOTIATION_TIMEOUT = 10.0
+#: Seconds between checks of a session's state (state changes also wake the check at once).
+WATCH_INTERVAL = 1.0
+
+
+@dataclass(eq=False)
+class _Session:
+    pc: RTCPeerConnection
+    feed: H264Feed
+    track: H264Track
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task[None] | None = None
+    closed: bool = False
+
+
+class WebRtcSessions:
+    """All WebRTC viewers of this agent, bounded in number."""
+
+    def __init__(
+        self,
+        *,
+        max_sessions: int = 8,
+        idle_timeout: float = 30.0,
+        open_timeout: float = 10.0,
+        read_timeout: float = 5.0,
+        ice_addresses: Sequence[str] | None = None,
+    ) -> None:
+        if max_sessions < 1 or idle_timeout <= 0 or open_timeout <= 0 or read_timeout <= 0:
+            raise InvalidArgument("limits and timeouts must be positive")
+        self._max = max_sessions
+        self._idle = idle_timeout
+        self._open_timeout = open_timeout
+        self._read_timeout = read_timeout
+        self._ice_addresses = tuple(ice_addresses) if ice_addresses is not None else None
+        self._sessions: set[_Session] = set()
+        self._feeds: dict[str, H264Feed] = {}
+        self._pending = 0
+        self._closed = False
+
+    @property
+    def count(self) -> int:
+        """Sessions open or being negotiated."""
+        return len(self._sessions) + self._pending
+
+    @property
+    def feeds(self) -> int:
+        """Camera connections currently open."""
+        return len(self._feeds)
+
+    async def answer(self, offer_sdp: str, rtsp_url: str) -> str:
+        """Answer a viewer's offer with the camera at `rtsp_url`; returns the answer SDP.
+
+        Raises InvalidArgument/LimitExceeded for a bad offer, Unavailable when the session
+        limit is reached or the camera cannot be read, AuthError, Unsupported (not H.264).
+        """
+        offer = check_offer(offer_sdp)
+        if self._closed:
+            raise Unavailable("WebRTC sessions are shut down")
+        if self.count >= self._max:
+            raise Unavailable(f"too many WebRTC sessions (limit {self._max})")
+        self._pending += 1
+        try:
+            return await self._negotiate(offer, rtsp_url)
+        finally:
+            self._pending -= 1
+
+    async def close(self) -> None:
+        """Close every peer connection and camera connection; waits for tasks and threads."""
+        self._closed = True
+        sessions = list(self._sessions)
+        for s in sessions:
+            if s.task is not None:
+                s.task.cancel()
+        await asyncio.gather(*(self._end(s) for s in sessions), return_exceptions=True)
+        tasks = [s.task for s in sessions if s.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        feeds = list(self._feeds.values())
+        self._feeds.clear()
+        await asyncio.gather(*(f.stop() for f in feeds), return_exceptions=True)
+
+    # ---- internals -----------------------------------------------------------------------
+
+    async def _subscribe(self, url: str) -> tuple[H264Feed, H264Track]:
+        feed = self._feeds.get(url)
+        if feed is None or (feed.thread is not None and not feed.alive):
+            feed = H264Feed(url, open_timeout=self._open_timeout, read_timeout=self._read_timeout)
+            self._feeds[url] = feed
+        track = feed.subscribe()  # before awaiting, so the feed counts this user
+        try:
+            await feed.start()
+        except BaseException:
+            track.stop()
+            await self._release_feed(feed)
+            raise
+        return feed, track
+
+    async def _negotiate(self, offer: str, url: str) -> str:
+        feed, track = await self._subscribe(url)
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        session = _Session(pc, feed, track)
+        try:
+            async with asyncio.timeout(NEGOTIATION_TIMEOUT):
+                answer = await self._exchange(pc, offer, track)
+        except BaseException as exc:
+            track.stop()
+            await pc.close()
+            await self._release_feed(feed)
+            if isinstance(exc, TimeoutError):
+                raise Unavailable("WebRTC negotiation timed out") from None
+            raise
+        if self._closed:  # close() ran while negotiating
+            track.stop()
+            await pc.close()
+            await self._release_feed(feed)
+            raise Unavailable("WebRTC sessions are shut down")
+        self._sessions.add(session)
+        pc.on("connectionstatechange", session.changed.set)
+        track.on("ended", session.changed.set)
+        session.task = asyncio.create_task(self._watch(session), name="webrtc-session")
+        log.info("WebRTC session opened (%d active)", len(self._sessions))
+        return answer
+
+    async def _exchange(self, pc: RTCPeerConnection, offer: str, track: H264Track) -> str:
+        try:
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
+        except Exception as exc:  # aiortc raises assorted errors for offers it cannot use
+            raise InvalidArgument(f"unusable SDP offer: {type(exc).__name__}: {exc}") from None
+        h264 = [
+            c
+            for c in RTCRtpSender.getCapabilities("video").codecs
+            if c.mimeType.lower() == "video/rtx"
+            or (
+                c.mimeType.lower() == "video/h264"
+                and str(c.parameters.get("packetization-mode")) == "1"
+            )
+        ]
+        video_done = False
+        for transceiver in pc.getTransceivers():
+            if (
+                transceiver.kind == "video"
+                and not video_done
+                and transceiver.direction != "inactive"
+            ):
+                transceiver.setCodecPreferences(h264)
+                transceiver.direction = "sendonly"
+                transceiver.sender.replaceTrack(track)
+                video_done = True
+            else:
+                transceiver.direction = "inactive"
+        if not video_done:
+            raise InvalidArgument("SDP offer has no usable video section")
+        try:
+            answer = await pc.createAnswer()
+        except Exception as exc:
+            raise InvalidArgument(f"cannot answer SDP offer: {type(exc).__name__}") from None
+        addresses = self._ice_addresses if self._ice_addresses is not None else lan_addresses()
+        with ice_host_addresses(addresses):
+            await pc.setLocalDescription(answer)
+        return str(pc.localDescription.sdp)
+
+    async def _watch(self, session: _Session) -> None:
+        idle_since: float | None = time.monotonic()
+        try:
+            while True:
+                state = session.pc.connectionState
+                if state in ("failed", "closed") or session.track.readyState != "live":
+                    log.info("WebRTC session ending: connection %s", state)
+                    return
+                now = time.monotonic()
+                if state == "connected":
+                    idle_since = None
+                elif idle_since is None:
+                    idle_since = now
+                elif now - idle_since > self._idle:
+                    log.info("WebRTC session idle for %.0f s, closing", self._idle)
+                    return
+                session.changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(WATCH_INTERVAL, self._idle)):
+                        await session.changed.wait()
+        finally:
+            await asyncio.shield(self._end(session))
+
+    async def _end(self, session: _Session) -> None:
+        if session.closed:
+            return
+        session.closed = True
+        self._sessions.discard(session)
+        session.track.stop()
+        await session.pc.close()
+        await self._release_feed(session.feed)
+        log.info("WebRTC session closed (%d active)", len(self._sessions))
+
+    async def _release_feed(self, feed: H264Feed) -> None:
+        if feed.subscribers > 0:
+            return
+        if self._feeds.get(feed.url) is feed:
+            del self._feeds[feed.url]
+        await feed.stop()
