@@ -6,10 +6,7 @@ import email.utils
 
 from aiohttp import web
 
-from agent.errors import NotFound
-
 from agent.api import validation
-from agent.api.errors import error_response
 from agent.api.context import (
     DIRECTORY,
     OPENAPI,
@@ -18,6 +15,8 @@ from agent.api.context import (
     path_camera_id,
     read_json,
 )
+from agent.api.errors import error_response
+from agent.errors import NotFound
 
 MESSAGE = "camera-agent local API"
 
