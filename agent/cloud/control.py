@@ -58,7 +58,33 @@ class _Close(Exception):
     """Close this connection and reconnect after the backoff."""
 
 
-class ControlConnection:
+class Link:
+    """What the control and data connections share: where, who, TLS, backoff, state, counters."""
+
+    def __init__(
+        self,
+        url: str,
+        agent_id: str,
+        ident: Identity,
+        *,
+        tls: TlsPolicy | None = None,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.url = url
+        self.agent_id = agent_id
+        self._ident = ident
+        self._tls = tls or TlsPolicy()
+        self._backoff = backoff or Backoff()
+        self.state = ControlState.DISCONNECTED
+        self.counters = Counters()
+
+    def _set(self, state: ControlState) -> None:
+        if state != self.state:
+            self.state = state
+            self.counters.status_changed_at = time.time()
+
+
+class ControlConnection(Link):
     """One endpoint connection, reconnected forever by `run()` until cancelled or `stop()`."""
 
     def __init__(
@@ -71,14 +97,8 @@ class ControlConnection:
         tls: TlsPolicy | None = None,
         backoff: Backoff | None = None,
     ) -> None:
-        self.url = url
-        self.agent_id = agent_id
-        self._ident = ident
+        super().__init__(url, agent_id, ident, tls=tls, backoff=backoff)
         self._handlers = handlers
-        self._tls = tls or TlsPolicy()
-        self._backoff = backoff or Backoff()
-        self.state = ControlState.DISCONNECTED
-        self.counters = Counters()
         self.server_id = ""
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._ids = itertools.count(1)
@@ -88,11 +108,6 @@ class ControlConnection:
         self._stopped = False
         self._auth_failed = False
         self._attempts = 0
-
-    def _set(self, state: ControlState) -> None:
-        if state != self.state:
-            self.state = state
-            self.counters.status_changed_at = time.time()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -11,9 +11,9 @@ from typing import Any
 
 import aiohttp
 
-from agent.cloud.control import SILENCE_TIMEOUT, ControlState
+from agent.cloud.control import SILENCE_TIMEOUT, ControlState, Link
 from agent.cloud.identity import Identity
-from agent.cloud.link import Counters, TlsPolicy, login, receive, send
+from agent.cloud.link import TlsPolicy, login, receive, send
 from agent.errors import AuthError, ProtocolError
 from agent.net.backoff import Backoff
 from agent.proto import cloud as codec
@@ -21,7 +21,7 @@ from agent.proto import cloud as codec
 log = logging.getLogger(__name__)
 
 
-class Streampoint:
+class Streampoint(Link):
     """One data connection. `start()` launches it; `wait_ready()` waits for the first login."""
 
     def __init__(
@@ -34,14 +34,8 @@ class Streampoint:
         tls: TlsPolicy | None = None,
         backoff: Backoff | None = None,
     ) -> None:
+        super().__init__(url, agent_id, ident, tls=tls, backoff=backoff)
         self.hostname = hostname
-        self.url = url
-        self.agent_id = agent_id
-        self._ident = ident
-        self._tls = tls or TlsPolicy()
-        self._backoff = backoff or Backoff()
-        self.state = ControlState.DISCONNECTED
-        self.counters = Counters()
         self._ready = asyncio.Event()
         self._failed: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -56,11 +50,6 @@ class Streampoint:
             "alive": self.state == ControlState.READY,
             **self.counters.to_json(),
         }
-
-    def _set(self, state: ControlState) -> None:
-        if state != self.state:
-            self.state = state
-            self.counters.status_changed_at = time.time()
 
     def start(self) -> None:
         if self._task is None:
