@@ -20,6 +20,7 @@ from agent.config import AgentConfig
 from agent.discovery.inventory import Inventory
 from agent.discovery.service import DiscoveryService
 from agent.errors import ConfigError
+from agent.media.webrtc import WebRtcSessions
 from agent.state import StateDir
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,15 @@ class Agent:
             pin_sha256=cfg.cloud.pin_sha256,
             on_reboot=self._on_reboot,
         )
+        self.webrtc = WebRtcSessions(ice_addresses=cfg.webrtc_addresses)
         self.api = ApiServer(
-            build_app(self.inventory, version=__version__, token=cfg.api_token, cloud=self.cloud),
+            build_app(
+                self.inventory,
+                version=__version__,
+                token=cfg.api_token,
+                cloud=self.cloud,
+                webrtc=self.webrtc,
+            ),
             cfg.api_host,
             cfg.api_port,
         )
@@ -107,6 +115,7 @@ class Agent:
     async def _shutdown(self) -> None:
         async def close_all() -> None:
             await self.api.stop()
+            await self.webrtc.close()
             await self.inventory.close()
 
         try:

@@ -12,6 +12,7 @@ Example file:
     [api]
     listen = "127.0.0.1:8780"     # another address needs token (or CAMERA_AGENT_API_TOKEN)
     token = "change-me"
+    webrtc_addresses = ["192.168.1.10"]   # live view ICE addresses (default: the LAN ones)
 
     [discovery]
     multicast = true
@@ -79,6 +80,7 @@ class AgentConfig:
     api_host: str = DEFAULT_API[0]
     api_port: int = DEFAULT_API[1]
     api_token: Secret | None = None
+    webrtc_addresses: tuple[str, ...] | None = None  # ICE host addresses; None = the LAN ones
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
     default_credentials: tuple[Credentials, ...] = ()
@@ -170,7 +172,15 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
     if "state_dir" in agent:
         cfg = replace(cfg, state_dir=Path(_typed(agent, "state_dir", str, "agent")))
     api = _table(data, "api")
-    _check_keys(api, {"listen", "token"}, "[api]")
+    _check_keys(api, {"listen", "token", "webrtc_addresses"}, "[api]")
+    if "webrtc_addresses" in api:
+        addrs = _strings(api, "webrtc_addresses", "api")
+        for a in addrs:
+            try:
+                ipaddress.ip_address(a)
+            except ValueError:
+                raise ConfigError(f"api.webrtc_addresses: {a!r} is not an IP address") from None
+        cfg = replace(cfg, webrtc_addresses=addrs)
     if "listen" in api:
         host, port = parse_host_port(_typed(api, "listen", str, "api"), "api.listen")
         cfg = replace(cfg, api_host=host, api_port=port)

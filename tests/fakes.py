@@ -444,6 +444,13 @@ class FakeDirectory:
         except KeyError:
             raise NotFound(f"no camera {camera_id}") from None
 
+    def stream_url(self, camera_id: str) -> str:
+        self.get(camera_id)
+        exc = self.control_errors.get(camera_id)
+        if exc is not None:
+            raise exc
+        return f"rtsp://user:pw@127.0.0.1:554/{camera_id}"
+
     def set_paused(self, camera_id: str, paused: bool) -> FakeRecord:
         if self.cameras_error is not None:
             raise self.cameras_error
@@ -577,6 +584,7 @@ async def running_api(
     client_token: str | None = None,
     call_timeout: float = 5.0,
     cloud: FakeCloud | None = None,
+    webrtc: FakeLiveView | None = None,
 ) -> AsyncIterator[ApiClient]:
     """The local API over `directory` on a free loopback port, and a checking client for it."""
     from agent.api import ApiServer, build_app
@@ -589,6 +597,7 @@ async def running_api(
         token=Secret(token) if token is not None else None,
         call_timeout=call_timeout,
         cloud=cloud,
+        webrtc=webrtc,
     )
     server = ApiServer(app, "127.0.0.1", 0)
     await server.start()
@@ -652,3 +661,17 @@ class FakeCloud:
         )
         self.activation = act
         return act
+
+
+class FakeLiveView:
+    """WebRtcSessions as the API sees it; `error` makes `answer` raise it."""
+
+    def __init__(self) -> None:
+        self.error: BaseException | None = None
+        self.offers: list[tuple[str, str]] = []
+
+    async def answer(self, offer_sdp: str, rtsp_url: str) -> str:
+        if self.error is not None:
+            raise self.error
+        self.offers.append((offer_sdp, rtsp_url))
+        return "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=answer\r\nt=0 0\r\n"

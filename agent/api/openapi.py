@@ -588,7 +588,39 @@ def _agent_paths() -> dict[str, Schema]:
         errors=(401, 403, 500, 503),
         **common,  # type: ignore[arg-type]
     )
+    SCHEMAS.setdefault(
+        "WebRtcOffer",
+        _obj(
+            {"type": _enum(("offer",)), "sdp": {"type": "string", "maxLength": 65536}},
+            ("type", "sdp"),
+        ),
+    )
+    SCHEMAS.setdefault(
+        "WebRtcAnswer", _obj({"type": _enum(("answer",)), "sdp": STRING}, ("type", "sdp"))
+    )
+    webrtc = _operation(
+        "webrtc_offer",
+        "Live view: send an SDP offer, get the answer (WHEP-style)",
+        "The SDP answer (JSON request)",
+        "WebRtcAnswer",
+        params=(CAMERA_ID_PARAM,),
+        body="WebRtcOffer",
+        errors=(400, 401, 403, 404, 413, 415, 422, 500, 503),
+        tags=("cameras",),
+        description=(
+            "The camera's H.264 is sent without transcoding. A raw offer "
+            "(Content-Type: application/sdp) is answered 201 with the raw SDP answer, as WHEP "
+            "does. 503 while the camera is paused or the live view is at its session limit."
+        ),
+    )
+    webrtc["requestBody"]["content"]["application/sdp"] = {"schema": {"type": "string"}}
+    webrtc["responses"]["201"] = {
+        "description": "The SDP answer (raw SDP request)",
+        "content": {"application/sdp": {"schema": {"type": "string"}}},
+        "headers": {"Location": {"schema": {"type": "string"}}},
+    }
     return {
+        "/api/v1/webrtc/{camera_id}": {"post": webrtc},
         "/api/v1/activation/scan": {"post": scan},
         "/api/v1/status": {
             "get": _operation(

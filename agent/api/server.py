@@ -31,6 +31,7 @@ from agent.api.openapi import openapi_document
 from agent.api.routes_agent import CLOUD, STARTED, CloudControl, agent_routes
 from agent.api.routes_core import core_routes
 from agent.api.routes_onvif import onvif_routes
+from agent.api.routes_webrtc import WEBRTC, LiveView, webrtc_routes
 from agent.api.validation import MAX_BODY, InsufficientArguments, RequestInvalid
 from agent.camera.models import CameraControl
 from agent.errors import AgentError, ConfigError
@@ -65,6 +66,11 @@ class CameraDirectory(Protocol):
         ...
 
     def set_paused(self, camera_id: str, paused: bool) -> CameraRecordLike: ...  # NotFound
+
+    def stream_url(self, camera_id: str) -> str:
+        """The RTSP URL (with credentials) of the camera's H.264 stream for live view;
+        raises NotFound, NotConfigured, Unsupported."""
+        ...
 
 
 def _is_loopback(host: str) -> bool:
@@ -150,6 +156,7 @@ def build_app(
     token: Secret | None = None,
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
     cloud: CloudControl | None = None,
+    webrtc: LiveView | None = None,
 ) -> web.Application:
     """The local API application. With a token, every route but hello needs
     `Authorization: Bearer <token>`; without one, only loopback Host names are served."""
@@ -165,8 +172,11 @@ def build_app(
     app[STARTED] = time.monotonic()
     if cloud is not None:
         app[CLOUD] = cloud
+    if webrtc is not None:
+        app[WEBRTC] = webrtc
     app.add_routes(core_routes())
     app.add_routes(agent_routes())
+    app.add_routes(webrtc_routes())
     app.add_routes(onvif_routes())
     return app
 

@@ -43,8 +43,10 @@ from agent.errors import (
     NotFound,
     ProtocolError,
     Unavailable,
+    Unsupported,
 )
 from agent.log import LogOnce
+from agent.media.grab import with_credentials
 from agent.secret import Credentials
 from agent.state import StateDir
 
@@ -177,6 +179,19 @@ class Inventory:
         rec.next_check = 0.0
         self._drop_control(camera_id)
         self._changed()
+
+    def stream_url(self, camera_id: str) -> str:
+        """RTSP URL, with the working credentials, of the camera's first H.264 profile."""
+        rec = self.get(camera_id)
+        profile = next(
+            (p for p in rec.profiles if str(p.get("encoding", "")).upper() == "H264"), None
+        )
+        if profile is None or not profile.get("rtsp_uri"):
+            raise Unsupported("the camera has no H.264 stream known yet")
+        url = str(profile["rtsp_uri"])
+        if rec.credentials is None:
+            raise NotConfigured("no working credentials known for the camera")
+        return with_credentials(url, rec.credentials.username, rec.credentials.password.reveal())
 
     def set_paused(self, camera_id: str, paused: bool) -> CameraRecord:
         """Pause (no streaming, no tunnels) or resume a camera; the choice is persisted."""

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from aiortc import (
     RTCConfiguration,
@@ -174,6 +175,7 @@ class WebRtcSessions:
                 and transceiver.direction != "inactive"
             ):
                 transceiver.setCodecPreferences(h264)
+                _keep_h264_only(transceiver)
                 transceiver.direction = "sendonly"
                 transceiver.sender.replaceTrack(track)
                 video_done = True
@@ -229,3 +231,26 @@ class WebRtcSessions:
         if self._feeds.get(feed.url) is feed:
             del self._feeds[feed.url]
         await feed.stop()
+
+
+def _keep_h264_only(transceiver: Any) -> None:
+    """Drop every negotiated codec but H.264 (packetization-mode 1) and its RTX.
+
+    aiortc negotiates an answer's codecs in setRemoteDescription, before codec preferences can
+    be set on the transceiver it creates; an offer listing VP8 first (as browsers do) would
+    otherwise be answered with VP8 first, and the passed-through H.264 sent under VP8's payload
+    type. `_codecs` is the negotiated list aiortc's createAnswer and sender read.
+    """
+    codecs = list(getattr(transceiver, "_codecs", []))
+    kept = [
+        c
+        for c in codecs
+        if c.mimeType.lower() == "video/h264" and str(c.parameters.get("packetization-mode")) == "1"
+    ]
+    pts = {c.payloadType for c in kept}
+    rtx = [
+        c for c in codecs if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in pts
+    ]
+    if not kept:
+        raise InvalidArgument("the SDP offer has no H.264 (packetization-mode=1)")
+    transceiver._codecs = kept + rtx

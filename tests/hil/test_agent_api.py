@@ -78,6 +78,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             state_dir=tmp_path / "state",
             api_host="127.0.0.1",
             api_port=0,
+            webrtc_addresses=("127.0.0.1",),
             discovery=DiscoveryConfig(
                 multicast=False,
                 mdns=False,
@@ -366,3 +367,31 @@ async def test_pause_and_resume_a_camera(stack: Stack) -> None:
     await _wait(lambda: '"paused"' in doc.read_text(), 5)
     resumed = await stack.call("PUT", f"/api/v1/cameras/{cid}/run_state", {"run_state": "running"})
     assert resumed.json()["run_state"] == "running"
+
+
+async def test_webrtc_live_view_through_the_local_api(stack: Stack) -> None:
+    from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+    from agent.media.webrtc_sdp import ice_host_addresses
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    pc.on("track", lambda track: got.done() or got.set_result(track))
+    pc.addTransceiver("video", direction="recvonly")
+    try:
+        with ice_host_addresses(["127.0.0.1"]):
+            await pc.setLocalDescription(await pc.createOffer())
+        reply = await stack.call(
+            "POST",
+            f"/api/v1/webrtc/{stack.id_of(stack.cam)}",
+            data=pc.localDescription.sdp.encode(),
+            headers={"Content-Type": "application/sdp"},
+        )
+        assert reply.status == 201, reply.body
+        await pc.setRemoteDescription(RTCSessionDescription(reply.body.decode(), "answer"))
+        async with asyncio.timeout(20):
+            track = await got
+            frames = [await track.recv() for _ in range(10)]
+        assert (frames[-1].width, frames[-1].height) == (1280, 720)  # the main H.264 stream
+    finally:
+        await pc.close()

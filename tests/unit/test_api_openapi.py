@@ -12,8 +12,8 @@ from openapi_spec_validator import validate
 from agent.api import build_app
 from agent.api.openapi import openapi_document
 from agent.cloud.activation import ActivationError
-from agent.errors import AuthError, Unavailable
-from tests.fakes import FakeCloud, FakeDirectory, FakeRecord, SpecChecker, running_api
+from agent.errors import AuthError, LimitExceeded, Unavailable
+from tests.fakes import FakeCloud, FakeDirectory, FakeLiveView, FakeRecord, SpecChecker, running_api
 
 CAM = "6f1c2b52-5bb5-4fd1-9b0e-0d6a1f0a9c11"
 OTHER = "00000000-0000-4000-8000-000000000001"
@@ -21,7 +21,8 @@ OTHER = "00000000-0000-4000-8000-000000000001"
 #: A valid request body for every operation that takes one.
 BODIES: dict[str, dict[str, Any]] = {
     "activate": {"token": "tok-1"},
-    "set_run_state": {"run_state": "paused"},
+    "set_run_state": {"run_state": "running"},
+    "webrtc_offer": {"type": "offer", "sdp": "v=0\r\n"},
     "activation_scan": {"seconds": 60},
     "set_network": {"http": 8080},
     "set_user_password": {"password": "Str0ng"},
@@ -103,7 +104,8 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
         for method, op in methods.items()
     ]
     cloud = FakeCloud()
-    async with running_api(directory, call_timeout=5.0, cloud=cloud) as client:
+    live = FakeLiveView()
+    async with running_api(directory, call_timeout=5.0, cloud=cloud, webrtc=live) as client:
         checker = client.checker
         for method, template, op in ops:
             has_camera = "{camera_id}" in template
@@ -153,8 +155,23 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
         assert refused.json()["status"] == "token_used"
         cloud.error = Unavailable("activation server unreachable")
         assert (await client.call("POST", act, {"token": "t"})).status == 503
+        offer_path = f"/api/v1/webrtc/{CAM}"
+        raw = await client.call(
+            "POST", offer_path, data=b"v=0\r\n", headers={"Content-Type": "application/sdp"}
+        )
+        assert raw.status == 201
+        assert raw.body.startswith(b"v=0")
+        assert live.offers[-1][1].startswith("rtsp://")
+        live.error = LimitExceeded("offer too large")
+        assert (await client.call("POST", offer_path, {"type": "offer", "sdp": "x"})).status == 413
+        live.error = None
+        assert (await client.call("POST", offer_path, {"type": "answer", "sdp": "x"})).status == 422
         run_state = f"/api/v1/cameras/{CAM}/run_state"
-        assert directory.records[CAM].paused
+        assert not directory.records[CAM].paused
+        directory.records[CAM].paused = True
+        paused = await client.call("POST", offer_path, {"type": "offer", "sdp": "x"})
+        assert paused.status == 503
+        directory.records[CAM].paused = False
         assert (await client.call("PUT", run_state, {"run_state": "sleeping"})).status == 422
         other = f"/api/v1/cameras/{OTHER}/run_state"
         assert (await client.call("PUT", other, {"run_state": "running"})).status == 404
