@@ -25,6 +25,7 @@ import av
 from agent.app import Agent
 from agent.config import AgentConfig, DiscoveryConfig
 from agent.discovery.scan import FoundCamera, discover, format_table
+from agent.net.urls import with_credentials
 from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
@@ -56,11 +57,6 @@ def pull_frames(url: str, frames: int, timeout: float = 15.0) -> PullResult:
             if got >= frames or time.monotonic() - start > timeout:
                 break
     return PullResult(url, got, width, height, time.monotonic() - start, has_audio)
-
-
-def _with_credentials(url: str, username: str, password: str) -> str:
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://{username}:{password}@{rest}"
 
 
 async def _snapshot(url: str, username: str, password: str) -> int:
@@ -229,7 +225,7 @@ async def run(args: argparse.Namespace) -> int:
         ok = len(cams) == len(configs) and all(c.state == "online" for c in cams)
         for found in cams:
             for prof in found.profiles:
-                url = _with_credentials(prof["rtsp_uri"], username, password)
+                url = with_credentials(prof["rtsp_uri"], username, password)
                 res = await asyncio.to_thread(pull_frames, url, args.frames)
                 print(
                     f"== {found.id} {prof['name']}: {res.frames} frames {res.width}x{res.height} "

@@ -24,7 +24,7 @@ from agent.camera.quirks import as_int, as_list, check_password, get
 from agent.camera.session import OnvifSession
 from agent.errors import InvalidArgument, ProtocolError, Unsupported
 from agent.media import grab
-from agent.media.grab import with_credentials
+from agent.net.urls import with_credentials
 
 
 def _port(value: int | None, name: str) -> int | None:

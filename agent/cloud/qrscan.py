@@ -15,13 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import av
 import zxingcpp
 
 from agent.discovery.records import CameraRecord, CameraState
 from agent.net.backoff import Backoff
+from agent.net.urls import with_credentials
 from agent.proto import cloud as codec
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,7 @@ def sub_stream_url(rec: CameraRecord) -> str | None:
     url = str(best["rtsp_uri"])
     if rec.credentials is None:
         return url
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url
-    user = quote(rec.credentials.username, safe="")
-    password = quote(rec.credentials.password.reveal(), safe="")
-    return f"{scheme}://{user}:{password}@{rest}"
+    return with_credentials(url, rec.credentials.username, rec.credentials.password.reveal())
 
 
 def scan_stream(

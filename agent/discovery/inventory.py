@@ -46,7 +46,7 @@ from agent.errors import (
     Unsupported,
 )
 from agent.log import LogOnce
-from agent.media.grab import with_credentials
+from agent.net.urls import with_credentials
 from agent.secret import Credentials
 from agent.state import StateDir
 

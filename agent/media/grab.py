@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import time
-from urllib.parse import quote, urlsplit, urlunsplit
 
 import av
 import av.error
@@ -47,15 +46,3 @@ def grab_jpeg(url: str, *, timeout: float = 10.0) -> tuple[bytes, float]:
     except av.error.FFmpegError as exc:
         raise Unavailable(f"snapshot from stream: {type(exc).__name__}") from exc
     raise Unavailable("snapshot from stream: no picture decoded in time")
-
-
-def with_credentials(url: str, username: str, password: str) -> str:
-    """`url` with `username:password@` in its authority (percent-encoded), replacing any."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = f"{quote(username, safe='')}:{quote(password, safe='')}@{host}"
-    if parts.port:
-        netloc += f":{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -10,7 +10,8 @@ from PIL import Image
 
 from agent.camera.onvif import OnvifControl, OnvifSession
 from agent.errors import Unavailable
-from agent.media.grab import grab_jpeg, with_credentials
+from agent.media.grab import grab_jpeg
+from agent.net.urls import with_credentials
 from agent.sim.camera.camera import SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.camera.model import Faults
