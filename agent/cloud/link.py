@@ -110,12 +110,13 @@ async def login(
     c: Counters,
     *,
     timeout: float = LOGIN_TIMEOUT,
+    max_msg_size: int = codec.MAX_MESSAGE,
 ) -> tuple[aiohttp.ClientWebSocketResponse, codec.Welcome]:
     """Open the WebSocket and log in; AuthError if refused, ConnectionError/ProtocolError else."""
     ws = await session.ws_connect(
         url,
         ssl=tls.context if url.startswith("wss:") else True,
-        max_msg_size=codec.MAX_MESSAGE,
+        max_msg_size=max_msg_size,
         heartbeat=None,
         autoping=True,
         timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),

@@ -27,6 +27,7 @@ from agent.cloud.identity import Identity, load_or_create
 from agent.cloud.link import TlsPolicy, parse_pin, ssl_context
 from agent.cloud.qrscan import QrScanner, Sighting
 from agent.cloud.streampoint import Streampoint
+from agent.cloud.tunnel_policy import TunnelPolicy
 from agent.discovery.inventory import Inventory
 from agent.discovery.records import CameraState
 from agent.errors import AgentError, ConfigError, InvalidArgument, NotFound
@@ -57,9 +58,13 @@ class CloudService:
         model: str = "camera-agent",
         on_reboot: Callable[[], None] | None = None,
         qr_window: float | None = None,
+        tunnel_policy: TunnelPolicy | None = None,
     ) -> None:
         self.state = state
         self.inventory = inventory
+        self.tunnel_policy = tunnel_policy or TunnelPolicy(
+            lambda: inventory.cameras() if inventory is not None else []
+        )
         self.activation_url = activation_url
         self._ca_file = ca_file
         self._pin = parse_pin(pin_sha256)
@@ -291,7 +296,14 @@ class CloudService:
         old = self.streampoint
         if old is not None and old.hostname == hostname and old.url == url:
             return {"hostname": hostname}
-        new = Streampoint(hostname, url, act.agent_id, await self._identity(), tls=self._tls)
+        new = Streampoint(
+            hostname,
+            url,
+            act.agent_id,
+            await self._identity(),
+            tls=self._tls,
+            resolver=self.tunnel_policy.resolve,
+        )
         new.start()
         try:
             await new.wait_ready(STREAMPOINT_TIMEOUT)

@@ -1,5 +1,5 @@
-"""The data connection to a streampoint: login and heartbeats (tunnels ride on it later).
-Reconnects forever with the §6 backoff until closed."""
+"""The data connection to a streampoint: login, heartbeats and the byte tunnels the streampoint
+asks for (binary messages, docs/tunnel.md). Reconnects forever with the §6 backoff until closed."""
 
 from __future__ import annotations
 
@@ -13,10 +13,13 @@ import aiohttp
 
 from agent.cloud.control import SILENCE_TIMEOUT, ControlState, Link
 from agent.cloud.identity import Identity
-from agent.cloud.link import TlsPolicy, login, receive, send
+from agent.cloud.link import TlsPolicy, login, send
 from agent.errors import AuthError, ProtocolError
 from agent.net.backoff import Backoff
+from agent.net.tunnel import MAX_MESSAGE as TUNNEL_MESSAGE
+from agent.net.tunnel import MuxPeer, Resolver, TunnelCounters
 from agent.proto import cloud as codec
+from agent.proto.mux import Role
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +36,15 @@ class Streampoint(Link):
         *,
         tls: TlsPolicy | None = None,
         backoff: Backoff | None = None,
+        resolver: Resolver | None = None,
+        idle_timeout: float = 60.0,
     ) -> None:
         super().__init__(url, agent_id, ident, tls=tls, backoff=backoff)
         self.hostname = hostname
+        self.tunnels: MuxPeer | None = None
+        self._resolver = resolver
+        self._idle_timeout = idle_timeout
+        self._done = TunnelCounters()  # totals of the connections before this one
         self._ready = asyncio.Event()
         self._failed: str | None = None
         self._task: asyncio.Task[None] | None = None
@@ -49,7 +58,18 @@ class Streampoint(Link):
             "state": str(self.state),
             "alive": self.state == ControlState.READY,
             **self.counters.to_json(),
+            "tunnels": self.tunnel_status(),
         }
+
+    def tunnel_status(self) -> dict[str, Any]:
+        """Open tunnels now, and counters over every connection so far."""
+        out = self._done.to_json()
+        peer = self.tunnels
+        out["open"] = peer.tunnel_count if peer is not None else 0
+        if peer is not None:
+            for key, value in peer.counters.to_json().items():
+                out[key] = value if isinstance(value, str) and value else out[key] + value
+        return out
 
     def start(self) -> None:
         if self._task is None:
@@ -93,6 +113,7 @@ class Streampoint(Link):
                 self._ident,
                 self._tls,
                 self.counters,
+                max_msg_size=2 * TUNNEL_MESSAGE,
             )
         except AuthError as exc:
             self.counters.last_error = f"auth: {exc}"
@@ -108,29 +129,64 @@ class Streampoint(Link):
         self._set(ControlState.READY)
         self._ready.set()
         log.info("streampoint %s connected", self.hostname)
+        peer = MuxPeer(
+            Role.AGENT,
+            self._send_binary,
+            resolver=self._resolver,
+            name=f"streampoint {self.hostname}",
+            idle_timeout=self._idle_timeout,
+        )
+        self.tunnels = peer
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._ping(ws, max(1, welcome.heartbeat_s)))
-                group.create_task(self._read(ws))
+                group.create_task(self._read(ws, peer))
+                group.create_task(peer.run())
         except* (ConnectionError, aiohttp.ClientError, TimeoutError) as eg:
             self.counters.last_error = f"connection lost: {eg.exceptions[0]}"[:300]
             log.info("streampoint %s lost: %s", self.hostname, eg.exceptions[0])
+        except* Exception as eg:  # a fault of ours: reconnect rather than stay down
+            self.counters.last_error = f"internal error: {eg.exceptions[0]!r}"[:300]
+            log.exception("streampoint %s: internal error, reconnecting", self.hostname)
         finally:
+            peer.close()
+            self.tunnels = None
+            self._fold(peer.counters)
             self._backoff.down()
             self._ws = None
             await ws.close()
+
+    def _fold(self, c: TunnelCounters) -> None:
+        for key, value in c.to_json().items():
+            if isinstance(value, int):
+                setattr(self._done, key, getattr(self._done, key) + value)
+            elif value:
+                setattr(self._done, key, value)
+
+    async def _send_binary(self, data: bytes) -> None:
+        ws = self._ws
+        if ws is None or ws.closed:
+            raise ConnectionError("streampoint connection closed")
+        await ws.send_bytes(data)
+        self.counters.bytes_out += len(data)
 
     async def _ping(self, ws: aiohttp.ClientWebSocketResponse, every: float) -> None:
         while True:
             await asyncio.sleep(every)
             await send(ws, codec.Ping(int(time.time() * 1000)), self.counters)
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, peer: MuxPeer) -> None:
         while True:
+            frame = await ws.receive(timeout=SILENCE_TIMEOUT)
+            if frame.type == aiohttp.WSMsgType.BINARY:
+                self.counters.bytes_in += len(frame.data)
+                peer.feed(frame.data)
+                continue
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                raise ConnectionError(f"connection closed (code {ws.close_code})")
+            self.counters.bytes_in += len(frame.data)
             try:
-                msg = codec.decode(
-                    await receive(ws, self.counters, SILENCE_TIMEOUT), known=frozenset()
-                )
+                msg = codec.decode(frame.data, known=frozenset())
             except ProtocolError as exc:
                 log.debug("streampoint %s sent a bad message: %s", self.hostname, exc)
                 continue

@@ -15,6 +15,7 @@ from agent.secret import Credentials
 from agent.sim.cloud import activation, central, page, watcher
 from agent.sim.cloud.api import Auth, errors_middleware
 from agent.sim.cloud.endpoint import Hub, Kind
+from agent.sim.cloud.relay import RelayPorts
 from agent.sim.cloud.state import Agent, CloudState, Store, Stream, Token
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,7 @@ class SimCloud:
         password: str = "admin",
         db: str | Path | None = None,
         token_ttl_s: float = 3600.0,
+        camera_login: tuple[str, str] | None = None,
     ) -> None:
         if streampoints < 1:
             raise ValueError("at least one streampoint")
@@ -52,6 +54,8 @@ class SimCloud:
         self._store: Store | None = None
         self.state = CloudState(token_ttl_s=token_ttl_s)
         self.hub: Hub | None = None
+        self.relay: RelayPorts | None = None
+        self.camera_login = camera_login
         self._runner: web.AppRunner | None = None
         self.started_at = time.time()
 
@@ -96,6 +100,12 @@ class SimCloud:
             endpoint_hostname=self.host,
             streampoints={h: self.streampoint_url(h) for h in self.streampoint_hostnames},
         )
+        relay_host = "127.0.0.1" if family == socket.AF_INET else "::1"
+        self.relay = RelayPorts(
+            self.state, self.hub.tunnels, host=relay_host, camera_login=self.camera_login
+        )
+        self.hub.relay = self.relay
+        await self.relay.start()
         app = web.Application(middlewares=[errors_middleware], client_max_size=64 * 1024)
         self._add_routes(app, self.hub)
         app.on_shutdown.append(self._on_shutdown)
@@ -107,6 +117,7 @@ class SimCloud:
             sock.close()
             await self._runner.cleanup()
             self._runner = None
+            await self.relay.stop()
             raise
         log.info("simulated cloud on %s", self.url)
 
@@ -151,6 +162,9 @@ class SimCloud:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if self.relay is not None:
+            await self.relay.stop()
+            self.relay = None
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None

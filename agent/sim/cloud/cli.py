@@ -28,6 +28,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--token-ttl", type=float, default=3600.0, metavar="S", help="activation token lifetime"
     )
     p.add_argument(
+        "--camera-login",
+        default=None,
+        metavar="USER:PASSWORD",
+        help="camera login the simulated streamer uses for streams whose input URL has none "
+        "(the agent never uploads camera passwords)",
+    )
+    p.add_argument(
         "--ready-file",
         default=None,
         metavar="PATH",
@@ -50,6 +57,13 @@ async def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    login: tuple[str, str] | None = None
+    if args.camera_login:
+        user, sep, password = args.camera_login.partition(":")
+        if not user or not sep:
+            print("camera-agent sim cloud: --camera-login is USER:PASSWORD", file=sys.stderr)
+            return 2
+        login = (user, password)
     cloud = SimCloud(
         host=args.host,
         port=args.port,
@@ -58,6 +72,7 @@ async def run(args: argparse.Namespace) -> int:
         password=args.password,
         db=args.db,
         token_ttl_s=args.token_ttl,
+        camera_login=login,
     )
     from agent.cli import stop_on_signals
 

@@ -13,7 +13,11 @@ from typing import Any, Literal
 from aiohttp import WSMsgType, web
 
 from agent.errors import AuthError, ProtocolError, Unavailable
+from agent.net.tunnel import MAX_MESSAGE as TUNNEL_MESSAGE
+from agent.net.tunnel import MuxPeer
 from agent.proto import cloud as pc
+from agent.proto.mux import Role
+from agent.sim.cloud.relay import RelayPorts
 from agent.sim.cloud.state import Agent, CloudState, now_ms
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,7 @@ class Session:
         self.ws = ws
         self.stats = stats
         self.pending: dict[int, asyncio.Future[pc.Response | None]] = {}
+        self.tunnels: MuxPeer | None = None  # streampoint sessions: the byte tunnels
         self._next_id = 1
         self._bad: collections.deque[float] = collections.deque()
 
@@ -129,6 +134,7 @@ class Hub:
         self.endpoint_hostname = endpoint_hostname
         self.streampoints = streampoints
         self.live: dict[str, AgentLive] = {}
+        self.relay: RelayPorts | None = None  # set by SimCloud: each stream's loopback port
         self.sessions: dict[tuple[Kind, str], Session] = {}
         self._sockets: set[web.WebSocketResponse] = set()
 
@@ -176,8 +182,14 @@ class Hub:
 
     # -- WebSocket handling
 
+    def tunnels(self, agent_id: str) -> MuxPeer | None:
+        """The tunnel end of the agent's current streampoint connection."""
+        session = self.sessions.get(("streampoint", agent_id))
+        return session.tunnels if session is not None else None
+
     async def handle(self, request: web.Request, kind: Kind, hostname: str) -> web.StreamResponse:
-        ws = web.WebSocketResponse(max_msg_size=pc.MAX_MESSAGE, autoclose=True, heartbeat=None)
+        size = pc.MAX_MESSAGE if kind == "endpoint" else 2 * TUNNEL_MESSAGE
+        ws = web.WebSocketResponse(max_msg_size=size, autoclose=True, heartbeat=None)
         await ws.prepare(request)
         self._sockets.add(ws)
         try:
@@ -246,6 +258,30 @@ class Hub:
         return session
 
     async def _serve(self, session: Session) -> None:
+        if session.kind == "endpoint":
+            await self._serve_messages(session)
+            return
+
+        async def send(data: bytes) -> None:
+            await session.ws.send_bytes(data)
+            session.stats.bytes_from_server += len(data)
+
+        peer = MuxPeer(Role.STREAMPOINT, send, name=f"agent {session.agent_id[:12]} tunnels")
+        session.tunnels = peer
+        runner = asyncio.create_task(peer.run(), name=f"tunnels {session.agent_id[:12]}")
+        reader = asyncio.create_task(self._serve_messages(session))
+        try:
+            done, _ = await asyncio.wait({runner, reader}, return_when=asyncio.FIRST_COMPLETED)
+            if runner in done and not runner.cancelled() and runner.exception() is not None:
+                log.info("agent %s: tunnels failed: %s", session.agent_id, runner.exception())
+                await session.ws.close(code=pc.CLOSE_POLICY, message=b"tunnel protocol error")
+        finally:
+            for task in (runner, reader):
+                task.cancel()
+            await asyncio.gather(runner, reader, return_exceptions=True)
+            peer.close()
+
+    async def _serve_messages(self, session: Session) -> None:
         ws = session.ws
         known = pc.AGENT_REQUESTS | pc.AGENT_EVENTS if session.kind == "endpoint" else frozenset()
         try:
@@ -265,6 +301,9 @@ class Hub:
                     error = await self._dispatch(session, msg.data, known)
                 elif msg.type == WSMsgType.BINARY:
                     session.stats.bytes_to_server += len(msg.data)
+                    if session.tunnels is not None:
+                        session.tunnels.feed(msg.data)
+                        continue
                     error = pc.Error(pc.ERR_INVALID_MESSAGE, "binary frames are not used")
                 else:
                     continue

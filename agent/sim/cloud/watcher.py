@@ -81,6 +81,9 @@ def stream_view(stream: Stream, hub: Hub) -> dict[str, Any]:
         stats["agent_status"] = "online" if online else "offline"
         stats["alive"] = online and bool(stream.config.get("inputs"))
         stats["status"] = "running" if stats["alive"] else "waiting"
+        url = hub.relay.url(stream) if hub.relay is not None else None
+        if url is not None:
+            view["sim_rtsp_url"] = url
     view["stats"] = stats
     return view
 
