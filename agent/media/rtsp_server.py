@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote, urlsplit
 
-from agent.errors import ProtocolError
+from agent.errors import NotFound, ProtocolError, Unavailable
 from agent.log import LogOnce
 from agent.media.rtsp_session import RtspSession, SessionState, session_sdp
 from agent.media.source import MediaSource
@@ -260,6 +260,11 @@ class RtspServer:
         except ProtocolError as exc:
             log.info("RTSP %s: bad %s request: %s", conn.peer, request.method, _redact(str(exc)))
             response = RtspResponse(400)
+        except NotFound:
+            response = RtspResponse(404)
+        except Unavailable as exc:  # a source that cannot serve now (camera down, paused)
+            log.info("RTSP %s: %s unavailable: %s", conn.peer, request.method, _redact(str(exc)))
+            response = RtspResponse(503)
         except Exception:
             log.exception("RTSP %s: %s failed", conn.peer, request.method)
             response = RtspResponse(500)
