@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
+from time import monotonic
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -125,8 +126,22 @@ def _signature(streams: list[Stream]) -> tuple[object, ...]:
     return tuple(sig)
 
 
-def _rescale(ticks: int, src: Fraction, dst: Fraction) -> int:
-    return round(ticks * src / dst)
+class _Lane:
+    """One relayed stream: its output stream, this session's tick mapping, what was written."""
+
+    __slots__ = ("den", "end", "identity", "last_dts", "num", "offset", "out", "time_base")
+
+    def __init__(self, out: Stream) -> None:
+        assert out.time_base is not None
+        self.out = out
+        self.time_base: Fraction = out.time_base
+        #: Source ticks to output ticks: round(ticks * num / den) + offset.
+        self.num = self.den = 1
+        self.identity = True
+        self.offset = 0
+        self.last_dts: int | None = None
+        #: End of the last packet written, output ticks.
+        self.end: int | None = None
 
 
 class RemuxWorker:
@@ -158,9 +173,8 @@ class RemuxWorker:
         self._sessions = 0
         # Output side, kept across source sessions while the stream layout is unchanged.
         self._output: OutputContainer | None = None
-        self._out_streams: list[Stream] = []
+        self._lanes: list[_Lane] = []
         self._signature: tuple[object, ...] = ()
-        self._last_dts: list[int | None] = []
         #: End of what was written so far on the output timeline, seconds.
         self._resume_at: Fraction | None = None
 
@@ -202,23 +216,31 @@ class RemuxWorker:
             self._close_output()
         if self._output is None:
             self._open_output(streams)
-        offsets: list[int] | None = None
+        # Lane per source stream index; None for streams not relayed.
+        by_index: list[_Lane | None] = [None] * (max(s.index for s in streams) + 1)
+        for s, planned in zip(streams, self._lanes, strict=True):
+            by_index[s.index] = planned
+        started = False
         skipped = 0
+        is_set = self.stop.is_set
         for packet in source.demux(streams):
-            if self.stop.is_set():
+            if is_set():
                 return
             if packet.dts is None or packet.size == 0:
                 continue
-            index = streams.index(packet.stream)
-            if offsets is None:
-                if index != 0 or not packet.is_keyframe:
+            lane = by_index[packet.stream_index]
+            if lane is None:
+                continue
+            if not started:
+                if lane is not self._lanes[0] or not packet.is_keyframe:
                     skipped += 1
                     if skipped > MAX_PACKETS_BEFORE_KEYFRAME:
                         raise Unavailable("no video keyframe from the source")
                     continue
-                offsets = self._offsets(streams, packet)
+                self._plan(streams, packet)
                 self._connected()
-            self._write(packet, index, offsets[index])
+                started = True
+            self._write(packet, lane)
         raise Unavailable("source ended the stream")
 
     def _audio_streams(self, source: InputContainer) -> list[Stream]:
@@ -248,18 +270,19 @@ class RemuxWorker:
         except (av.error.FFmpegError, OSError) as exc:
             raise TargetError(f"target: {exc}") from exc
         try:
-            self._out_streams = [output.add_stream_from_template(s) for s in streams]
+            outs = [output.add_stream_from_template(s) for s in streams]
             output.start_encoding()  # connects and writes the header
         except (av.error.FFmpegError, OSError, ValueError) as exc:
             output.close()
             raise TargetError(f"target: {exc}") from exc
         self._output = output
         self._signature = _signature(streams)
-        self._last_dts = [None] * len(streams)
+        self._lanes = [_Lane(out) for out in outs]
 
     def _close_output(self) -> None:
+        self._sync_resume()
         output, self._output = self._output, None
-        self._out_streams = []
+        self._lanes = []
         if output is not None:
             try:
                 output.close()
@@ -268,54 +291,69 @@ class RemuxWorker:
 
     # Timestamps.
 
-    def _offsets(self, streams: list[Stream], first: Packet[Any]) -> list[int]:
-        """Per output stream, ticks to add so this session starts after the last one."""
+    def _sync_resume(self) -> None:
+        """Fold the lanes' ends into `_resume_at` (kept as integers while relaying)."""
+        for lane in self._lanes:
+            if lane.end is not None:
+                end = lane.end * lane.time_base
+                if self._resume_at is None or end > self._resume_at:
+                    self._resume_at = end
+
+    def _plan(self, streams: list[Stream], first: Packet[Any]) -> None:
+        """Per lane, the tick conversion and offset that start this session after the last."""
         assert first.dts is not None
-        assert first.time_base is not None
-        start = first.dts * first.time_base
+        tb0 = streams[0].time_base or self._lanes[0].time_base
+        start = first.dts * tb0
+        self._sync_resume()
         if self._resume_at is None:
             shift = -start
         else:
             rate = streams[0].average_rate or streams[0].guessed_rate
             gap = 1 / Fraction(rate) if rate else DEFAULT_GAP
             shift = self._resume_at + gap - start
-        offsets = []
-        for out in self._out_streams:
-            tb = out.time_base
-            assert tb is not None
-            offsets.append(round(shift / tb))
-        return offsets
+        for s, lane in zip(streams, self._lanes, strict=True):
+            ratio = (s.time_base or lane.time_base) / lane.time_base
+            lane.num, lane.den = ratio.numerator, ratio.denominator
+            lane.identity = lane.num == lane.den == 1
+            lane.offset = round(shift / lane.time_base)
 
-    def _write(self, packet: Packet[Any], index: int, offset: int) -> None:
-        assert self._output is not None
-        assert packet.dts is not None
-        out = self._out_streams[index]
-        tb = out.time_base
-        assert tb is not None
-        src = packet.time_base or tb
-        dts = _rescale(packet.dts, src, tb) + offset
-        pts = dts if packet.pts is None else _rescale(packet.pts, src, tb) + offset
-        duration = _rescale(packet.duration or 0, src, tb)
-        packet.time_base = tb
-        last = self._last_dts[index]
+    def _write(self, packet: Packet[Any], lane: _Lane) -> None:
+        """Shift, convert and mux one packet; integer arithmetic only (hot path)."""
+        dts: int = packet.dts  # type: ignore[assignment]  # checked by the caller
+        pts = packet.pts
+        duration = packet.duration or 0
+        offset = lane.offset
+        if lane.identity:
+            dts += offset
+            pts = dts if pts is None else pts + offset
+        else:
+            num, den2 = 2 * lane.num, 2 * lane.den
+            half = lane.den
+            dts = (dts * num + half) // den2 + offset
+            pts = dts if pts is None else (pts * num + half) // den2 + offset
+            duration = (duration * num + half) // den2
+            packet.time_base = lane.time_base
+            packet.duration = duration
+        last = lane.last_dts
         if last is not None and dts <= last:
-            if index != 0:
+            if lane is not self._lanes[0]:
                 return  # late audio from before the keyframe: drop it
             dts = last + 1
-        packet.dts, packet.pts, packet.duration = dts, max(pts, dts), duration
-        packet.stream = out
+        packet.dts = dts
+        packet.pts = pts if pts > dts else dts
+        packet.stream = lane.out
         size = packet.size
+        assert self._output is not None
         try:
-            self._output.mux(packet)
+            self._output.mux_one(packet)
         except (av.error.FFmpegError, OSError) as exc:
             raise TargetError(f"target: {exc}") from exc
-        self._last_dts[index] = dts
-        end = (dts + max(duration, 1)) * tb
-        if self._resume_at is None or end > self._resume_at:
-            self._resume_at = end
-        self.stats.packets += 1
-        self.stats.bytes += size
-        now = time.monotonic()
+        lane.last_dts = dts
+        lane.end = dts + (duration if duration > 0 else 1)
+        stats = self.stats
+        stats.packets += 1
+        stats.bytes += size
+        now = monotonic()
         if now - self._last_report >= STATS_INTERVAL:
             self._report(now)
 

@@ -1,10 +1,13 @@
-"""CPU of one push relay (camera RTSP -> RTSP publish, stream copy) against the FFmpeg CLI.
+"""CPU of push relays (camera RTSP -> RTSP publish, stream copy) against the FFmpeg CLI.
 
-Source: the simulated camera (1280x720@25 H.264 + PCMU) in its own process. Receiver: `ffmpeg`
-in RTSP listen mode writing to the null muxer. Measured: CPU of the process doing the relay.
-Baseline, same run, same source and receiver:
-`ffmpeg -rtsp_transport tcp -i SRC -c copy -f rtsp -rtsp_transport tcp DST`
-(if the `ffmpeg` CLI is missing, a bare PyAV demux/mux loop in its own process).
+Source: the simulated camera (1280x720@25 H.264 + PCMU) in its own process, so its encoder is
+not counted. Receivers: one `ffmpeg` per stream in RTSP listen mode writing to the null muxer.
+`STREAMS` relays run at once in one agent process (one `PushRelay` each, one event loop); the
+baseline is `STREAMS` processes of
+`ffmpeg -rtsp_transport tcp -i SRC -c copy -f rtsp -rtsp_transport tcp DST`, same source and
+receivers. A third phase measures the floor of PyAV itself: a bare demux/mux loop per stream,
+one thread each, in one Python process, without any relay code. CPU comes from /proc (user +
+system) over `SECONDS` after a warm-up and is divided by `STREAMS`.
 """
 
 from __future__ import annotations
@@ -17,75 +20,92 @@ import time
 from tests.bench.bench_sim import _start_sim, _stop
 from tests.bench.common import Figure, free_port, proc_cpu_seconds, proc_rss_mib
 
-SECONDS = 10.0
-WARMUP = 3.0
+STREAMS = 4
+SECONDS = 25.0
+WARMUP = 5.0
 
 _RELAY = r"""
 import asyncio, sys
 from agent.media.push import PushRelay, PushTarget
 async def main():
-    relay = PushRelay(sys.argv[1], PushTarget(sys.argv[2]), name="bench")
-    task = asyncio.create_task(relay.run())
-    await asyncio.sleep(float(sys.argv[3]))
-    print(relay.status(), file=sys.stderr)
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    src, seconds, targets = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+    relays = [PushRelay(src, PushTarget(t), name=f"bench{i}") for i, t in enumerate(targets)]
+    tasks = [asyncio.create_task(r.run()) for r in relays]
+    await asyncio.sleep(seconds)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 asyncio.run(main())
 """
 
 _BARE = r"""
-import sys, time
+import sys, threading, time
 import av
-src, dst, seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
-with av.open(src, options={"rtsp_transport": "tcp"}, timeout=10) as i:
-    streams = [i.streams.video[0], *i.streams.audio[:1]]
-    o = av.open(dst, "w", format="rtsp", options={"rtsp_transport": "tcp"}, timeout=10)
-    outs = [o.add_stream_from_template(s) for s in streams]
-    end = time.monotonic() + seconds
-    for p in i.demux(streams):
-        if p.dts is None:
-            continue
-        p.stream = outs[streams.index(p.stream)]
-        o.mux(p)
-        if time.monotonic() > end:
-            break
-    o.close()
+def relay(src, dst, end):
+    with av.open(src, options={"rtsp_transport": "tcp"}, timeout=10) as i:
+        streams = [i.streams.video[0], *i.streams.audio[:1]]
+        o = av.open(dst, "w", format="rtsp", options={"rtsp_transport": "tcp"}, timeout=10)
+        outs = {s: o.add_stream_from_template(s) for s in streams}
+        started = False
+        for p in i.demux(streams):
+            if p.dts is None:
+                continue
+            if not started:
+                if p.stream is not streams[0] or not p.is_keyframe:
+                    continue
+                started = True
+            p.stream = outs[p.stream]
+            o.mux(p)
+            if time.monotonic() > end:
+                break
+        o.close()
+src, seconds, targets = sys.argv[1], float(sys.argv[2]), sys.argv[3:]
+end = time.monotonic() + seconds
+threads = [threading.Thread(target=relay, args=(src, t, end)) for t in targets]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
 """
 
 
-def _receiver(port: int) -> subprocess.Popen[bytes]:
-    ffmpeg = shutil.which("ffmpeg")
-    if ffmpeg:
-        args = [ffmpeg, "-loglevel", "error", "-rtsp_flags", "listen", "-listen_timeout", "30"]
+def _receivers(ports: list[int]) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for port in ports:
+        args = ["ffmpeg", "-loglevel", "error", "-rtsp_flags", "listen", "-listen_timeout", "30"]
         args += ["-i", f"rtsp://127.0.0.1:{port}/live", "-c", "copy", "-f", "null", "-"]
-    else:
-        script = (
-            "import sys, av\n"
-            "with av.open(sys.argv[1], options={'rtsp_flags': 'listen', 'listen_timeout': '30'})"
-            " as c:\n    for _ in c.demux(): pass\n"
-        )
-        args = [sys.executable, "-c", script, f"rtsp://127.0.0.1:{port}/live"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     time.sleep(1.0)
-    return proc
+    return procs
 
 
-def _measure(cmd: list[str], port: int) -> tuple[float, float]:
-    """(CPU cores, RSS MiB) of `cmd` relaying to a receiver on `port`, after a warm-up."""
-    receiver = _receiver(port)
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _measure(cmds: list[list[str]], ports: list[int]) -> tuple[float, float]:
+    """(CPU cores per stream, RSS MiB) of `cmds` relaying to receivers on `ports`."""
+    receivers = _receivers(ports)
+    procs = [
+        subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in cmds
+    ]
     try:
         time.sleep(WARMUP)
-        cpu0 = proc_cpu_seconds(proc.pid)
+        cpu0 = sum(proc_cpu_seconds(p.pid) for p in procs)
         time.sleep(SECONDS)
-        cores = (proc_cpu_seconds(proc.pid) - cpu0) / SECONDS
-        return cores, proc_rss_mib(proc.pid)
+        cpu = sum(proc_cpu_seconds(p.pid) for p in procs) - cpu0
+        rss = sum(proc_rss_mib(p.pid) for p in procs)
+        if any(p.poll() is not None for p in procs + receivers):
+            raise RuntimeError("a relay or receiver exited during the measurement")
+        return cpu / SECONDS / len(ports), rss
     finally:
-        _stop(proc)
-        _stop(receiver)
+        for p in procs + receivers:
+            _stop(p)
+
+
+def _targets(ports: list[int]) -> list[str]:
+    return [f"rtsp://127.0.0.1:{p}/live" for p in ports]
 
 
 def run() -> list[Figure]:
+    if not shutil.which("ffmpeg"):
+        raise RuntimeError("bench_push needs the ffmpeg CLI (apt-get install ffmpeg)")
     port, rtsp = free_port(), free_port()
     sim, _info, _ = _start_sim(
         [
@@ -94,35 +114,50 @@ def run() -> list[Figure]:
         ]
     )
     src = f"rtsp://admin:admin@127.0.0.1:{rtsp}/live/main"
+    run_for = str(WARMUP + SECONDS + 5)
     try:
-        run_for = str(WARMUP + SECONDS + 5)
-        dst = free_port()
+        ports = [free_port() for _ in range(STREAMS)]
         relay, relay_rss = _measure(
-            [sys.executable, "-c", _RELAY, src, f"rtsp://127.0.0.1:{dst}/live", run_for], dst
+            [[sys.executable, "-c", _RELAY, src, run_for, *_targets(ports)]], ports
         )
-        dst = free_port()
-        ffmpeg = shutil.which("ffmpeg")
-        if ffmpeg:
-            base_name = "ffmpeg -c copy CLI, same source and receiver"
-            cmd = [ffmpeg, "-loglevel", "error", "-rtsp_transport", "tcp", "-i", src]
-            cmd += ["-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp"]
-            cmd += [f"rtsp://127.0.0.1:{dst}/live"]
-        else:
-            base_name = "bare PyAV remux loop (ffmpeg CLI missing)"
-            cmd = [sys.executable, "-c", _BARE, src, f"rtsp://127.0.0.1:{dst}/live", run_for]
-        base, base_rss = _measure(cmd, dst)
+        ports = [free_port() for _ in range(STREAMS)]
+        cmds = []
+        for target in _targets(ports):
+            cmd = ["ffmpeg", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", src]
+            cmds.append([*cmd, "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", target])
+        base, base_rss = _measure(cmds, ports)
+        ports = [free_port() for _ in range(STREAMS)]
+        bare, _ = _measure([[sys.executable, "-c", _BARE, src, run_for, *_targets(ports)]], ports)
     finally:
         _stop(sim)
     bench = "push relay"
+    base_name = f"ffmpeg -c copy CLI, {STREAMS} processes, same source and receivers"
+    what = f"{STREAMS} streams of 1280x720@25 H.264+PCMU, RTSP -> RTSP, {SECONDS:.0f} s"
     return [
         Figure(
             bench,
-            "CPU per relayed 1280x720@25 H.264+PCMU stream (RTSP -> RTSP)",
+            "CPU per relayed stream",
             relay,
             "cores",
             base,
             base_name,
-            note="stream copy, no decode; relay figure includes the Python interpreter and loop",
+            note=f"{what}; {STREAMS} relays in one agent process (interpreter and loop included)",
         ),
-        Figure(bench, "RSS of the relay process", relay_rss, "MiB", base_rss, base_name),
+        Figure(
+            bench,
+            "CPU per stream, bare PyAV demux/mux loop (floor of the relay)",
+            bare,
+            "cores",
+            base,
+            base_name,
+            note=f"{what}; one thread per stream, no relay code",
+        ),
+        Figure(
+            bench,
+            f"RSS of the relay process ({STREAMS} streams)",
+            relay_rss,
+            "MiB",
+            base_rss,
+            f"{STREAMS} ffmpeg processes",
+        ),
     ]

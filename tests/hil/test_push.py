@@ -19,8 +19,9 @@ import av
 import av.error
 import pytest
 
-from agent.errors import InvalidArgument
+from agent.errors import InvalidArgument, NotFound, Unavailable
 from agent.media.push import PushRelay, PushTarget
+from agent.media.push_manager import PushEntry, PushManager
 from agent.net.backoff import Backoff
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
@@ -289,3 +290,98 @@ def test_target_scheme_is_checked() -> None:
     assert PushTarget("srt://127.0.0.1:9000").format == "mpegts"
     with pytest.raises(InvalidArgument):
         PushTarget("http://127.0.0.1/x")
+
+
+class _Sources:
+    """PushSources over simulated cameras; `paused` cameras raise Unavailable."""
+
+    def __init__(self, cams: dict[str, SimCamera]) -> None:
+        self.cams = cams
+        self.paused: set[str] = set()
+        self.asked = 0
+
+    def upstream_url(self, camera_id: str, stream: str) -> str:
+        self.asked += 1
+        cam = self.cams.get(camera_id)
+        if cam is None:
+            raise NotFound(f"camera {camera_id!r} is not known")
+        if camera_id in self.paused:
+            raise Unavailable("camera is paused")
+        return cam.rtsp_url(stream).replace("rtsp://", f"rtsp://admin:{PASSWORD}@")
+
+
+def _entry(status: list[dict[str, object]], camera_id: str) -> dict[str, object]:
+    return next(e for e in status if e["camera_id"] == camera_id)
+
+
+async def test_push_manager_follows_pause_and_resume(
+    cam: SimCamera, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    port = _free_port()
+    url = f"rtsp://admin:{PASSWORD}@127.0.0.1:{port}/live"  # credentials must not leak either
+    sources = _Sources({"porch": cam})
+    manager = PushManager(
+        sources,
+        [PushEntry("porch", url), PushEntry("ghost", f"rtmp://127.0.0.1:{_free_port()}/x/y")],
+        recheck=0.3,
+        open_timeout=5,
+        read_timeout=5,
+        backoff=lambda: Backoff(base=0.2, cap=1.0),
+    )
+    statuses: list[object] = []
+    listen = f"rtsp://127.0.0.1:{port}/live"
+    async with _receiver(listen, {"rtsp_flags": "listen", "listen_timeout": "15"}, 100_000) as rx:
+        task = asyncio.create_task(manager.run())
+        try:
+            await _until(lambda: len(rx.frames) >= 50, 40)
+            porch = _entry(manager.status(), "porch")
+            assert porch["state"] == "running"
+            assert porch["target"] == listen
+            relay = porch["relay"]
+            assert isinstance(relay, dict)
+            assert relay["state"] == "relaying"
+            ghost = _entry(manager.status(), "ghost")
+            assert ghost["state"] == "waiting"
+            assert "not known" in str(ghost["reason"])
+            assert ghost["relay"] is None
+            statuses.append(manager.status())
+
+            sources.paused.add("porch")
+            await _until(lambda: _entry(manager.status(), "porch")["state"] == "waiting", 10)
+            await _until(lambda: not _relay_threads(), 10)
+            porch = _entry(manager.status(), "porch")
+            assert "paused" in str(porch["reason"])
+            statuses.append(manager.status())
+            frozen = len(rx.frames)
+            await asyncio.sleep(1.0)
+            assert len(rx.frames) - frozen <= 2  # nothing relayed while paused
+
+            sources.paused.discard("porch")
+            await _until(lambda: rx.sessions >= 2 and len(rx.frames) >= frozen + 50, 40)
+            assert _entry(manager.status(), "porch")["state"] == "running"
+            assert len(_relay_threads()) == 1
+            statuses.append(manager.status())
+            asked = sources.asked
+            await asyncio.sleep(1.0)
+            assert sources.asked > asked  # the unknown camera is asked again, without failing
+            assert _entry(manager.status(), "ghost")["state"] == "waiting"
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled()
+    assert not _relay_threads()
+    assert {e["state"] for e in manager.status()} == {"stopped"}
+    _assert_frames([f for f in rx.frames if f[4] >= 2], 50)
+    assert PASSWORD not in str(statuses) + str(manager.status())
+    assert PASSWORD not in caplog.text
+    waits = [r for r in caplog.records if "ghost" in r.getMessage() and "waiting" in r.getMessage()]
+    assert len(waits) == 1  # the reason is logged once
+
+
+def test_push_entry_is_checked() -> None:
+    assert PushEntry("cam", "rtmp://127.0.0.1/live/x").stream == "main"
+    with pytest.raises(InvalidArgument):
+        PushEntry("cam", "http://127.0.0.1/x")
+    with pytest.raises(InvalidArgument):
+        PushEntry("", "rtsp://127.0.0.1/x")
