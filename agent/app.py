@@ -11,15 +11,19 @@ import argparse
 import asyncio
 import logging
 import sys
+from typing import Any
 
 from agent import __version__
 from agent import config as agent_config
 from agent.api.server import ApiServer, build_app
 from agent.cloud.service import CloudService
+from agent.cloud.tunnel_policy import TunnelPolicy
 from agent.config import AgentConfig
 from agent.discovery.inventory import Inventory
 from agent.discovery.service import DiscoveryService
 from agent.errors import ConfigError
+from agent.media.push_manager import PushEntry, PushManager
+from agent.media.restream import Restreamer
 from agent.media.webrtc import WebRtcSessions
 from agent.state import StateDir
 
@@ -55,6 +59,7 @@ class Agent:
         )
         self.restart_requested = False
         self._stop: asyncio.Event | None = None
+        t = cfg.tunnel
         self.cloud = CloudService(
             self.state,
             self.inventory,
@@ -62,6 +67,15 @@ class Agent:
             ca_file=str(cfg.cloud.ca_file) if cfg.cloud.ca_file else None,
             pin_sha256=cfg.cloud.pin_sha256,
             on_reboot=self._on_reboot,
+            tunnel_policy=TunnelPolicy(
+                self.inventory.cameras, burst=t.open_burst, rate=t.open_rate
+            ),
+            tunnel_idle_timeout=t.idle_timeout,
+        )
+        self.restream: Restreamer | None = None  # built at run(): the password may be generated
+        self.push = PushManager(
+            self.inventory,
+            [PushEntry(p.camera, p.url.reveal(), p.stream) for p in cfg.push],
         )
         self.webrtc = WebRtcSessions(ice_addresses=cfg.webrtc_addresses)
         self.api = ApiServer(
@@ -71,11 +85,21 @@ class Agent:
                 token=cfg.api_token,
                 cloud=self.cloud,
                 webrtc=self.webrtc,
+                relay=self.relay_status,
             ),
             cfg.api_host,
             cfg.api_port,
         )
         self.ready = asyncio.Event()
+
+    def relay_status(self) -> dict[str, Any]:
+        """Tunnels, the restream server and push relays, for the status route."""
+        sp = self.cloud.streampoint
+        return {
+            "tunnels": sp.tunnel_status() if sp is not None else None,
+            "restream": self.restream.status() if self.restream is not None else None,
+            "push": self.push.status(),
+        }
 
     def _on_reboot(self) -> None:
         log.warning("restart requested by the cloud")
@@ -97,11 +121,13 @@ class Agent:
             ) from None
         log.info("local API on http://%s:%d/api/v1/", self.cfg.api_host, self.api.port)
         try:
+            await self._start_restream()
             async with asyncio.TaskGroup() as group:
                 tasks = [
                     group.create_task(self.inventory.run(), name="inventory"),
                     group.create_task(self.discovery.run(), name="discovery"),
                     group.create_task(self.cloud.run(), name="cloud"),
+                    group.create_task(self.push.run(), name="push"),
                 ]
                 self.ready.set()
                 log.info("camera-agent %s ready", __version__)
@@ -112,9 +138,37 @@ class Agent:
         finally:
             await self._shutdown()
 
+    async def _start_restream(self) -> None:
+        r = self.cfg.restream
+        if r.host is None:
+            return
+        password = r.password
+        if password is None:
+            password = await asyncio.to_thread(self.state.restream_password)
+        self.restream = Restreamer(
+            self.inventory,
+            host=r.host,
+            port=r.port,
+            username=r.username,
+            password=password.reveal(),
+        )
+        self.inventory.on_paused = self._paused
+        try:
+            await self.restream.start()
+        except OSError as exc:
+            self.restream = None
+            raise ConfigError(f"restream cannot listen on {r.host}:{r.port}: {exc}") from None
+        log.info("restream on %s (user %s)", self.restream.url("<camera id>"), r.username)
+
+    def _paused(self, camera_id: str, paused: bool) -> None:
+        if paused and self.restream is not None:
+            self.restream.close_camera(camera_id)
+
     async def _shutdown(self) -> None:
         async def close_all() -> None:
             await self.api.stop()
+            if self.restream is not None:
+                await self.restream.stop()
             await self.webrtc.close()
             await self.inventory.close()
 

@@ -27,6 +27,21 @@ Example file:
     ca_file = "/etc/camera-agent/ca.pem"   # optional extra CA bundle
     pin_sha256 = "..."            # optional: SHA-256 (hex) of the server certificate
 
+    [tunnel]                      # byte tunnels the cloud streamer asks for
+    idle_timeout = 60             # seconds without a byte either way before a tunnel is closed
+    open_burst = 8                # tunnel opens a camera may take at once ...
+    open_rate = 2.0               # ... and per second after that
+
+    [restream]                    # the agent's own RTSP server: rtsp://HOST:PORT/<camera id>/main
+    listen = "0.0.0.0:8554"       # off unless set
+    username = "viewer"
+    password = "..."              # unset: generated once, kept in the state directory
+
+    [[push]]                      # publish a camera to a streamer that takes pushed streams
+    camera = "<camera id>"
+    url = "rtmp://streamer.example.net/live/door"   # rtsp://, rtmp:// or srt://
+    stream = "main"               # or "sub", or a profile token
+
     [[credentials.default]]       # tried in order on every camera
     username = "admin"
     password = "admin"
@@ -75,6 +90,28 @@ class CloudConfig:
 
 
 @dataclass(frozen=True)
+class TunnelConfig:
+    idle_timeout: float = 60.0
+    open_burst: int = 8
+    open_rate: float = 2.0
+
+
+@dataclass(frozen=True)
+class RestreamConfig:
+    host: str | None = None  # None: the restream server is off
+    port: int = 8554
+    username: str = "viewer"
+    password: Secret | None = None  # None: generated and kept in the state directory
+
+
+@dataclass(frozen=True)
+class PushConfig:
+    camera: str
+    url: Secret  # may carry a stream key or credentials
+    stream: str = "main"
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     state_dir: Path = DEFAULT_STATE_DIR
     api_host: str = DEFAULT_API[0]
@@ -83,6 +120,9 @@ class AgentConfig:
     webrtc_addresses: tuple[str, ...] | None = None  # ICE host addresses; None = the LAN ones
     discovery: DiscoveryConfig = field(default_factory=DiscoveryConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
+    tunnel: TunnelConfig = field(default_factory=TunnelConfig)
+    restream: RestreamConfig = field(default_factory=RestreamConfig)
+    push: tuple[PushConfig, ...] = ()
     default_credentials: tuple[Credentials, ...] = ()
     camera_credentials: Mapping[str, Credentials] = field(default_factory=dict)
     source: str = "defaults"  # where the file part came from, for `status`
@@ -165,7 +205,11 @@ def _check_subnet(cidr: str) -> str:
 
 def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfig:
     """Build a config from parsed TOML; raises ConfigError naming the bad setting."""
-    _check_keys(data, {"agent", "api", "discovery", "cloud", "credentials"}, "the config file")
+    _check_keys(
+        data,
+        {"agent", "api", "discovery", "cloud", "credentials", "tunnel", "restream", "push"},
+        "the config file",
+    )
     cfg = AgentConfig(source=source)
     agent = _table(data, "agent")
     _check_keys(agent, {"state_dir"}, "[agent]")
@@ -229,7 +273,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         if len(pin) != 64 or any(ch not in "0123456789abcdef" for ch in pin):
             raise ConfigError("cloud.pin_sha256 must be 64 hex digits (SHA-256 of the certificate)")
         c = replace(c, pin_sha256=pin)
-    cfg = replace(cfg, cloud=c)
+    cfg = replace(cfg, cloud=c, tunnel=_tunnel(data), restream=_restream(data), push=_push(data))
     creds = _table(data, "credentials")
     _check_keys(creds, {"default", "camera"}, "[credentials]")
     defaults = creds.get("default", [])
@@ -249,6 +293,68 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         default_credentials=tuple(_credentials(i, "credentials.default") for i in defaults),
         camera_credentials=per_camera,
     )
+
+
+def _tunnel(data: Mapping[str, Any]) -> TunnelConfig:
+    sec = _table(data, "tunnel")
+    _check_keys(sec, {"idle_timeout", "open_burst", "open_rate"}, "[tunnel]")
+    t = TunnelConfig()
+    if "idle_timeout" in sec:
+        idle = float(_typed(sec, "idle_timeout", (int, float), "tunnel"))
+        if not 5 <= idle <= 3600:
+            raise ConfigError("tunnel.idle_timeout must be within 5..3600 seconds")
+        t = replace(t, idle_timeout=idle)
+    if "open_burst" in sec:
+        burst = _typed(sec, "open_burst", int, "tunnel")
+        if not 1 <= burst <= 1000:
+            raise ConfigError("tunnel.open_burst must be within 1..1000")
+        t = replace(t, open_burst=burst)
+    if "open_rate" in sec:
+        rate = float(_typed(sec, "open_rate", (int, float), "tunnel"))
+        if not 0.01 <= rate <= 1000:
+            raise ConfigError("tunnel.open_rate must be within 0.01..1000 per second")
+        t = replace(t, open_rate=rate)
+    return t
+
+
+def _restream(data: Mapping[str, Any]) -> RestreamConfig:
+    sec = _table(data, "restream")
+    _check_keys(sec, {"listen", "username", "password"}, "[restream]")
+    r = RestreamConfig()
+    if "listen" in sec:
+        host, port = parse_host_port(_typed(sec, "listen", str, "restream"), "restream.listen")
+        r = replace(r, host=host, port=port)
+    if "username" in sec:
+        user = _typed(sec, "username", str, "restream")
+        if not user or ":" in user:
+            raise ConfigError("restream.username must be non-empty, without ':'")
+        r = replace(r, username=user)
+    if "password" in sec:
+        password = _typed(sec, "password", str, "restream")
+        if len(password) < 8:
+            raise ConfigError("restream.password must have at least 8 characters")
+        r = replace(r, password=Secret(password))
+    return r
+
+
+def _push(data: Mapping[str, Any]) -> tuple[PushConfig, ...]:
+    items = data.get("push", [])
+    if not isinstance(items, list):
+        raise ConfigError("push must be an array of tables ([[push]])")
+    out: list[PushConfig] = []
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise ConfigError("push entries must be tables")
+        _check_keys(item, {"camera", "url", "stream"}, "[[push]]")
+        camera = _typed(item, "camera", str, "push")
+        url = _typed(item, "url", str, "push")
+        stream = _typed(item, "stream", str, "push") if "stream" in item else "main"
+        if not camera or not stream:
+            raise ConfigError("push entries need a camera and a stream")
+        if url.split("://", 1)[0].lower() not in ("rtsp", "rtmp", "srt"):
+            raise ConfigError("push.url must be an rtsp://, rtmp:// or srt:// URL")
+        out.append(PushConfig(camera, Secret(url), stream))
+    return tuple(out)
 
 
 def load(

@@ -18,17 +18,20 @@ import json
 import logging
 import os
 import re
+import secrets
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.secret import Secret
 
 log = logging.getLogger(__name__)
 
 #: Largest state document read back, bytes (a damaged or hostile file must not exhaust memory).
 MAX_DOCUMENT = 16 * 1024 * 1024
+RESTREAM_FILE = "restream.json"
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -97,6 +100,16 @@ class StateDir:
         with contextlib.suppress(FileNotFoundError):
             self.file(name).unlink()
         _fsync_dir(self.path)
+
+    def restream_password(self) -> Secret:
+        """The restream server's password: generated once (24 random URL-safe chars), kept in
+        `restream.json` (0600) so local NVRs configured with it keep working. Blocking."""
+        data = self.read_json(RESTREAM_FILE)
+        if isinstance(data, dict) and isinstance(data.get("password"), str) and data["password"]:
+            return Secret(data["password"])
+        password = secrets.token_urlsafe(18)
+        self.write_json(RESTREAM_FILE, {"password": password})
+        return Secret(password)
 
     async def awrite_json(self, name: str, data: Any) -> None:
         await asyncio.to_thread(self.write_json, name, data)

@@ -528,6 +528,7 @@ def _agent_paths() -> dict[str, Schema]:
             "endpoint": any_obj,
             "streampoint": any_obj,
             "qr_scan": any_obj,
+            "relay": any_obj,
             "cameras": _obj(
                 {
                     "total": {"type": "integer"},

@@ -48,6 +48,8 @@ class CloudControl(Protocol):
 
 
 CLOUD = web.AppKey("cloud", object)
+#: Returns the relays' state (restream server, push relays) for `GET /api/v1/status`.
+RELAY = web.AppKey("relay", object)
 STARTED = web.AppKey("started_at", float)
 
 
@@ -89,9 +91,18 @@ async def get_status(request: web.Request) -> web.Response:
             "endpoint": cloud_status.get("endpoint"),
             "streampoint": cloud_status.get("streampoint"),
             "qr_scan": cloud_status.get("qr_scan"),
+            "relay": _relay(request),
             "cameras": _cameras_summary(request),
         }
     )
+
+
+def _relay(request: web.Request) -> dict[str, Any] | None:
+    provider = request.app.get(RELAY)
+    if not callable(provider):
+        return None
+    value = provider()
+    return value if isinstance(value, dict) else None
 
 
 async def get_activation(request: web.Request) -> web.Response:

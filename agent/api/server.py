@@ -12,7 +12,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -28,7 +28,7 @@ from agent.api.context import (
     MediaTypeInvalid,
 )
 from agent.api.openapi import openapi_document
-from agent.api.routes_agent import CLOUD, STARTED, CloudControl, agent_routes
+from agent.api.routes_agent import CLOUD, RELAY, STARTED, CloudControl, agent_routes
 from agent.api.routes_core import core_routes
 from agent.api.routes_onvif import onvif_routes
 from agent.api.routes_webrtc import WEBRTC, LiveView, webrtc_routes
@@ -157,6 +157,7 @@ def build_app(
     call_timeout: float = DEFAULT_CALL_TIMEOUT,
     cloud: CloudControl | None = None,
     webrtc: LiveView | None = None,
+    relay: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
     """The local API application. With a token, every route but hello needs
     `Authorization: Bearer <token>`; without one, only loopback Host names are served."""
@@ -174,6 +175,8 @@ def build_app(
         app[CLOUD] = cloud
     if webrtc is not None:
         app[WEBRTC] = webrtc
+    if relay is not None:
+        app[RELAY] = relay
     app.add_routes(core_routes())
     app.add_routes(agent_routes())
     app.add_routes(webrtc_routes())

@@ -59,9 +59,11 @@ class CloudService:
         on_reboot: Callable[[], None] | None = None,
         qr_window: float | None = None,
         tunnel_policy: TunnelPolicy | None = None,
+        tunnel_idle_timeout: float = 60.0,
     ) -> None:
         self.state = state
         self.inventory = inventory
+        self._tunnel_idle = tunnel_idle_timeout
         self.tunnel_policy = tunnel_policy or TunnelPolicy(
             lambda: inventory.cameras() if inventory is not None else []
         )
@@ -303,6 +305,7 @@ class CloudService:
             await self._identity(),
             tls=self._tls,
             resolver=self.tunnel_policy.resolve,
+            idle_timeout=self._tunnel_idle,
         )
         new.start()
         try:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
 
@@ -119,6 +119,8 @@ class Inventory:
         self._saver: asyncio.Task[None] | None = None
         self._save_failed = False
         self._closed = False
+        #: Called with (camera id, paused) when a camera is paused or resumed.
+        self.on_paused: Callable[[str, bool], None] | None = None
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -193,6 +195,19 @@ class Inventory:
             raise NotConfigured("no working credentials known for the camera")
         return with_credentials(url, rec.credentials.username, rec.credentials.password.reveal())
 
+    def upstream_url(self, camera_id: str, stream: str = "main") -> str:
+        """RTSP URL, with the working credentials, of one of the camera's streams: "main" (the
+        largest), "sub" (the next smaller) or a profile token. Raises NotFound, Unsupported,
+        NotConfigured, and Unavailable while the camera is paused."""
+        rec = self.get(camera_id)
+        if rec.paused:
+            raise Unavailable(f"camera {camera_id} is paused")
+        profile = pick_profile(rec.profiles, stream)
+        if rec.credentials is None:
+            raise NotConfigured("no working credentials known for the camera")
+        url = str(profile["rtsp_uri"])
+        return with_credentials(url, rec.credentials.username, rec.credentials.password.reveal())
+
     def set_paused(self, camera_id: str, paused: bool) -> CameraRecord:
         """Pause (no streaming, no tunnels) or resume a camera; the choice is persisted."""
         rec = self.get(camera_id)
@@ -200,6 +215,8 @@ class Inventory:
             rec.paused = paused
             log.info("camera %s %s", camera_id, "paused" if paused else "resumed")
             self._changed()
+            if self.on_paused is not None:
+                self.on_paused(camera_id, paused)
         return rec
 
     # ---- control -----------------------------------------------------------------------------
@@ -542,6 +559,28 @@ class Inventory:
             self._save_failed = False
         finally:
             self._writing = False
+
+
+def pick_profile(profiles: list[dict[str, Any]], stream: str) -> dict[str, Any]:
+    """The profile for "main" (largest video), "sub" (next smaller size) or a profile token;
+    H.264 first among profiles of one size."""
+    usable = [p for p in profiles if p.get("rtsp_uri")]
+    for p in usable:
+        if p.get("token") == stream:
+            return p
+
+    def area(p: dict[str, Any]) -> int:
+        return int(p.get("width") or 0) * int(p.get("height") or 0)
+
+    ranked = sorted(usable, key=lambda p: (-area(p), str(p.get("encoding")).upper() != "H264"))
+    sizes = sorted({area(p) for p in ranked}, reverse=True)
+    if stream == "main" and ranked:
+        return ranked[0]
+    if stream == "sub" and len(sizes) > 1:
+        return next(p for p in ranked if area(p) == sizes[1])
+    if stream in ("main", "sub"):
+        raise Unsupported(f"the camera has no {stream} stream known yet")
+    raise NotFound(f"no stream {stream!r} on this camera")
 
 
 def _serial_key(details: CameraDetails | None) -> str:
