@@ -346,6 +346,8 @@ def _push(data: Mapping[str, Any]) -> tuple[PushConfig, ...]:
         if not isinstance(item, Mapping):
             raise ConfigError("push entries must be tables")
         _check_keys(item, {"camera", "url", "stream"}, "[[push]]")
+        if "camera" not in item or "url" not in item:
+            raise ConfigError("push entries need a camera and a url")
         camera = _typed(item, "camera", str, "push")
         url = _typed(item, "url", str, "push")
         stream = _typed(item, "stream", str, "push") if "stream" in item else "main"

@@ -88,15 +88,22 @@ class RelayStats:
 
 
 def redact(url: str) -> str:
-    """The URL without user and password, for logs and status."""
+    """The URL for logs and status: no user or password, no query (SRT passphrase, tokens),
+    and an RTMP stream key (the last path segment) masked."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
+    try:
+        host = parts.hostname or ""
+        port = parts.port
+    except ValueError:
+        return f"{parts.scheme}://(invalid address)"
     if ":" in host:
         host = f"[{host}]"
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    netloc = f"{host}:{port}" if port else host
+    path = parts.path
+    if parts.scheme.lower().startswith("rtmp") and path.count("/") >= 2:
+        path = path.rsplit("/", 1)[0] + "/***"
+    query = "***" if parts.query else ""
+    return urlunsplit((parts.scheme, netloc, path, query, ""))
 
 
 def target_format(url: str) -> tuple[str, dict[str, str]]:

@@ -140,7 +140,9 @@ class World:
         names: dict[str, str] = {}
         for cam in self.fleet.cameras:
             body = await self.http(
-                "POST", f"{self.cloud.watcher_url}/agent_activation_token", {"title": cam.config.name}
+                "POST",
+                f"{self.cloud.watcher_url}/agent_activation_token",
+                {"title": cam.config.name},
             )
             act = await agent.cloud.activate(body["token"], camera_id=by_port[cam.port])
             names[cam.config.serial] = str(act.streams[-1]["stream_name"])

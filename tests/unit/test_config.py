@@ -133,3 +133,64 @@ def test_cloud_settings(tmp_path: Path) -> None:
         config.with_flags(cfg, activation_url="http://u:p@127.0.0.1:8080")
     cfg = config.with_flags(cfg, activation_url="http://127.0.0.1:8080")
     assert cfg.cloud.activation_url == "http://127.0.0.1:8080"
+
+
+RELAY = """
+[tunnel]
+idle_timeout = 30
+open_burst = 4
+open_rate = 0.5
+
+[restream]
+listen = "127.0.0.1:8554"
+username = "nvr"
+password = "long-enough"
+
+[[push]]
+camera = "cam-1"
+url = "rtmp://127.0.0.1/live/key-123"
+
+[[push]]
+camera = "cam-2"
+url = "srt://127.0.0.1:9000"
+stream = "sub"
+"""
+
+
+def test_relay_settings(tmp_path: Path) -> None:
+    cfg = config.load(_write(tmp_path, RELAY), env={})
+    assert cfg.tunnel == config.TunnelConfig(idle_timeout=30.0, open_burst=4, open_rate=0.5)
+    assert (cfg.restream.host, cfg.restream.port, cfg.restream.username) == (
+        "127.0.0.1",
+        8554,
+        "nvr",
+    )
+    assert cfg.restream.password == Secret("long-enough")
+    assert [(p.camera, p.stream) for p in cfg.push] == [("cam-1", "main"), ("cam-2", "sub")]
+    assert "key-123" not in repr(cfg.push)  # the URL may hold a stream key
+    assert cfg.push[0].url.reveal() == "rtmp://127.0.0.1/live/key-123"
+
+
+def test_relays_are_off_by_default() -> None:
+    cfg = config.AgentConfig()
+    assert cfg.restream.host is None
+    assert cfg.push == ()
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[tunnel]\nidle_timeout = 1\n", "tunnel.idle_timeout"),
+        ("[tunnel]\nopen_rate = 0\n", "tunnel.open_rate"),
+        ("[tunnel]\nsurprise = 1\n", "[tunnel]"),
+        ('[restream]\nlisten = "nowhere"\n', "restream.listen"),
+        ('[restream]\npassword = "short"\n', "restream.password"),
+        ('[restream]\nusername = "a:b"\n', "restream.username"),
+        ('[[push]]\ncamera = "c"\nurl = "http://x/y"\n', "push.url"),
+        ('[[push]]\nurl = "rtmp://x/y"\n', "camera"),
+        ('push = "rtmp://x"\n', "push must be an array"),
+    ],
+)
+def test_bad_relay_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
+        config.load(_write(tmp_path, text), env={})

@@ -1,0 +1,101 @@
+"""The agent daemon's relays, with a simulated camera: the restream server (generated password,
+one camera session for all viewers, pause), and the status route that reports relays."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import aiohttp
+import av
+import pytest
+
+from agent.app import Agent
+from agent.config import AgentConfig, DiscoveryConfig, PushConfig, RestreamConfig
+from agent.secret import Credentials, Secret
+from agent.sim.camera.camera import SimCameraConfig
+from agent.sim.camera.fleet import SimCameraFleet
+
+CAM_PW = "relay-pw"
+
+
+def decode(url: str, frames: int) -> tuple[int, int]:
+    with av.open(url, options={"rtsp_transport": "tcp", "timeout": "5000000"}, timeout=10) as c:
+        n = 0
+        for frame in c.decode(video=0):
+            n += 1
+            if n >= frames:
+                return n, frame.width
+    return n, 0
+
+
+@pytest.fixture
+async def running(tmp_path: Path) -> AsyncIterator[tuple[Agent, SimCameraFleet]]:
+    async with SimCameraFleet(
+        [SimCameraConfig(password=CAM_PW, name="Relay", serial="RLY1")], discovery_port=None
+    ) as fleet:
+        cam = fleet.cameras[0]
+        cfg = AgentConfig(
+            state_dir=tmp_path / "state",
+            api_host="127.0.0.1",
+            api_port=0,
+            discovery=DiscoveryConfig(
+                multicast=False, mdns=False, probe=(("127.0.0.1", cam.port),)
+            ),
+            default_credentials=(Credentials("admin", Secret(CAM_PW)),),
+            restream=RestreamConfig(host="127.0.0.1", port=0, username="nvr"),
+            push=(PushConfig("no-such-camera", Secret("rtmp://127.0.0.1:1/live/key-9"), "main"),),
+        )
+        agent = Agent(replace(cfg, webrtc_addresses=("127.0.0.1",)))
+        stop = asyncio.Event()
+        task = asyncio.create_task(agent.run(stop))
+        try:
+            await asyncio.wait_for(agent.ready.wait(), 20)
+            async with asyncio.timeout(20):
+                while not any(c.state == "online" for c in agent.inventory.cameras()):
+                    await asyncio.sleep(0.1)
+            yield agent, fleet
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 10)
+
+
+async def test_restream_serves_every_viewer_from_one_camera_session(
+    running: tuple[Agent, SimCameraFleet],
+) -> None:
+    agent, _fleet = running
+    assert agent.restream is not None
+    state = agent.cfg.state_dir / "restream.json"
+    assert oct(os.stat(state).st_mode & 0o777) == "0o600"
+    password = json.loads(state.read_text())["password"]
+    assert len(password) >= 20
+    cam_id = agent.inventory.cameras()[0].id
+    url = agent.restream.url(cam_id).replace("rtsp://", f"rtsp://nvr:{password}@")
+    results = await asyncio.gather(*(asyncio.to_thread(decode, url, 30) for _ in range(3)))
+    assert results == [(30, 1280)] * 3
+    sub = agent.restream.url(cam_id, "sub").replace("rtsp://", f"rtsp://nvr:{password}@")
+    assert await asyncio.to_thread(decode, sub, 10) == (10, 640)
+    with pytest.raises(av.error.HTTPUnauthorizedError):
+        await asyncio.to_thread(decode, url.replace(password, "wrong-password"), 1)
+
+    base = f"http://127.0.0.1:{agent.api.port}/api/v1"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(f"{base}/status") as r:
+            body = await r.json()
+        relay = body["relay"]
+        assert relay["restream"]["port"] == agent.restream.port
+        (push,) = relay["push"]
+        assert push["state"] == "waiting" and "key-9" not in json.dumps(relay)
+        assert password not in json.dumps(body)
+        # Paused: nothing streams, new viewers are refused.
+        async with s.put(f"{base}/cameras/{cam_id}/run_state", json={"run_state": "paused"}) as r:
+            assert r.status == 200
+        with pytest.raises(av.error.FFmpegError):
+            await asyncio.to_thread(decode, url, 1)
+        async with s.put(f"{base}/cameras/{cam_id}/run_state", json={"run_state": "running"}) as r:
+            assert r.status == 200
+    assert await asyncio.to_thread(decode, url, 5) == (5, 1280)
