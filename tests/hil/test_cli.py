@@ -277,7 +277,7 @@ def test_sim_camera_reports_a_busy_port_without_traceback() -> None:
 def test_demo_runs_end_to_end() -> None:
     env = dict(os.environ)
     out = subprocess.run(
-        [*CLI, "demo", "--cameras", "1", "--frames", "10"],
+        [*CLI, "demo", "--cameras", "2", "--frames", "10", "--once"],
         capture_output=True,
         text=True,
         timeout=120,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 from html import escape
+from urllib.parse import urlsplit, urlunsplit
 
 import segno
 from aiohttp import web
@@ -59,6 +60,7 @@ def render(state: CloudState, hub: Hub, base_url: str) -> str:
         inputs = s.config.get("inputs") or []
         first = inputs[0] if inputs and isinstance(inputs[0], dict) else {}
         online = s.agent_id is not None and hub.online(s.agent_id)
+        play = hub.relay.url(s) if hub.relay is not None else None
         streams.append(
             [
                 s.name,
@@ -66,6 +68,7 @@ def render(state: CloudState, hub: Hub, base_url: str) -> str:
                 str(first.get("url", "")),
                 str(first.get("via", "")),
                 "agent online" if online else "agent offline",
+                _public(play) if play else "",
             ]
         )
     return (
@@ -80,9 +83,18 @@ def render(state: CloudState, hub: Hub, base_url: str) -> str:
         + "<h2>Agents</h2>"
         + _table(["id", "version", "local IP", "endpoint", "streampoint", "streams"], agents)
         + "<h2>Cameras / streams</h2>"
-        + _table(["name", "title", "input", "via", "status"], streams)
+        + _table(["name", "title", "input", "via", "status", "play (through the agent)"], streams)
         + "</body></html>"
     )
+
+
+def _public(url: str) -> str:
+    """A play URL for the page: the password is not shown."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def qr_png(text: str) -> bytes:
