@@ -12,6 +12,7 @@ import asyncio
 import logging
 import sys
 from typing import Any
+from urllib.parse import quote
 
 from agent import __version__
 from agent import config as agent_config
@@ -153,6 +154,16 @@ class Agent:
             password=password.reveal(),
         )
         self.inventory.on_paused = self._paused
+        restream, secret = self.restream, quote(password.reveal(), safe="")
+        login = f"{quote(r.username, safe='')}:{secret}@"
+
+        loopback = "[::1]" if ":" in r.host else "127.0.0.1"
+
+        def local(camera_id: str, stream: str) -> str:
+            path = f"{quote(camera_id, safe='')}/{quote(stream, safe='')}"
+            return f"rtsp://{login}{loopback}:{restream.port}/{path}"
+
+        self.inventory.local_stream = local
         try:
             await self.restream.start()
         except OSError as exc:

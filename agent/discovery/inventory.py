@@ -121,6 +121,9 @@ class Inventory:
         self._closed = False
         #: Called with (camera id, paused) when a camera is paused or resumed.
         self.on_paused: Callable[[str, bool], None] | None = None
+        #: When set (the restream server runs), `stream_url` hands out this URL of the camera's
+        #: stream instead, so local viewers share one camera session: (camera id, token) -> URL.
+        self.local_stream: Callable[[str, str], str] | None = None
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -193,6 +196,8 @@ class Inventory:
         url = str(profile["rtsp_uri"])
         if rec.credentials is None:
             raise NotConfigured("no working credentials known for the camera")
+        if self.local_stream is not None and profile.get("token"):
+            return self.local_stream(camera_id, str(profile["token"]))
         return with_credentials(url, rec.credentials.username, rec.credentials.password.reveal())
 
     def upstream_url(self, camera_id: str, stream: str = "main") -> str:

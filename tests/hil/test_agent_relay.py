@@ -99,3 +99,33 @@ async def test_restream_serves_every_viewer_from_one_camera_session(
         async with s.put(f"{base}/cameras/{cam_id}/run_state", json={"run_state": "running"}) as r:
             assert r.status == 200
     assert await asyncio.to_thread(decode, url, 5) == (5, 1280)
+
+
+async def test_live_view_shares_the_restream_session(
+    running: tuple[Agent, SimCameraFleet],
+) -> None:
+    """With the restream server on, WebRTC viewers are fed from it, not from the camera."""
+    from tests.hil.test_webrtc import Viewer
+
+    agent, _fleet = running
+    assert agent.restream is not None
+    cam_id = agent.inventory.cameras()[0].id
+    assert agent.inventory.stream_url(cam_id).startswith("rtsp://nvr:")
+    viewer = Viewer()
+    base = f"http://127.0.0.1:{agent.api.port}/api/v1"
+    try:
+        async with (
+            aiohttp.ClientSession() as s,
+            s.post(
+                f"{base}/webrtc/{cam_id}",
+                json={"type": "offer", "sdp": await viewer.offer()},
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+            await viewer.accept((await r.json())["sdp"])
+        frames = await viewer.frames(10)
+        assert frames[-1].width == 1280
+        sources = agent.restream.status()["sources"]
+        assert [(s["camera"], s["subscribers"]) for s in sources] == [(cam_id, 1)]
+    finally:
+        await viewer.pc.close()
