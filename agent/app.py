@@ -26,6 +26,7 @@ from agent.errors import ConfigError
 from agent.media.push_manager import PushEntry, PushManager
 from agent.media.restream import Restreamer
 from agent.media.webrtc import WebRtcSessions
+from agent.net.memory import tune_allocator
 from agent.state import StateDir
 
 log = logging.getLogger(__name__)
@@ -206,6 +207,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    tune_allocator()
     try:
         cfg = agent_config.with_flags(
             agent_config.load(args.config),

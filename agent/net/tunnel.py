@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from agent.errors import AgentError, LimitExceeded, Unavailable
 from agent.proto import mux
@@ -27,6 +27,8 @@ log = logging.getLogger(__name__)
 
 #: Largest message handed to `send` at once.
 MAX_MESSAGE = 256 * 1024
+#: Largest socket read; one buffer of this size per MuxPeer is reused for every read.
+READ_BUFFER = 256 * 1024
 #: A tunnel with no byte either way for this long is reset.
 IDLE_TIMEOUT = 60.0
 #: How long connecting to a target, or waiting for the peer's ACCEPT, may take.
@@ -65,8 +67,9 @@ class TunnelCounters:
 
 
 @dataclass(eq=False)
-class _Leg(asyncio.Protocol):
-    """The TCP socket of one tunnel."""
+class _Leg(asyncio.BufferedProtocol):
+    """The TCP socket of one tunnel. Reads go into the peer's one read buffer, whose bytes are
+    copied into the session (or `pending`) before the next read: no buffer per read."""
 
     peer: MuxPeer
     stream_id: int = 0
@@ -86,7 +89,13 @@ class _Leg(asyncio.Protocol):
         if not self.ready:
             transport.pause_reading()
 
-    def data_received(self, data: bytes) -> None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        return self.peer._read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        self.peer._from_socket(self, self.peer._read_buffer[:nbytes])
+
+    def data_received(self, data: bytes) -> None:  # transports without buffered reads
         self.peer._from_socket(self, data)
 
     def eof_received(self) -> bool:
@@ -139,6 +148,7 @@ class MuxPeer:
         self._waiting: dict[int, asyncio.Future[None]] = {}  # our opens awaiting ACCEPT
         self._connects: dict[int, asyncio.Task[None]] = {}  # peer opens being connected
         self._dirty = asyncio.Event()
+        self._read_buffer = memoryview(bytearray(READ_BUFFER))
         self._failed: BaseException | None = None
         self._closed = False
 
@@ -284,7 +294,7 @@ class MuxPeer:
 
     # ------------------------------------------------------------------ socket side
 
-    def _from_socket(self, leg: _Leg, data: bytes) -> None:
+    def _from_socket(self, leg: _Leg, data: bytes | memoryview) -> None:
         leg.last = time.monotonic()
         if leg.pending or not leg.ready:
             leg.pending += data
@@ -469,7 +479,7 @@ class MuxPeer:
             while session.bytes_pending:
                 chunk = session.data_to_send(MAX_MESSAGE)
                 try:
-                    await self._send(bytes(chunk))
+                    await self._send(cast(bytes, chunk))  # fresh, never modified: no copy
                 except (ConnectionError, OSError, RuntimeError) as exc:
                     raise ConnectionError(f"tunnel connection send failed: {exc}") from None
                 if self._blocked:
