@@ -241,8 +241,6 @@ class Hub:
         live.connections_established += 1
         live.peer_ip = peer
         old = self.sessions.get((kind, agent.id))
-        if old is not None:
-            await old.ws.close(code=CLOSE_REPLACED, message=b"replaced by a new connection")
         stats = ConnStats(alive=True, hostname=hostname, opened_at=now_ms())
         stats.status_changed_at = stats.opened_at // 1000 if stats.opened_at else None
         if kind == "endpoint":
@@ -251,8 +249,17 @@ class Hub:
             live.streampoint = stats
         session = Session(kind, agent.id, ws, stats)
         stats.bytes_to_server += len(msg.data.encode("utf-8"))
+        if kind == "streampoint":
+            session.tunnels = self._tunnel_peer(session)
+        # The new session takes over before the old one goes: new tunnels land on it at once.
         self.sessions[(kind, agent.id)] = session
-        await session.send(pc.Welcome(pc.HEARTBEAT_S, self.state.server_id))
+        try:
+            if old is not None:
+                await old.ws.close(code=CLOSE_REPLACED, message=b"replaced by a new connection")
+            await session.send(pc.Welcome(pc.HEARTBEAT_S, self.state.server_id))
+        except BaseException:
+            self._ended(session)
+            raise
         agent.log(f"{kind} {hostname} connected")
         log.info("agent %s: %s %s connected", agent.id, kind, hostname)
         return session
@@ -262,12 +269,8 @@ class Hub:
             await self._serve_messages(session)
             return
 
-        async def send(data: bytes) -> None:
-            await session.ws.send_bytes(data)
-            session.stats.bytes_from_server += len(data)
-
-        peer = MuxPeer(Role.STREAMPOINT, send, name=f"agent {session.agent_id[:12]} tunnels")
-        session.tunnels = peer
+        peer = session.tunnels
+        assert peer is not None
         runner = asyncio.create_task(peer.run(), name=f"tunnels {session.agent_id[:12]}")
         reader = asyncio.create_task(self._serve_messages(session))
         try:
@@ -280,6 +283,14 @@ class Hub:
                 task.cancel()
             await asyncio.gather(runner, reader, return_exceptions=True)
             peer.close()
+
+    @staticmethod
+    def _tunnel_peer(session: Session) -> MuxPeer:
+        async def send(data: bytes) -> None:
+            await session.ws.send_bytes(data)
+            session.stats.bytes_from_server += len(data)
+
+        return MuxPeer(Role.STREAMPOINT, send, name=f"agent {session.agent_id[:12]} tunnels")
 
     async def _serve_messages(self, session: Session) -> None:
         ws = session.ws
