@@ -81,6 +81,34 @@ def _conn_line(name: str, conn: Any) -> str:
     return f"{name}: {state} {host}".rstrip() + (f" (last error: {err})" if err else "")
 
 
+def _relay_lines(relay: Any) -> list[str]:
+    if not isinstance(relay, dict):
+        return []
+    lines = []
+    t = relay.get("tunnels")
+    if isinstance(t, dict):
+        lines.append(
+            f"tunnels: {t.get('open', 0)} open, {t.get('opened', 0)} opened, "
+            f"{t.get('refused', 0)} refused, {t.get('failed', 0)} failed, "
+            f"{int(t.get('bytes_out', 0)) / 1e6:.1f} MB to the cloud"
+            + (f" (last refusal: {t['last_refusal']})" if t.get("last_refusal") else "")
+        )
+    r = relay.get("restream")
+    if isinstance(r, dict):
+        sources = r.get("sources") or []
+        viewers = sum(int(s.get("subscribers", 0)) for s in sources if isinstance(s, dict))
+        lines.append(
+            f"restream: port {r.get('port')}, {len(sources)} stream(s), {viewers} viewer(s)"
+        )
+    for p in relay.get("push") or []:
+        if isinstance(p, dict):
+            why = f" ({p['reason']})" if p.get("reason") else ""
+            lines.append(
+                f"push: camera {p.get('camera_id')} -> {p.get('target')}: {p.get('state')}{why}"
+            )
+    return lines
+
+
 def format_status(data: dict[str, Any]) -> str:
     act = data.get("activation") or {}
     lines = [
@@ -97,6 +125,7 @@ def format_status(data: dict[str, Any]) -> str:
     if data.get("running", True):
         lines.append(_conn_line("endpoint", data.get("endpoint")))
         lines.append(_conn_line("streampoint", data.get("streampoint")))
+        lines.extend(_relay_lines(data.get("relay")))
     cams = data.get("cameras") or {}
     by_state = ", ".join(f"{k} {v}" for k, v in (cams.get("by_state") or {}).items())
     lines.append(f"cameras: {cams.get('total', 0)}" + (f" ({by_state})" if by_state else ""))

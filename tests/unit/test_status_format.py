@@ -1,0 +1,33 @@
+"""`camera-agent status` text (agent.status.format_status)."""
+
+from __future__ import annotations
+
+from agent.status import format_status
+
+
+def test_relays_are_summarised() -> None:
+    text = format_status(
+        {
+            "version": "1.0",
+            "activation": {"activated": True, "agent_id": "42", "streams": []},
+            "endpoint": {"state": "ready", "hostname": "cloud"},
+            "streampoint": {"state": "ready", "hostname": "sp-1"},
+            "relay": {
+                "tunnels": {"open": 2, "opened": 9, "refused": 1, "failed": 0,
+                            "bytes_out": 12_500_000, "last_refusal": "camera c1 is paused"},
+                "restream": {"port": 8554, "sources": [{"subscribers": 2}, {"subscribers": 1}]},
+                "push": [{"camera_id": "c1", "target": "rtmp://s/live/***", "state": "waiting",
+                          "reason": "camera c1 is paused"}],
+            },
+            "cameras": {"total": 2, "by_state": {"online": 2}},
+        }
+    )  # fmt: skip
+    assert "tunnels: 2 open, 9 opened, 1 refused, 0 failed, 12.5 MB to the cloud" in text
+    assert "(last refusal: camera c1 is paused)" in text
+    assert "restream: port 8554, 2 stream(s), 3 viewer(s)" in text
+    assert "push: camera c1 -> rtmp://s/live/***: waiting (camera c1 is paused)" in text
+
+
+def test_no_relay_section_is_fine() -> None:
+    text = format_status({"activation": {}, "cameras": {"total": 0}, "relay": None})
+    assert "tunnels" not in text and "cameras: 0" in text
