@@ -14,6 +14,10 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import av
+import av.error
 
 from agent.errors import AgentError, InvalidArgument
 from agent.media.push import PushRelay, PushTarget
@@ -52,6 +56,28 @@ class PushSources(Protocol):
         Unavailable while it is paused.
         """
         ...
+
+
+_PROTOCOLS: dict[str, bool] = {}
+
+
+def protocol_available(scheme: str) -> bool:
+    """Whether PyAV's FFmpeg has the protocol (cached; blocking, at most ~0.2 s the first time).
+
+    FFmpeg has no list of its protocols in PyAV, so open a caller that cannot connect (the
+    discard port on loopback): "protocol not found" is the only answer that means no."""
+    if scheme in ("rtsp", "rtmp"):
+        return True  # built into every FFmpeg
+    if scheme not in _PROTOCOLS:
+        try:
+            av.open(f"{scheme}://127.0.0.1:9?mode=caller", timeout=0.2).close()
+        except av.error.ProtocolNotFoundError:
+            _PROTOCOLS[scheme] = False
+        except (av.error.FFmpegError, OSError, ValueError):
+            _PROTOCOLS[scheme] = True
+        else:
+            _PROTOCOLS[scheme] = True
+    return _PROTOCOLS[scheme]
 
 
 class _Slot:
@@ -120,6 +146,12 @@ class PushManager:
     async def _supervise(self, slot: _Slot) -> None:
         entry = slot.entry
         name = f"{entry.camera_id}/{entry.stream}"
+        scheme = urlsplit(entry.url).scheme.lower()
+        if not await asyncio.to_thread(protocol_available, scheme):
+            slot.state = "unsupported"
+            slot.reason = f"this FFmpeg build has no {scheme}:// output (e.g. SRT needs libsrt)"
+            log.warning("%s: cannot push to %s: %s", name, redact(entry.url), slot.reason)
+            return
         while True:
             url = self._ask(slot, name)
             if url is None:

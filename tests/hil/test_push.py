@@ -385,3 +385,24 @@ def test_push_entry_is_checked() -> None:
         PushEntry("cam", "http://127.0.0.1/x")
     with pytest.raises(InvalidArgument):
         PushEntry("", "rtsp://127.0.0.1/x")
+
+
+async def test_srt_entry_without_libsrt_says_so(cam: SimCamera) -> None:
+    """An srt:// target on an FFmpeg without libsrt is reported once, not retried forever."""
+    manager = PushManager(
+        _Sources({"porch": cam}),
+        [PushEntry("porch", f"srt://127.0.0.1:{_free_port()}?passphrase=s3cret-pw")],
+    )
+    task = asyncio.create_task(manager.run())
+    try:
+        await _until(lambda: manager.status()[0]["state"] != "new", 10)
+        (entry,) = manager.status()
+        if _srt_available():
+            assert entry["state"] != "unsupported"
+        else:
+            assert entry["state"] == "unsupported"
+            assert "srt://" in entry["reason"]
+        assert "s3cret-pw" not in str(entry)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
