@@ -16,7 +16,10 @@ from urllib.parse import quote
 
 from agent import __version__
 from agent import config as agent_config
+from agent import log as agent_log
 from agent.api.server import ApiServer, build_app
+from agent.audit import AuditLog
+from agent.cloud.commands import CommandRunner
 from agent.cloud.service import CloudService
 from agent.cloud.tunnel_policy import TunnelPolicy
 from agent.config import AgentConfig
@@ -74,6 +77,17 @@ class Agent:
             ),
             tunnel_idle_timeout=t.idle_timeout,
         )
+        self.audit = AuditLog(self.state)
+        self.commands = CommandRunner(
+            self.inventory,
+            self.audit,
+            self.state,
+            logs=self.cloud.logs,
+            download_origin=self.cloud.endpoint_origin,
+            ssl=lambda: self.cloud.tls_context,
+        )
+        self.cloud.commands = self.commands
+        self.cloud.audit = self.audit
         self.restream: Restreamer | None = None  # built at run(): the password may be generated
         self.push = PushManager(
             self.inventory,
@@ -88,6 +102,7 @@ class Agent:
                 cloud=self.cloud,
                 webrtc=self.webrtc,
                 relay=self.relay_status,
+                audit=self.audit,
             ),
             cfg.api_host,
             cfg.api_port,
@@ -111,8 +126,10 @@ class Agent:
 
     async def run(self, stop: asyncio.Event) -> None:
         self._stop = stop
+        agent_log.ring()  # recent lines for the cloud's `logs` call
         await asyncio.to_thread(self.state.ensure)
         await self.inventory.load()
+        await self.audit.load()
         log.info("%d camera(s) known from %s", len(self.inventory.cameras()), self.state.path)
         try:
             await self.api.start()
@@ -231,4 +248,28 @@ async def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"camera-agent run: {exc}", file=sys.stderr)
         return 2
+    if agent.restart_requested and cfg.reboot_command:
+        return await reboot_box(cfg.reboot_command)
     return EXIT_RESTART if agent.restart_requested else 0
+
+
+async def reboot_box(command: tuple[str, ...]) -> int:
+    """The cloud's `reboot` when the box may be rebooted: run the configured command after a
+    clean stop. If it fails, fall back to restarting the agent (exit status 3)."""
+    log.warning("rebooting the box: %s", " ".join(command))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+    except (OSError, TimeoutError) as exc:
+        log.warning("reboot command failed: %s; restarting the agent instead", exc)
+        return EXIT_RESTART
+    if proc.returncode != 0:
+        log.warning(
+            "reboot command exited %s: %s; restarting the agent instead",
+            proc.returncode,
+            err.decode(errors="replace").strip()[:200],
+        )
+        return EXIT_RESTART
+    return 0

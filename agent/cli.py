@@ -159,6 +159,15 @@ def build_parser() -> argparse.ArgumentParser:
         "Ask the running agent (its local API) for its status; when none answers, show what "
         "its state directory holds. Exit status 3 when the agent is not running.",
     )
+    _command(
+        sub,
+        "log",
+        "agent.audit_cli",
+        "show the audit log of camera changes",
+        "Print the audit log: every command that changed a camera, from the cloud or the local "
+        "API (who, what, when, result; no secrets). Reads the state directory; the agent need "
+        "not be running.",
+    )
     _add_sim(sub)
     return parser
 

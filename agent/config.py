@@ -8,6 +8,8 @@ Example file:
 
     [agent]
     state_dir = "/var/lib/camera-agent"
+    reboot_command = ["systemctl", "reboot"]   # the cloud's reboot reboots the box (default:
+                                               # restart the agent only, exit status 3)
 
     [api]
     listen = "127.0.0.1:8780"     # another address needs token (or CAMERA_AGENT_API_TOKEN)
@@ -123,6 +125,7 @@ class AgentConfig:
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
     restream: RestreamConfig = field(default_factory=RestreamConfig)
     push: tuple[PushConfig, ...] = ()
+    reboot_command: tuple[str, ...] = ()  # empty: the cloud's reboot restarts the agent only
     default_credentials: tuple[Credentials, ...] = ()
     camera_credentials: Mapping[str, Credentials] = field(default_factory=dict)
     source: str = "defaults"  # where the file part came from, for `status`
@@ -212,9 +215,14 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
     )
     cfg = AgentConfig(source=source)
     agent = _table(data, "agent")
-    _check_keys(agent, {"state_dir"}, "[agent]")
+    _check_keys(agent, {"state_dir", "reboot_command"}, "[agent]")
     if "state_dir" in agent:
         cfg = replace(cfg, state_dir=Path(_typed(agent, "state_dir", str, "agent")))
+    if "reboot_command" in agent:
+        command = _strings(agent, "reboot_command", "agent")
+        if command and not command[0].startswith("/") and "/" in command[0]:
+            raise ConfigError("agent.reboot_command: give a program name or an absolute path")
+        cfg = replace(cfg, reboot_command=command)
     api = _table(data, "api")
     _check_keys(api, {"listen", "token", "webrtc_addresses"}, "[api]")
     if "webrtc_addresses" in api:

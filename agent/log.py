@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import os
 import sys
@@ -39,7 +41,7 @@ def setup(level: str | int = "INFO", *, stream: object = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)  # type: ignore[arg-type]
     handler.setFormatter(JournalFormatter() if under_journald() else logging.Formatter(_FORMAT))
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [handler, *([_ring] if _ring is not None else [])]
     root.setLevel(level if isinstance(level, int) else level.upper())
     # Third-party chatter that is never useful at INFO.
     for noisy in ("zeep", "httpx", "urllib3", "aiohttp.access", "libav"):
@@ -73,3 +75,47 @@ class LogOnce:
     def clear(self, key: str) -> None:
         """Forget a key, so the next fault on it is logged at once (e.g. after recovery)."""
         self._last.pop(key, None)
+
+
+#: Bytes of recent log lines kept in memory for the cloud's `logs` call.
+RING_LIMIT = 256 * 1024
+
+
+class RingHandler(logging.Handler):
+    """Keeps the newest formatted log lines within `limit` bytes (for the cloud's `logs` call).
+
+    Messages pass through the agent's own loggers, which never log secrets."""
+
+    def __init__(self, limit: int = RING_LIMIT, level: int = logging.INFO) -> None:
+        super().__init__(level)
+        self.limit = limit
+        self.size = 0
+        self._lines: collections.deque[str] = collections.deque()
+        self.setFormatter(logging.Formatter(_FORMAT))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            line = self.format(record)[:4096]
+        except Exception:  # a bad record must not break logging
+            return
+        with self.lock if self.lock is not None else contextlib.nullcontext():
+            self._lines.append(line)
+            self.size += len(line) + 1
+            while self.size > self.limit and self._lines:
+                self.size -= len(self._lines.popleft()) + 1
+
+    def lines(self) -> list[str]:
+        with self.lock if self.lock is not None else contextlib.nullcontext():
+            return list(self._lines)
+
+
+_ring: RingHandler | None = None
+
+
+def ring() -> RingHandler:
+    """The process's log ring, attached to the root logger on first use."""
+    global _ring
+    if _ring is None:
+        _ring = RingHandler()
+        logging.getLogger().addHandler(_ring)
+    return _ring

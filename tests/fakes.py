@@ -14,6 +14,7 @@ import io
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from PIL import Image
@@ -124,6 +125,9 @@ class FakeCameraState:
     max_presets: int = 8
     reboots: int = 0
     moving: ContinuousMove | None = None
+    orientation: str = "normal"
+    firmware: str = "1.2.3"
+    firmware_images: list[bytes] = field(default_factory=list)
 
 
 IMAGE_RANGE = Range(0, 100)
@@ -162,7 +166,7 @@ class FakeControl:
 
     async def device_info(self) -> DeviceInfo:
         await self._enter("device_info")
-        return DeviceInfo("Fake Optics", "FK-1", "1.2.3", "FK1-0001", "HW-7")
+        return DeviceInfo("Fake Optics", "FK-1", self.state.firmware, "FK1-0001", "HW-7")
 
     async def get_network(self) -> NetworkPorts:
         await self._enter("get_network")
@@ -391,6 +395,29 @@ class FakeControl:
     async def snapshot(self) -> Snapshot:
         await self._enter("snapshot")
         return Snapshot(jpeg=JPEG, timestamp=time.time())
+
+    async def image_orientation(self) -> str:
+        await self._enter("image_orientation")
+        return self.state.orientation
+
+    async def set_image_orientation(self, orientation: str) -> None:
+        await self._enter("set_image_orientation", orientation)
+        if orientation not in ("normal", "upside_down"):
+            raise InvalidArgument(f"unknown orientation {orientation!r}")
+        self.state.orientation = orientation
+
+    async def firmware_upgrade(self, path: Path, size: int) -> None:
+        """Keeps the image; an image starting with b"FW:<version>\n" sets the firmware."""
+        await self._enter("firmware_upgrade", path, size)
+        data = await asyncio.to_thread(path.read_bytes)
+        if len(data) != size:
+            raise InvalidArgument(f"image is {len(data)} bytes, expected {size}")
+        head, sep, _ = data.partition(b"\n")
+        if not sep or not head.startswith(b"FW:"):
+            raise InvalidArgument("not a firmware image")
+        self.state.firmware_images.append(data)
+        self.state.firmware = head[3:].decode("ascii", "replace")
+        self.state.reboots += 1
 
 
 @dataclass

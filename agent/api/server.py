@@ -7,6 +7,7 @@ address. Without a token the API answers only requests addressed to a loopback h
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
@@ -33,6 +34,7 @@ from agent.api.routes_core import core_routes
 from agent.api.routes_onvif import onvif_routes
 from agent.api.routes_webrtc import WEBRTC, LiveView, webrtc_routes
 from agent.api.validation import MAX_BODY, InsufficientArguments, RequestInvalid
+from agent.audit import AuditLog
 from agent.camera.models import CameraControl
 from agent.errors import AgentError, ConfigError
 from agent.secret import Secret
@@ -102,6 +104,41 @@ def _bearer(header: str) -> bytes | None:
     return value.strip().encode("utf-8", "surrogateescape")
 
 
+#: Local API calls that change a camera, recorded in the audit log.
+_AUDITED_METHODS = frozenset({"PUT", "POST", "DELETE"})
+
+
+def _audited(audit: AuditLog) -> Middleware:
+    """Record every camera-changing call (who: the local API; what; result) in the audit log."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        response = await handler(request)
+        camera_id = request.match_info.get("camera_id")
+        if request.method not in _AUDITED_METHODS or camera_id is None:
+            return response
+        if request.path.startswith("/api/v1/webrtc/"):
+            return response  # watching changes nothing
+        route = request.match_info.route.resource
+        template = route.canonical if route is not None else request.path
+        args: dict[str, Any] = {}
+        if request.can_read_body or request.body_exists:
+            with contextlib.suppress(ValueError, web.HTTPException, UnicodeDecodeError):
+                body = await request.json()
+                args = body if isinstance(body, dict) else {"body": body}
+        status = response.status
+        await audit.record(
+            source="local_api",
+            command=f"{request.method} {template.removeprefix('/api/v1')}",
+            camera_id=camera_id,
+            args=args,
+            error="" if status < 400 else f"HTTP {status}",
+        )
+        return response
+
+    return middleware
+
+
 def _guard(token: Secret | None) -> Middleware:
     expected = token.reveal().encode() if token is not None else None
 
@@ -158,6 +195,7 @@ def build_app(
     cloud: CloudControl | None = None,
     webrtc: LiveView | None = None,
     relay: Callable[[], dict[str, Any]] | None = None,
+    audit: AuditLog | None = None,
 ) -> web.Application:
     """The local API application. With a token, every route but hello needs
     `Authorization: Bearer <token>`; without one, only loopback Host names are served."""
@@ -165,7 +203,10 @@ def build_app(
         raise ConfigError("the API token must not be empty")
     if call_timeout <= 0:
         raise ConfigError("the API call timeout must be positive")
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[error_middleware, _guard(token)])
+    middlewares = [error_middleware, _guard(token)]
+    if audit is not None:
+        middlewares.append(_audited(audit))
+    app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[DIRECTORY] = directory
     app[VERSION] = version
     app[CALL_TIMEOUT] = call_timeout

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
-from agent.camera import imaging, media, snapshot
+from agent.camera import firmware, imaging, media, snapshot
 from agent.camera.models import (
     ContinuousMove,
     DeviceInfo,
@@ -110,6 +111,10 @@ class OnvifControl:
     async def reboot(self) -> None:
         await self.session.call("devicemgmt", "SystemReboot")
 
+    async def firmware_upgrade(self, path: Path, size: int) -> None:
+        """StartFirmwareUpgrade, then POST the image; the camera reboots afterwards."""
+        await firmware.upgrade(self.session, path, size)
+
     # Media.
 
     async def streams(self) -> list[StreamInfo]:
@@ -139,6 +144,12 @@ class OnvifControl:
             url = with_credentials(url, cred.username, cred.password.reveal())
         jpeg, taken = await asyncio.to_thread(grab.grab_jpeg, url, timeout=self.session.timeout)
         return Snapshot(jpeg=jpeg, timestamp=taken)
+
+    async def image_orientation(self) -> str:
+        return await media.image_orientation(self.session)
+
+    async def set_image_orientation(self, orientation: str) -> None:
+        await media.set_image_orientation(self.session, orientation)
 
     # Imaging.
 

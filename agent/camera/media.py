@@ -411,6 +411,61 @@ async def read_details(session: OnvifSession) -> CameraDetails:
     )
 
 
+#: ONVIF Rotate modes by the API's orientation names (Degree 180 with ON).
+ORIENTATIONS = {"normal": "OFF", "upside_down": "ON"}
+
+
+async def _video_source_config(session: OnvifSession) -> tuple[str, Any]:
+    """(service, first video source configuration) from Media, else Media2."""
+    service = "media" if session.has_service("media") else "media2"
+    session.require(service)
+    answer = await session.call(service, "GetVideoSourceConfigurations")
+    items = as_list(answer)
+    if not items:
+        raise Unsupported("the camera has no video source configuration")
+    return service, items[0]
+
+
+def _rotate(cfg: Any) -> tuple[str | None, int | None]:
+    """Rotate Mode and Degree; zeep often leaves the Extension in the xs:any as raw XML."""
+    mode = get(cfg, "Extension", "Rotate", "Mode")
+    degree = get(cfg, "Extension", "Rotate", "Degree")
+    if mode is None:
+        for elem in as_list(get(cfg, "_value_1")):
+            if hasattr(elem, "tag") and local(elem.tag) == "Extension":
+                mode = raw_text(elem, "Rotate", "Mode")
+                degree = raw_text(elem, "Rotate", "Degree")
+    return (None if mode is None else str(mode).upper()), as_int(degree)
+
+
+async def image_orientation(session: OnvifSession) -> str:
+    """`normal` or `upside_down` (Rotate ON by 180); Unsupported without Rotate."""
+    _service, cfg = await _video_source_config(session)
+    mode, degree = _rotate(cfg)
+    if mode is None:
+        raise Unsupported("the camera does not report a video source rotation")
+    return "upside_down" if mode == "ON" and degree in (None, 180) else "normal"
+
+
+async def set_image_orientation(session: OnvifSession, orientation: str) -> None:
+    """Set the video source's Rotate (SetVideoSourceConfiguration, persisted)."""
+    mode = ORIENTATIONS.get(orientation)
+    if mode is None:
+        raise InvalidArgument(f"orientation must be one of {', '.join(ORIENTATIONS)}")
+    service, current = await _video_source_config(session)
+    if _rotate(current)[0] is None:
+        raise Unsupported("the camera does not offer video source rotation")
+    cfg = serialize(current)
+    cfg.pop("_value_1", None)
+    ext = cfg.get("Extension") or {}
+    ext["Rotate"] = {"Mode": mode, "Degree": 180} if mode == "ON" else {"Mode": mode}
+    cfg["Extension"] = ext
+    params: dict[str, Any] = {"Configuration": cfg}
+    if service == "media":
+        params["ForcePersistence"] = True
+    await session.call(service, "SetVideoSourceConfiguration", params)
+
+
 def first_source_token(found: list[MediaProfile]) -> str | None:
     return next((p.source_token for p in found if p.source_token), None)
 
@@ -420,9 +475,11 @@ __all__ = [
     "MediaProfile",
     "StreamProfileInfo",
     "device_info",
+    "image_orientation",
     "profiles",
     "read_details",
     "set_encoder",
+    "set_image_orientation",
     "snapshot_uri",
     "stream_uri",
     "streams",

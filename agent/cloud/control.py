@@ -52,6 +52,14 @@ class ControlHandlers:
     reboot: Callable[[], None]
     description: Callable[[], Awaitable[dict[str, Any]]]
     hello: Callable[[], dict[str, Any]]
+    #: Every other request (camera commands, logs): (command, payload, send_event) -> result.
+    command: (
+        Callable[
+            [str, dict[str, Any], Callable[[str, dict[str, Any]], Awaitable[None]]],
+            Awaitable[dict[str, Any]],
+        ]
+        | None
+    ) = None
 
 
 class _Close(Exception):
@@ -317,6 +325,8 @@ class ControlConnection(Link):
                 case "reboot":
                     result = {}
                     h.reboot()
+                case _ if h.command is not None:
+                    result = await h.command(req.command, req.payload, self.event)
                 case _:
                     raise ProtocolError(f"unknown command {req.command[:64]!r}")
             reply = codec.Response(req.id, True, result)
@@ -336,4 +346,7 @@ def codec_str(payload: dict[str, Any], key: str) -> str:
 
 
 def _code(exc: AgentError) -> str:
+    code = getattr(exc, "code", None)
+    if isinstance(code, str):
+        return code
     return "invalid_request" if isinstance(exc, ProtocolError) else "failed"

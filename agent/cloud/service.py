@@ -8,18 +8,24 @@ or local API). Activated: keep the control connection and the data connection it
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import fcntl
+import gzip
+import json
 import logging
 import socket
 import ssl
 import struct
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import psutil
 
 from agent import __version__
+from agent import log as agent_log
 from agent.cloud import activation as act_mod
 from agent.cloud.activation import Activation
 from agent.cloud.control import ControlConnection, ControlHandlers
@@ -30,9 +36,13 @@ from agent.cloud.streampoint import Streampoint
 from agent.cloud.tunnel_policy import TunnelPolicy
 from agent.discovery.inventory import Inventory
 from agent.discovery.records import CameraState
-from agent.errors import AgentError, ConfigError, InvalidArgument, NotFound
+from agent.errors import AgentError, ConfigError, InvalidArgument, NotFound, ProtocolError
 from agent.proto import cloud as codec
 from agent.state import StateDir
+
+if TYPE_CHECKING:
+    from agent.audit import AuditLog
+    from agent.cloud.commands import CommandRunner
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,8 @@ class CloudService:
         self.state = state
         self.inventory = inventory
         self._tunnel_idle = tunnel_idle_timeout
+        self.commands: CommandRunner | None = None  # set by the daemon
+        self.audit: AuditLog | None = None
         self.tunnel_policy = tunnel_policy or TunnelPolicy(
             lambda: inventory.cameras() if inventory is not None else []
         )
@@ -204,6 +216,7 @@ class CloudService:
             reboot=self._reboot,
             description=self._description,
             hello=self._hello,
+            command=self._command,
         )
         control = ControlConnection(act.endpoint_url, act.agent_id, ident, handlers, tls=self._tls)
         self.control = control
@@ -223,6 +236,8 @@ class CloudService:
         if self._reset.is_set():
             await asyncio.to_thread(act_mod.forget, self.state)
             self.activation = None
+            if self.inventory is not None:
+                self.inventory.forget_credentials()
             log.warning("the endpoint reset the agent: activation forgotten")
 
     async def _bind_loop(self) -> None:
@@ -289,6 +304,48 @@ class CloudService:
             "mac_address": mac,
             "hostname": socket.gethostname(),
             "cameras": cams,
+        }
+
+    async def _command(
+        self,
+        command: str,
+        payload: dict[str, Any],
+        event: Callable[[str, dict[str, Any]], Awaitable[None]],
+    ) -> dict[str, Any]:
+        if self.commands is None:
+            raise ProtocolError(f"unknown command {command[:64]!r}")
+        return await self.commands.run(command, payload, event)
+
+    @property
+    def tls_context(self) -> ssl.SSLContext:
+        return self._tls.context
+
+    def endpoint_origin(self) -> str | None:
+        """Where the cloud serves files for this agent (firmware images): the endpoint's host."""
+        return self.activation.endpoint_url if self.activation is not None else None
+
+    async def logs(self) -> dict[str, Any]:
+        """The `logs` call's answer (docs/commands.md): recent log lines and the audit log,
+        compressed, and signed with the agent's key."""
+        act = self.activation
+        ident = await self._identity()
+        ring = agent_log.ring()
+        audit = self.audit.entries(200) if self.audit is not None else []
+        blob = json.dumps({"log": ring.lines(), "audit": audit}, separators=(",", ":")).encode()
+        packed = base64.b64encode(await asyncio.to_thread(gzip.compress, blob, 6)).decode()
+        return {
+            "status": "ok",
+            "version": __version__,
+            "agent_id": act.agent_id if act else "",
+            "serial": self.serial,
+            "cid": act.agent_id if act else "",
+            "mid": self.model,
+            "main_url": act.endpoint_url if act else "",
+            "meminfo": str(psutil.virtual_memory().available // 1024),
+            "buffer_limit": ring.limit,
+            "buffer_size": ring.size,
+            "a": packed,
+            "b": ident.sign_b64(packed.encode()),
         }
 
     async def _streampoint_connect(self, hostname: str, url: str) -> dict[str, Any]:

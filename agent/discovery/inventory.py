@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import asdict
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 from agent.camera.onvif import CameraDetails, OnvifSession
 from agent.discovery.records import (
@@ -181,6 +182,28 @@ class Inventory:
         rec = self.get(camera_id)
         self._explicit[camera_id] = credentials
         rec.credentials = credentials
+        rec.next_check = 0.0
+        self._drop_control(camera_id)
+        self._changed()
+
+    def forget_credentials(self) -> None:
+        """Wipe every camera credential learned or set at run time (the cloud's `reset`); the
+        configured ones are tried again at the next check."""
+        self._explicit.clear()
+        for rec in self._records.values():
+            rec.credentials = None
+            rec.next_check = 0.0
+            self._drop_control(rec.id)
+        self._changed()
+        self._wake.set()
+
+    def set_http_port(self, camera_id: str, port: int) -> None:
+        """The camera's ONVIF service moved to `port` (we moved it): follow it at once."""
+        rec = self.get(camera_id)
+        parts = urlsplit(rec.xaddr)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        rec.xaddr = urlunsplit(parts._replace(netloc=f"{host}:{port}"))
         rec.next_check = 0.0
         self._drop_control(camera_id)
         self._changed()

@@ -51,10 +51,25 @@ AGENT_EVENTS = frozenset(
         "streampoint_connected",
         "streampoint_connect_failure",
         "streampoint_disconnected",
+        "camera_firmware_progress",
     }
 )
 SERVER_REQUESTS = frozenset(
-    {"streampoint_connect", "streampoint_disconnect", "reboot", "reset", "disconnect"}
+    {
+        "streampoint_connect",
+        "streampoint_disconnect",
+        "reboot",
+        "reset",
+        "disconnect",
+        "camera_ptz",
+        "camera_reboot",
+        "camera_config_get",
+        "camera_config_set",
+        "camera_auth_get",
+        "camera_auth_set",
+        "camera_firmware",
+        "logs",
+    }
 )
 COMMANDS = AGENT_REQUESTS | AGENT_EVENTS | SERVER_REQUESTS
 MESSAGE_TYPES = frozenset(

@@ -193,8 +193,14 @@ async def test_full_cycle(cloud: SimCloud, http: aiohttp.ClientSession) -> None:
         await ctl.send(pc.Response(req.id, True, {}))
         assert (await call)[0] == 204
 
-    status, logs = await central(http, cloud, "GET", f"/agents/{result.agent_id}/logs")
-    assert status == 200 and "reboot" in logs["a"]
+    # The logs call asks the agent too; the cloud keeps its own log of what it sent.
+    call = asyncio.create_task(central(http, cloud, "GET", f"/agents/{result.agent_id}/logs"))
+    req = await ctl.recv_request()
+    assert req.command == "logs"
+    await ctl.send(pc.Response(req.id, True, {"status": "ok", "a": "x"}))
+    status, logs = await call
+    assert status == 200 and logs["a"] == "x"
+    assert "reboot" in "\n".join(cloud.agents()[result.agent_id].logs)
     await ctl.ws.close()
     await data.ws.close()
     await wait_offline(cloud, result.agent_id)

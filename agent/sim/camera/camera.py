@@ -268,8 +268,9 @@ class SimCamera:
         st = self.model.ptz.status(self.model.monotonic())
         ptz = f"PTZ pan {st.pan:+.2f} tilt {st.tilt:+.2f} zoom {st.zoom:.2f}"
         ident = self.model.identity
+        rotated = " rot 180" if self.model.video_source.rotate == "ON" else ""
         self._overlay = Overlay(
-            lines=(ident.name, ptz, f"{ident.model} fw {ident.firmware_version}"),
+            lines=(ident.name, ptz, f"{ident.model} fw {ident.firmware_version}{rotated}"),
             qr_text=self.qr_text,
         )
 

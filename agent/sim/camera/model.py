@@ -28,6 +28,8 @@ MAX_CLOCK_SKEW = 10 * 365 * 86400.0
 MAX_FORCED_FAULTS = 100
 #: Largest magnitude of an `imaging_scale` bound.
 MAX_IMAGING_SCALE = 100000.0
+#: Rotate modes of the video source (ON turns the picture by 180 degrees).
+ROTATE_MODES = ("OFF", "ON")
 _QNAME = re.compile(r"^[A-Za-z_][\w.-]*:[A-Za-z_][\w.-]*$")
 _OPERATION = re.compile(r"^[A-Za-z_]\w{0,63}$")
 
@@ -121,6 +123,7 @@ class VideoSource:
     framerate: float = 25.0
     config_token: str = "VideoSourceConfig_1"  # noqa: S105 - reference token
     config_name: str = "VideoSourceConfig"
+    rotate: str = "OFF"  # ONVIF Rotate Mode: OFF or ON (ON = 180 degrees)
 
 
 @dataclass(frozen=True)
@@ -524,6 +527,16 @@ class CameraModel:
             if p.encoder.token == config_token:
                 return p
         raise UnknownConfig(f"no video encoder configuration {config_token!r}")
+
+    def set_rotation(self, config_token: str, mode: str, degree: int | None) -> None:
+        """Rotate the video source: Mode OFF, or ON with Degree 180 (the only one offered)."""
+        if config_token != self.video_source.config_token:
+            raise UnknownConfig(f"no video source configuration {config_token!r}")
+        if mode not in ROTATE_MODES:
+            raise ConfigInvalid(f"rotate mode {mode!r} is not one of {', '.join(ROTATE_MODES)}")
+        if mode == "ON" and degree not in (None, 180):
+            raise ConfigInvalid(f"rotation by {degree} degrees is not supported (only 180)")
+        self.video_source = replace(self.video_source, rotate=mode)
 
     def update_encoder(self, config_token: str, **changes: Any) -> list[str]:
         """Validate and apply encoder changes; return the tokens of the affected profiles."""

@@ -56,13 +56,35 @@ def _multicast() -> str:
 
 def _video_source_config(ctx: Context, tag: str) -> str:
     vs = ctx.model.video_source
+    rotate = el(
+        "tt:Rotate", tx("tt:Mode", vs.rotate), tx("tt:Degree", 180) if vs.rotate == "ON" else None
+    )
     return el(
         tag,
         tx("tt:Name", vs.config_name),
         tx("tt:UseCount", len(ctx.model.profiles)),
         tx("tt:SourceToken", vs.token),
         el("tt:Bounds", attrs={"x": 0, "y": 0, "width": vs.width, "height": vs.height}),
+        el("tt:Extension", rotate),
         attrs={"token": vs.config_token},
+    )
+
+
+def _set_video_source_config(ctx: Context, req: Element) -> None:
+    """SetVideoSourceConfiguration: only the Rotate extension may change."""
+    cfg = child(req, "Configuration")
+    if cfg is None or "token" not in cfg.attrib:
+        raise SoapFault("ter:InvalidArgVal", "missing Configuration token")
+    vs = ctx.model.video_source
+    token = cfg.attrib["token"]
+    if token == vs.config_token and text(cfg, "SourceToken") not in (None, vs.token):
+        raise ConfigInvalid("the video source cannot be changed")
+    mode = text(cfg, "Extension", "Rotate", "Mode")
+    degree = text(cfg, "Extension", "Rotate", "Degree")
+    ctx.model.set_rotation(
+        token,
+        vs.rotate if mode is None else mode,
+        None if degree is None else as_int(degree, "Degree"),
     )
 
 
@@ -154,7 +176,7 @@ def _media_caps(ctx: Context) -> str:
         "trt:Capabilities",
         el("trt:ProfileCapabilities", attrs={"MaximumNumberOfProfiles": count}),
         el("trt:StreamingCapabilities", attrs=streaming),
-        attrs={"SnapshotUri": True, "Rotation": False, "VideoSourceMode": False, "OSD": False},
+        attrs={"SnapshotUri": True, "Rotation": True, "VideoSourceMode": False, "OSD": False},
     )
 
 
@@ -237,6 +259,21 @@ def get_video_sources(ctx: Context, req: Element) -> str:
 def get_video_source_configurations(ctx: Context, req: Element) -> str:
     config = _video_source_config(ctx, "trt:Configurations")
     return el("trt:GetVideoSourceConfigurationsResponse", config)
+
+
+@media("GetVideoSourceConfiguration", access=Access.READ)
+def get_video_source_configuration(ctx: Context, req: Element) -> str:
+    token = require(req, "ConfigurationToken")
+    if token != ctx.model.video_source.config_token:
+        raise UnknownConfig(f"no video source configuration {token!r}")
+    config = _video_source_config(ctx, "trt:Configuration")
+    return el("trt:GetVideoSourceConfigurationResponse", config)
+
+
+@media("SetVideoSourceConfiguration", access=Access.ACTUATE)
+def set_video_source_configuration(ctx: Context, req: Element) -> str:
+    _set_video_source_config(ctx, req)
+    return el("trt:SetVideoSourceConfigurationResponse")
 
 
 def _media1_encoder(ctx: Context, token: str) -> Profile:
@@ -347,7 +384,7 @@ def _media2_caps(ctx: Context) -> str:
             attrs={"MaximumNumberOfProfiles": count, "ConfigurationsSupported": supported},
         ),
         el("tr2:StreamingCapabilities", attrs=streaming),
-        attrs={"SnapshotUri": True, "Rotation": False, "VideoSourceMode": False, "OSD": False},
+        attrs={"SnapshotUri": True, "Rotation": True, "VideoSourceMode": False, "OSD": False},
     )
 
 
@@ -407,6 +444,23 @@ def get_stream_uri2(ctx: Context, req: Element) -> str:
 def get_snapshot_uri2(ctx: Context, req: Element) -> str:
     prof = _profile(ctx, require(req, "ProfileToken"), media2=True)
     return el("tr2:GetSnapshotUriResponse", tx("tr2:Uri", ctx.snapshot_uri(prof)))
+
+
+@media2("GetVideoSourceConfigurations", access=Access.READ)
+def get_video_source_configurations2(ctx: Context, req: Element) -> str:
+    config, profile = text(req, "ConfigurationToken"), text(req, "ProfileToken")
+    if config and config != ctx.model.video_source.config_token:
+        raise UnknownConfig(f"no video source configuration {config!r}")
+    if profile:
+        _profile(ctx, profile, media2=True)
+    configs = _video_source_config(ctx, "tr2:Configurations")
+    return el("tr2:GetVideoSourceConfigurationsResponse", configs)
+
+
+@media2("SetVideoSourceConfiguration", access=Access.ACTUATE)
+def set_video_source_configuration2(ctx: Context, req: Element) -> str:
+    _set_video_source_config(ctx, req)
+    return el("tr2:SetVideoSourceConfigurationResponse")
 
 
 @media2("GetVideoEncoderConfigurations", access=Access.READ)

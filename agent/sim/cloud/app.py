@@ -12,9 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from agent.secret import Credentials
-from agent.sim.cloud import activation, central, page, watcher
+from agent.sim.cloud import activation, central, commands, page, watcher
 from agent.sim.cloud.api import Auth, errors_middleware
 from agent.sim.cloud.endpoint import Hub, Kind
+from agent.sim.cloud.firmware import Firmware
 from agent.sim.cloud.relay import RelayPorts
 from agent.sim.cloud.state import Agent, CloudState, Store, Stream, Token
 
@@ -54,6 +55,7 @@ class SimCloud:
         self._store: Store | None = None
         self.state = CloudState(token_ttl_s=token_ttl_s)
         self.hub: Hub | None = None
+        self.firmware: Firmware | None = None
         self.relay: RelayPorts | None = None
         self.camera_login = camera_login
         self._runner: web.AppRunner | None = None
@@ -95,11 +97,15 @@ class SimCloud:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.create_server((self.host, self.port), family=family)
         self.port = int(sock.getsockname()[1])
-        self.hub = Hub(
+        self.firmware = Firmware(self.state, self.url)
+        await self.firmware.start()
+        hub = commands.CommandHub(
             self.state,
             endpoint_hostname=self.host,
             streampoints={h: self.streampoint_url(h) for h in self.streampoint_hostnames},
         )
+        hub.firmware = self.firmware
+        self.hub = hub
         relay_host = "127.0.0.1" if family == socket.AF_INET else "::1"
         self.relay = RelayPorts(
             self.state, self.hub.tunnels, host=relay_host, camera_login=self.camera_login
@@ -118,6 +124,7 @@ class SimCloud:
             await self._runner.cleanup()
             self._runner = None
             await self.relay.stop()
+            await self.firmware.close()
             raise
         log.info("simulated cloud on %s", self.url)
 
@@ -128,7 +135,9 @@ class SimCloud:
     def _add_routes(self, app: web.Application, hub: Hub) -> None:
         auth = Auth(self.credentials)
         first = self.streampoint_hostnames[0]
-        app.add_routes(watcher.routes(self.state, hub, auth))
+        assert self.firmware is not None
+        app.add_routes(watcher.routes(self.state, hub, auth, self.firmware))
+        app.add_routes(commands.routes(self.state, hub, auth, self.firmware))
         app.add_routes(central.routes(self.state, hub, auth, self.started_at))
         app.add_routes(activation.routes(self.state, self._answer, first))
         app.add_routes(page.routes(self.state, hub, self.url))
@@ -165,6 +174,9 @@ class SimCloud:
         if self.relay is not None:
             await self.relay.stop()
             self.relay = None
+        if self.firmware is not None:
+            await self.firmware.close()
+            self.firmware = None
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None

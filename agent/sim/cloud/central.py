@@ -10,7 +10,7 @@ from aiohttp import web
 
 from agent import __version__
 from agent.errors import NotFound, Unavailable
-from agent.sim.cloud import endpoint
+from agent.sim.cloud import commands, endpoint
 from agent.sim.cloud.api import ApiError, Auth, read_json
 from agent.sim.cloud.endpoint import Hub
 from agent.sim.cloud.state import Agent, CloudState, now_ms
@@ -106,20 +106,7 @@ def routes(state: CloudState, hub: Hub, auth: Auth, started_at: float) -> web.Ro
     @table.get(f"{BASE}/agents/{{id}}/logs")
     async def _logs(request: web.Request) -> web.Response:
         agent = _agent(request)
-        if not hub.online(agent.id):
-            raise ApiError(409, "agent is offline", "agent_offline")
-        ingest = agent.layout.get("ingest", "")
-        return web.json_response(
-            {
-                "agent_id": agent.id,
-                "status": "ok",
-                "version": agent.version,
-                "serial": agent.serial,
-                "main_url": hub.endpoint_hostname,
-                "streampoint": ingest,
-                "a": "\n".join(agent.logs),
-            }
-        )
+        return web.json_response(await commands.call(hub, state, agent.id, "logs", {}))
 
     def _whoami() -> dict[str, Any]:
         return {

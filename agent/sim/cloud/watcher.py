@@ -10,6 +10,7 @@ from aiohttp import web
 from agent.errors import InvalidArgument, NotFound
 from agent.sim.cloud.api import ApiError, Auth, read_json
 from agent.sim.cloud.endpoint import Hub
+from agent.sim.cloud.firmware import Firmware
 from agent.sim.cloud.state import CloudState, Stream, now_ms
 
 BASE = "/watcher/client-api/v3"
@@ -70,10 +71,17 @@ def token_request(body: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def stream_view(stream: Stream, hub: Hub) -> dict[str, Any]:
-    """`StreamConfig` with runtime `stats`."""
+def stream_view(stream: Stream, hub: Hub, firmware: Firmware | None = None) -> dict[str, Any]:
+    """`StreamConfig` with runtime `stats`, and the camera's firmware update if there was one."""
     view = dict(stream.config)
     view["name"] = stream.name
+    if firmware is not None:
+        status = firmware.status(stream.name)
+        if status is not None:
+            view["firmware_update"] = status
+        duration = firmware.duration_ms(stream.name)
+        if duration is not None:
+            view["firmware_update_duration"] = duration
     stats: dict[str, Any] = {"alive": False, "status": "waiting"}
     if stream.agent_id is not None:
         online = hub.online(stream.agent_id)
@@ -88,7 +96,9 @@ def stream_view(stream: Stream, hub: Hub) -> dict[str, Any]:
     return view
 
 
-def routes(state: CloudState, hub: Hub, auth: Auth) -> web.RouteTableDef:
+def routes(
+    state: CloudState, hub: Hub, auth: Auth, firmware: Firmware | None = None
+) -> web.RouteTableDef:
     table = web.RouteTableDef()
 
     @table.post(f"{BASE}/login")
@@ -121,7 +131,8 @@ def routes(state: CloudState, hub: Hub, auth: Auth) -> web.RouteTableDef:
     async def _streams(request: web.Request) -> web.Response:
         auth.check(request)
         streams = [
-            stream_view(s, hub) for s in sorted(state.streams.values(), key=lambda s: s.name)
+            stream_view(s, hub, firmware)
+            for s in sorted(state.streams.values(), key=lambda s: s.name)
         ]
         return web.json_response({"streams": streams, "estimated_count": len(streams)})
 
@@ -134,7 +145,7 @@ def routes(state: CloudState, hub: Hub, auth: Auth) -> web.RouteTableDef:
     @table.get(f"{BASE}/streams/{{name}}")
     async def _get_stream(request: web.Request) -> web.Response:
         auth.check(request)
-        return web.json_response(stream_view(_stream(request), hub))
+        return web.json_response(stream_view(_stream(request), hub, firmware))
 
     @table.put(f"{BASE}/streams/{{name}}")
     async def _put_stream(request: web.Request) -> web.Response:
@@ -159,7 +170,7 @@ def routes(state: CloudState, hub: Hub, auth: Auth) -> web.RouteTableDef:
             await state.save_stream(stream)
         except InvalidArgument as exc:
             raise ApiError(400, str(exc), "invalid_argument") from None
-        return web.json_response(stream_view(stream, hub))
+        return web.json_response(stream_view(stream, hub, firmware))
 
     @table.delete(f"{BASE}/streams/{{name}}")
     async def _delete_stream(request: web.Request) -> web.Response:

@@ -1,0 +1,153 @@
+"""Firmware upgrade over ONVIF: StartFirmwareUpgrade, then an HTTP POST of the image file to
+the upload URI the camera hands out (streamed from disk, Digest or Basic auth when asked)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from agent.camera.quirks import get
+from agent.camera.session import OnvifSession
+from agent.errors import AuthError, InvalidArgument, ProtocolError, Unavailable
+
+log = logging.getLogger(__name__)
+
+#: Largest image handed to a camera, bytes.
+MAX_IMAGE_SIZE = 64 * 1024 * 1024
+#: Seconds the whole upload may take, and the longest pause while sending or waiting.
+UPLOAD_TIMEOUT = 600.0
+IDLE_TIMEOUT = 60.0
+#: Longest UploadDelay honoured, seconds.
+MAX_UPLOAD_DELAY = 30.0
+#: Characters of the camera's error text kept in an error message.
+_MAX_REASON = 200
+
+
+@dataclass(frozen=True)
+class UploadTicket:
+    """StartFirmwareUpgrade's answer."""
+
+    uri: str
+    delay: float  # seconds to wait before the POST
+    downtime: float  # seconds the camera expects to be down afterwards
+
+
+def seconds(value: Any) -> float:
+    """An xs:duration as zeep gives it (timedelta, isodate Duration or text) in seconds."""
+    if value is None:
+        return 0.0
+    if isinstance(value, datetime.timedelta):
+        return max(0.0, value.total_seconds())
+    total = getattr(value, "totimedelta", None)
+    if callable(total):
+        try:
+            delta = total(start=datetime.datetime(2000, 1, 1))
+        except (TypeError, ValueError, OverflowError):
+            return 0.0
+        return max(0.0, delta.total_seconds()) if isinstance(delta, datetime.timedelta) else 0.0
+    return 0.0
+
+
+def _check_uri(uri: str) -> str:
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        raise ProtocolError("StartFirmwareUpgrade: the upload URI is malformed") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ProtocolError("StartFirmwareUpgrade: the upload URI is not an HTTP URL")
+    return uri
+
+
+async def start(session: OnvifSession) -> UploadTicket:
+    """Ask the camera for an upload URI (ONVIF StartFirmwareUpgrade)."""
+    answer = await session.call("devicemgmt", "StartFirmwareUpgrade")
+    uri = get(answer, "UploadUri")
+    if not uri:
+        raise ProtocolError("StartFirmwareUpgrade: the camera gave no upload URI")
+    return UploadTicket(
+        uri=_check_uri(str(uri)),
+        delay=min(seconds(get(answer, "UploadDelay")), MAX_UPLOAD_DELAY),
+        downtime=seconds(get(answer, "ExpectedDownTime")),
+    )
+
+
+def _reason(text: str) -> str:
+    cleaned = " ".join(text.split())[:_MAX_REASON]
+    return "".join(ch for ch in cleaned if ch.isprintable()) or "no reason given"
+
+
+def _file_size(path: Path) -> int:
+    return os.stat(path).st_size
+
+
+async def _post_once(
+    uri: str, path: Path, authorization: str | None, digest: tuple[str, str] | None
+) -> tuple[int, str, str]:
+    """One POST of the file; (status, WWW-Authenticate, body text)."""
+    timeout = aiohttp.ClientTimeout(total=UPLOAD_TIMEOUT, sock_read=IDLE_TIMEOUT)
+    middlewares = (aiohttp.DigestAuthMiddleware(*digest),) if digest is not None else ()
+    headers = {"Content-Type": "application/octet-stream"}
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    stream = await asyncio.to_thread(path.open, "rb")
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout, middlewares=middlewares) as http,
+            http.post(uri, data=stream, headers=headers) as resp,
+        ):
+            body = await resp.content.read(4096)
+            challenge = resp.headers.get("WWW-Authenticate", "")
+            return resp.status, challenge, body.decode("utf-8", "replace")
+    finally:
+        await asyncio.to_thread(stream.close)
+
+
+async def post_image(uri: str, path: Path, size: int, username: str, password: str) -> None:
+    """POST the image at `path` to the upload URI: without credentials unless the camera
+    asks, then with Digest, or Basic when that is the only scheme it offers."""
+    status, challenge, text = await _post_once(uri, path, None, (username, password))
+    if status == 401 and challenge.lower().startswith("basic"):
+        basic = aiohttp.encode_basic_auth(username, password)
+        status, challenge, text = await _post_once(uri, path, basic, None)
+    if status in (401, 403):
+        raise AuthError(f"firmware upload: the camera refused the credentials (HTTP {status})")
+    if status in (400, 406, 413, 415, 422):
+        raise InvalidArgument(f"firmware upload: the camera refused the image: {_reason(text)}")
+    if status >= 300:
+        raise Unavailable(f"firmware upload: the camera answered HTTP {status}: {_reason(text)}")
+    log.info("firmware image of %d bytes accepted by the camera", size)
+
+
+async def upgrade(session: OnvifSession, path: Path, size: int) -> UploadTicket:
+    """Start the upgrade and send the image; the camera reboots afterwards."""
+    if isinstance(size, bool) or not 0 < size <= MAX_IMAGE_SIZE:
+        raise InvalidArgument(f"firmware image size must be within 1..{MAX_IMAGE_SIZE} bytes")
+    try:
+        actual = await asyncio.to_thread(_file_size, path)
+    except OSError as exc:
+        raise InvalidArgument(f"firmware image cannot be read: {exc.strerror}") from None
+    if actual != size:
+        raise InvalidArgument(f"firmware image is {actual} bytes, expected {size}")
+    cred = session.credentials_used
+    if cred is None:
+        raise AuthError("firmware upload: the session has no credentials")
+    ticket = await start(session)
+    if ticket.delay:
+        await asyncio.sleep(ticket.delay)
+    try:
+        await post_image(ticket.uri, path, size, cred.username, cred.password.reveal())
+    except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+        raise Unavailable(f"firmware upload failed: {type(exc).__name__}") from None
+    return ticket
+
+
+__all__ = ["UploadTicket", "post_image", "seconds", "start", "upgrade"]

@@ -1,0 +1,169 @@
+"""Round trip of a cloud PTZ command: Watcher API -> simulated cloud -> control connection ->
+agent -> ONVIF ContinuousMove on the camera -> back, against the same ContinuousMove sent to the
+camera directly (onvif-zeep-async, the camera layer the agent uses) in the same run.
+
+Processes: the simulated camera, the simulated cloud and the agent (`camera-agent run`) each in
+their own process, as in the field; this process is the cloud's API client. CALLS sequential
+calls each way; p50/p99 of the HTTP round trip (which ends after the camera answered).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from tests.bench.common import Figure, free_port
+
+CALLS = 1000
+AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
+BENCH = "cloud commands"
+
+
+def _spawn(args: list[str], ready: Path | None = None) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agent", "--log-level", "WARNING", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    if ready is not None:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{args[:2]} did not start")
+            time.sleep(0.05)
+    return proc
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def _until(what: str, check: Any, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with_value = await check()
+        if with_value:
+            return with_value
+        await asyncio.sleep(0.2)
+    raise RuntimeError(f"{what}: not reached within {timeout} s")
+
+
+async def _measure(tmp: Path) -> tuple[list[float], list[float]]:
+    cam_ready, cloud_ready = tmp / "cam.json", tmp / "cloud.json"
+    procs = [
+        _spawn(
+            ["sim", "camera", "--port", "0", "--rtsp-port", "0", "--no-discovery",
+             "--username", "admin", "--password", "admin", "--ready-file", str(cam_ready)],
+            cam_ready,
+        ),
+        _spawn(["sim", "cloud", "--port", "0", "--ready-file", str(cloud_ready)], cloud_ready),
+    ]  # fmt: skip
+    try:
+        cam = json.loads(cam_ready.read_text())["cameras"][0]
+        cloud = json.loads(cloud_ready.read_text())
+        api_port = free_port()
+        config = tmp / "agent.toml"
+        config.write_text(
+            f'[agent]\nstate_dir = "{tmp / "state"}"\n'
+            f'[api]\nlisten = "127.0.0.1:{api_port}"\n'
+            f"[discovery]\nmulticast = false\nmdns = false\n"
+            f'probe = ["127.0.0.1:{cam["port"]}"]\n'
+            f'[cloud]\nactivation_url = "{cloud["url"]}"\n'
+            '[[credentials.default]]\nusername = "admin"\npassword = "admin"\n'
+        )
+        procs.append(_spawn(["run", "--config", str(config)]))
+        api = f"http://127.0.0.1:{api_port}/api/v1"
+        async with aiohttp.ClientSession() as http:
+
+            async def cameras() -> list[Any] | None:
+                try:
+                    async with http.get(f"{api}/cameras") as r:
+                        cams = (await r.json())["cameras"] if r.status == 200 else []
+                except aiohttp.ClientError:
+                    return None
+                return cams if any(c["state"] == "online" for c in cams) else None
+
+            await _until("camera online", cameras)
+            async with http.post(
+                f"{cloud['watcher_url']}/agent_activation_token", json={"title": "b"}, headers=AUTH
+            ) as r:
+                token = (await r.json())["token"]
+            async with http.post(f"{api}/activation", json={"token": token}) as r:
+                name = (await r.json())["stream_name"]
+            url = f"{cloud['watcher_url']}/streams/{name}/ptz"
+            body = {"command": "move_continuous", "right": 10}
+
+            async def accepted() -> bool:
+                async with http.post(url, json=body, headers=AUTH) as r:
+                    return r.status in (200, 204)
+
+            await _until("agent answering commands", accepted)
+            via_cloud = []
+            for _ in range(CALLS):
+                t0 = time.perf_counter()
+                async with http.post(url, json=body, headers=AUTH) as r:
+                    await r.read()
+                    if r.status not in (200, 204):
+                        raise RuntimeError(f"PTZ call failed: HTTP {r.status}")
+                via_cloud.append((time.perf_counter() - t0) * 1000)
+            await http.post(url, json={"command": "stop"}, headers=AUTH)
+        direct = await _direct(int(cam["port"]))
+        return via_cloud, direct
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+async def _direct(port: int) -> list[float]:
+    from agent.camera.models import ContinuousMove
+    from agent.camera.onvif import OnvifControl, OnvifSession
+    from agent.secret import Credentials, Secret
+
+    session = OnvifSession("127.0.0.1", port, credentials=[Credentials("admin", Secret("admin"))])
+    await session.connect()
+    control = OnvifControl(session)
+    out = []
+    try:
+        for _ in range(CALLS):
+            t0 = time.perf_counter()
+            await control.ptz_continuous(ContinuousMove(right=10))
+            out.append((time.perf_counter() - t0) * 1000)
+        await control.ptz_stop()
+    finally:
+        await control.close()
+    return out
+
+
+def run() -> list[Figure]:
+    with tempfile.TemporaryDirectory() as tmp:
+        via_cloud, direct = asyncio.run(_measure(Path(tmp)))
+    note = (
+        f"{CALLS} sequential calls each; cloud p50 {statistics.median(via_cloud):.1f} ms, "
+        f"direct p50 {statistics.median(direct):.1f} ms; target p99 < 50 ms"
+    )
+    return [
+        Figure(
+            BENCH, "PTZ round trip p99, cloud API -> agent -> camera", _pct(via_cloud, 0.99),
+            "ms", _pct(direct, 0.99), "ContinuousMove sent to the camera directly (p99)",
+            note=note,
+        ),
+        Figure(
+            BENCH, "PTZ round trip p50, cloud API -> agent -> camera", statistics.median(via_cloud),
+            "ms", statistics.median(direct), "ContinuousMove sent to the camera directly (p50)",
+        ),
+    ]  # fmt: skip
