@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -81,6 +82,16 @@ class World:
             self._task = None
 
 
+def _decode(url: str, n: int) -> int:
+    got = 0
+    with av.open(url, options={"rtsp_transport": "tcp", "timeout": "5000000"}, timeout=10) as c:
+        for _ in c.decode(video=0):
+            got += 1
+            if got >= n:
+                break
+    return got
+
+
 async def until(check: Any, timeout: float) -> None:
     async with asyncio.timeout(timeout):
         while not check():
@@ -90,7 +101,7 @@ async def until(check: Any, timeout: float) -> None:
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     async with (
-        SimCloud(port=0) as cloud,
+        SimCloud(port=0, camera_login=("admin", CAM_PW)) as cloud,
         SimCameraFleet(
             [SimCameraConfig(password=CAM_PW, name="Cmd", serial="CMD0001")], discovery_port=None
         ) as fleet,
@@ -200,6 +211,15 @@ async def test_reboot_and_firmware_update(world: World) -> None:
     status, _ = await world.call("POST", f"/streams/{world.stream}/reboot")
     assert status in (200, 204)
     await until(lambda: cam_state(world.cam)["boot_time"] != boot, 20)
+    # The stream comes back by itself: the streamer pulls it through the agent again.
+    _, stream = await world.call("GET", f"/streams/{world.stream}")
+    frames = 0
+    async with asyncio.timeout(30):
+        while frames < 10:
+            try:
+                frames = await asyncio.to_thread(_decode, stream["sim_rtsp_url"], 10)
+            except av.error.FFmpegError:
+                await asyncio.sleep(0.5)
 
     image = build_image("2.0.0", os.urandom(200_000), model=world.cam.model.identity.model)
     status, answer = await world.call(
@@ -256,6 +276,18 @@ async def test_logs_are_signed_and_hold_the_audit(
     await world.call("POST", f"/streams/{world.stream}/ptz", {"command": "stop"})
     agent = world.agent
     assert agent is not None
+    cam_id = agent.inventory.cameras()[0].id
+    async with (  # a change through the local API is audited too
+        aiohttp.ClientSession() as s,
+        s.put(
+            f"http://127.0.0.1:{agent.api.port}/api/v1/onvif/{cam_id}/image/brightness",
+            json={"value": 70},
+        ) as r,
+    ):
+        assert r.status == 200
+    local = agent.audit.entries()[-1]
+    assert local["source"] == "local_api" and local["camera_id"] == cam_id
+    assert local["args"] == {"value": 70} and local["result"] == "ok"
     agent_id = agent.cloud.status()["agent_id"]
     status, logs = await world.call("GET", f"{world.cloud.central_url}/agents/{agent_id}/logs")
     assert status == 200, logs
@@ -264,6 +296,7 @@ async def test_logs_are_signed_and_hold_the_audit(
     key.verify(base64.b64decode(logs["b"]), logs["a"].encode())
     content = json.loads(gzip.decompress(base64.b64decode(logs["a"])))
     assert any(e["command"] == "camera_ptz" for e in content["audit"])
+    assert any(e["source"] == "local_api" for e in content["audit"])
     assert content["log"] and logs["buffer_size"] <= logs["buffer_limit"]
     # The same audit, from the command line.
     shown = await asyncio.to_thread(

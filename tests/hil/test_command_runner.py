@@ -127,3 +127,16 @@ async def test_errors_carry_the_local_api_codes(
     commands = [e["command"] for e in entries]
     assert "camera_config_get" not in commands and "no_such_command" not in commands
     assert any(e["result"] == "error" and e["camera_id"] == a for e in entries)
+
+
+async def test_reset_wipes_camera_credentials_and_ports_follow(
+    setup: tuple[CommandRunner, Inventory, list[SimCamera], AuditLog],
+) -> None:
+    _, inventory, cams, _ = setup
+    a, _ = _ids(inventory, cams)
+    inventory.set_credentials(a, Credentials("admin", Secret("admin")))
+    assert inventory.get(a).credentials is not None
+    inventory.forget_credentials()
+    assert all(rec.credentials is None for rec in inventory.cameras())
+    inventory.set_http_port(a, 8089)
+    assert inventory.get(a).xaddr.startswith("http://127.0.0.1:8089/")
