@@ -201,6 +201,10 @@ async def test_camera_config_and_auth_round_trip(world: World) -> None:
     # The agent updated its own record: it still drives the camera.
     status, config = await world.call("GET", f"/streams/{world.stream}/camera_config")
     assert status == 200, config
+    # And the streamer, which now logs in with the new password, still gets video.
+    _, stream = await world.call("GET", f"/streams/{world.stream}")
+    assert ":new-pw-22@" in stream["sim_rtsp_url"]
+    assert await asyncio.to_thread(_decode, stream["sim_rtsp_url"], 5) == 5
     entries = world.agent.audit.entries() if world.agent else []
     assert [e["command"] for e in entries][-2:] == ["camera_config_set", "camera_auth_set"]
     assert "new-pw-22" not in json.dumps(entries)

@@ -160,7 +160,14 @@ def routes(state: CloudState, hub: Hub, auth: Auth, firmware: Firmware) -> web.R
     async def _auth_set(request: web.Request) -> web.Response:
         body = await _body(request)
         fields = {k: body[k] for k in _AUTH_FIELDS if k in body}
-        return web.json_response(await _run(request, "camera_auth_set", fields))
+        result = await _run(request, "camera_auth_set", fields)
+        login, password = result.get("login"), result.get("password")
+        stream = state.streams.get(request.match_info["name"])
+        if stream is not None and isinstance(login, str) and isinstance(password, str):
+            # What the streamer now logs in with (kept apart from the public input URL).
+            stream.camera = {**(stream.camera or {}), "login": [login, password]}
+            await state.save_stream(stream)
+        return web.json_response(result)
 
     @table.put(f"{BASE}/streams/{{name}}/firmware_update")
     async def _firmware(request: web.Request) -> web.Response:

@@ -101,6 +101,9 @@ class RelayPorts:
             return None
         parts = urlsplit(_input_url(stream) or lst.camera_url)
         user, password = parts.username, parts.password
+        saved = (stream.camera or {}).get("login")
+        if user is None and isinstance(saved, list) and len(saved) == 2:
+            user, password = str(saved[0]), str(saved[1])  # set through PUT /streams/{name}/auth
         if user is None and self._login is not None:
             user, password = self._login
         auth = ""
