@@ -58,6 +58,15 @@ class World:
                 except ValueError:
                     return r.status, text
 
+    async def relayed(self) -> dict[str, Any]:
+        """The stream's Watcher record once the simulated streamer relays it (sim_rtsp_url)."""
+        async with asyncio.timeout(10):
+            while True:
+                _, stream = await self.call("GET", f"/streams/{self.stream}")
+                if "sim_rtsp_url" in stream:
+                    return dict(stream)
+                await asyncio.sleep(0.1)
+
     async def start_agent(self) -> Agent:
         cfg = AgentConfig(
             state_dir=self.tmp / "state",
@@ -202,7 +211,7 @@ async def test_camera_config_and_auth_round_trip(world: World) -> None:
     status, config = await world.call("GET", f"/streams/{world.stream}/camera_config")
     assert status == 200, config
     # And the streamer, which now logs in with the new password, still gets video.
-    _, stream = await world.call("GET", f"/streams/{world.stream}")
+    stream = await world.relayed()
     assert ":new-pw-22@" in stream["sim_rtsp_url"]
     assert await asyncio.to_thread(_decode, stream["sim_rtsp_url"], 5) == 5
     entries = world.agent.audit.entries() if world.agent else []
@@ -216,7 +225,7 @@ async def test_reboot_and_firmware_update(world: World) -> None:
     assert status in (200, 204)
     await until(lambda: cam_state(world.cam)["boot_time"] != boot, 20)
     # The stream comes back by itself: the streamer pulls it through the agent again.
-    _, stream = await world.call("GET", f"/streams/{world.stream}")
+    stream = await world.relayed()
     frames = 0
     async with asyncio.timeout(30):
         while frames < 10:
