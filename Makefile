@@ -14,6 +14,7 @@ sysdeps:
 	@missing=""; \
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "run as root, or install:$$missing" >&2; exit 1; fi; \
@@ -29,7 +30,7 @@ $(VENV): pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $(VENV)
 
-test: $(VENV)
+test: $(VENV) sysdeps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)

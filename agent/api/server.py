@@ -29,6 +29,7 @@ from agent.api.context import (
     MediaTypeInvalid,
 )
 from agent.api.openapi import openapi_document
+from agent.api.page import PAGE_PATH, page_routes
 from agent.api.routes_agent import CLOUD, RELAY, STARTED, CloudControl, agent_routes
 from agent.api.routes_core import core_routes
 from agent.api.routes_onvif import onvif_routes
@@ -149,7 +150,9 @@ def _guard(token: Secret | None) -> Middleware:
                 return errors.error_response(
                     403, errors.FORBIDDEN, "Requests must be addressed to a loopback host"
                 )
-        elif request.path not in OPEN_PATHS:
+        elif request.path not in OPEN_PATHS and not (
+            request.method == "GET" and request.path == PAGE_PATH
+        ):
             given = _bearer(request.headers.get("Authorization", ""))
             if given is None or not hmac.compare_digest(given, expected):
                 return errors.error_response(
@@ -222,6 +225,7 @@ def build_app(
     app.add_routes(agent_routes())
     app.add_routes(webrtc_routes())
     app.add_routes(onvif_routes())
+    app.add_routes(page_routes())
     return app
 
 
