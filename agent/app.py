@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
 from urllib.parse import quote
 
@@ -21,11 +22,14 @@ from agent.api.server import ApiServer, build_app
 from agent.audit import AuditLog
 from agent.cloud.commands import CommandRunner
 from agent.cloud.service import CloudService
-from agent.cloud.tunnel_policy import TunnelPolicy
+from agent.cloud.tunnel_policy import TunnelPolicy, camera_endpoints
 from agent.config import AgentConfig
 from agent.discovery.inventory import Inventory
 from agent.discovery.service import DiscoveryService
 from agent.errors import ConfigError
+from agent.health.collector import HealthCollector
+from agent.health.loop_lag import LoopLag
+from agent.health.system import SystemPaths, SystemSampler
 from agent.media.push_manager import PushEntry, PushManager
 from agent.media.restream import Restreamer
 from agent.media.webrtc import WebRtcSessions
@@ -103,11 +107,79 @@ class Agent:
                 webrtc=self.webrtc,
                 relay=self.relay_status,
                 audit=self.audit,
+                metrics=self.metrics,
             ),
             cfg.api_host,
             cfg.api_port,
         )
         self.ready = asyncio.Event()
+        self.started = time.monotonic()
+        self.loop_lag = LoopLag()
+        self.health = HealthCollector(
+            system=SystemSampler(SystemPaths(disks={"state": cfg.state_dir})),
+            agent=self._agent_health,
+            cameras=self._camera_health,
+            loop_lag=self.loop_lag,
+        )
+        self._relay_seen: dict[str, tuple[int, float]] = {}
+        self._video_at: dict[str, float] = {}
+
+    def _agent_health(self) -> dict[str, Any]:
+        """What the health collector reports about the agent (docs/health.md)."""
+        status = self.cloud.status()
+        sp = self.cloud.streampoint
+        return {
+            "version": __version__,
+            "uptime_seconds": time.monotonic() - self.started,
+            "activated": status["activated"],
+            "endpoint": status.get("endpoint"),
+            "streampoint": status.get("streampoint"),
+            "tunnels": sp.tunnel_status() if sp is not None else None,
+            "commands": {"run": self.commands.run_count, "failed": self.commands.failed_count},
+        }
+
+    def _camera_health(self) -> list[dict[str, Any]]:
+        """Per camera: state and what flows through the agent. The input bitrate is the rate of
+        the camera's bytes through the tunnels (the agent does not parse that video); when the
+        restream server pulls the camera, its bytes count too."""
+        now = time.time()
+        restreamed: dict[str, int] = {}
+        if self.restream is not None:
+            for src in self.restream.status().get("sources", []):
+                cid = str(src.get("camera", ""))
+                restreamed[cid] = restreamed.get(cid, 0) + int(src.get("bytes") or 0)
+        out = []
+        for rec in self.inventory.cameras():
+            relayed = sum(self.cloud.tunnel_bytes.get(k, 0) for k in camera_endpoints(rec))
+            total = relayed + restreamed.get(rec.id, 0)
+            seen = self._relay_seen.get(rec.id)
+            bitrate = None
+            if seen is not None and now > seen[1] and total >= seen[0]:
+                bitrate = (total - seen[0]) * 8 / (now - seen[1])
+                if total > seen[0]:
+                    self._video_at[rec.id] = now
+            self._relay_seen[rec.id] = (total, now)
+            out.append(
+                {
+                    "id": rec.id,
+                    "name": " ".join(x for x in (rec.manufacturer, rec.model) if x) or rec.id,
+                    "state": "paused" if rec.paused else str(rec.state),
+                    "paused": rec.paused,
+                    "last_seen": rec.last_seen,
+                    "last_video_at": self._video_at.get(rec.id),
+                    "bitrate_bps": bitrate,
+                    "fps": None,
+                    "keyframe_interval_seconds": None,
+                    "relay_bytes_out": relayed,
+                    "reconnects": rec.failures,
+                    "last_error": rec.last_error or rec.reason,
+                }
+            )
+        return out
+
+    async def metrics(self) -> dict[str, Any]:
+        """The latest health snapshot (collected now if there is none yet)."""
+        return self.health.latest or await self.health.collect()
 
     def relay_status(self) -> dict[str, Any]:
         """Tunnels, the restream server and push relays, for the status route."""
@@ -147,6 +219,8 @@ class Agent:
                     group.create_task(self.discovery.run(), name="discovery"),
                     group.create_task(self.cloud.run(), name="cloud"),
                     group.create_task(self.push.run(), name="push"),
+                    group.create_task(self.loop_lag.run(), name="loop lag"),
+                    group.create_task(self.health.run(self.cfg.health_interval), name="health"),
                 ]
                 self.ready.set()
                 log.info("camera-agent %s ready", __version__)

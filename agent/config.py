@@ -39,6 +39,9 @@ Example file:
     username = "viewer"
     password = "..."              # unset: generated once, kept in the state directory
 
+    [health]
+    interval = 10                 # seconds between health samples, also reported to the cloud
+
     [[push]]                      # publish a camera to a streamer that takes pushed streams
     camera = "<camera id>"
     url = "rtmp://streamer.example.net/live/door"   # rtsp://, rtmp:// or srt://
@@ -126,6 +129,7 @@ class AgentConfig:
     restream: RestreamConfig = field(default_factory=RestreamConfig)
     push: tuple[PushConfig, ...] = ()
     reboot_command: tuple[str, ...] = ()  # empty: the cloud's reboot restarts the agent only
+    health_interval: float = 10.0  # seconds between health samples (also sent to the cloud)
     default_credentials: tuple[Credentials, ...] = ()
     camera_credentials: Mapping[str, Credentials] = field(default_factory=dict)
     source: str = "defaults"  # where the file part came from, for `status`
@@ -210,9 +214,12 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
     """Build a config from parsed TOML; raises ConfigError naming the bad setting."""
     _check_keys(
         data,
-        {"agent", "api", "discovery", "cloud", "credentials", "tunnel", "restream", "push"},
+        {"agent", "api", "discovery", "cloud", "credentials", "tunnel", "restream", "push",
+         "health"},
         "the config file",
-    )
+    )  # fmt: skip
+    health = _table(data, "health")
+    _check_keys(health, {"interval"}, "[health]")
     cfg = AgentConfig(source=source)
     agent = _table(data, "agent")
     _check_keys(agent, {"state_dir", "reboot_command"}, "[agent]")
@@ -282,6 +289,11 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
             raise ConfigError("cloud.pin_sha256 must be 64 hex digits (SHA-256 of the certificate)")
         c = replace(c, pin_sha256=pin)
     cfg = replace(cfg, cloud=c, tunnel=_tunnel(data), restream=_restream(data), push=_push(data))
+    if "interval" in health:
+        every = float(_typed(health, "interval", (int, float), "health"))
+        if not 1 <= every <= 3600:
+            raise ConfigError("health.interval must be within 1..3600 seconds")
+        cfg = replace(cfg, health_interval=every)
     creds = _table(data, "credentials")
     _check_keys(creds, {"default", "camera"}, "[credentials]")
     defaults = creds.get("default", [])

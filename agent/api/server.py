@@ -13,7 +13,7 @@ import ipaddress
 import json
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -28,6 +28,7 @@ from agent.api.context import (
     CameraMissing,
     MediaTypeInvalid,
 )
+from agent.api.metrics import metrics_routes
 from agent.api.openapi import openapi_document
 from agent.api.page import PAGE_PATH, page_routes
 from agent.api.routes_agent import CLOUD, RELAY, STARTED, CloudControl, agent_routes
@@ -199,6 +200,7 @@ def build_app(
     webrtc: LiveView | None = None,
     relay: Callable[[], dict[str, Any]] | None = None,
     audit: AuditLog | None = None,
+    metrics: Callable[[], Awaitable[dict[str, Any]]] | None = None,
 ) -> web.Application:
     """The local API application. With a token, every route but hello needs
     `Authorization: Bearer <token>`; without one, only loopback Host names are served."""
@@ -226,6 +228,8 @@ def build_app(
     app.add_routes(webrtc_routes())
     app.add_routes(onvif_routes())
     app.add_routes(page_routes())
+    if metrics is not None:
+        app.add_routes(metrics_routes(metrics))
     return app
 
 

@@ -119,11 +119,23 @@ class CommandRunner:
         self._origin = download_origin
         self._ssl = ssl
         self._queues: dict[str, _Queue] = {}
+        self.run_count = 0  # every command run, failed ones included
+        self.failed_count = 0
 
     async def run(
         self, command: str, payload: Mapping[str, Any], event: Event | None = None
     ) -> dict[str, Any]:
         """Run one command; raises CommandError (with a code) on any failure."""
+        self.run_count += 1
+        try:
+            return await self._run(command, payload, event)
+        except CommandError:
+            self.failed_count += 1
+            raise
+
+    async def _run(
+        self, command: str, payload: Mapping[str, Any], event: Event | None
+    ) -> dict[str, Any]:
         started = time.monotonic()
         try:
             limit = _budget(command, payload)

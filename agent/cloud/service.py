@@ -74,6 +74,8 @@ class CloudService:
         self.state = state
         self.inventory = inventory
         self._tunnel_idle = tunnel_idle_timeout
+        #: Bytes sent through tunnels per camera (host, port), over every data connection.
+        self.tunnel_bytes: dict[tuple[str, int], int] = {}
         self.commands: CommandRunner | None = None  # set by the daemon
         self.audit: AuditLog | None = None
         self.tunnel_policy = tunnel_policy or TunnelPolicy(
@@ -97,6 +99,7 @@ class CloudService:
         self._changed = asyncio.Event()
         self._reset = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._identity_lock = asyncio.Lock()
         self._bind_until = 0.0
         self._bind_requested = asyncio.Event()
 
@@ -363,6 +366,7 @@ class CloudService:
             tls=self._tls,
             resolver=self.tunnel_policy.resolve,
             idle_timeout=self._tunnel_idle,
+            target_bytes=self.tunnel_bytes,
         )
         new.start()
         try:
@@ -411,15 +415,17 @@ class CloudService:
             await sp.close()
 
     async def _identity(self) -> Identity:
-        """The key, loaded (or made) once; also loads the CA bundle and the serial number."""
-        if self.identity is None:
-            self._tls = await asyncio.to_thread(
-                lambda: TlsPolicy(ssl_context(self._ca_file), self._pin)
-            )
-            if not self.serial:
-                self.serial = await asyncio.to_thread(_machine_serial)
-            self.identity = await asyncio.to_thread(load_or_create, self.state)
-        return self.identity
+        """The key, loaded (or made) once; also loads the CA bundle and the serial number.
+        Callers racing at start-up (the QR scanner, the local API) must get the same key."""
+        async with self._identity_lock:
+            if self.identity is None:
+                self._tls = await asyncio.to_thread(
+                    lambda: TlsPolicy(ssl_context(self._ca_file), self._pin)
+                )
+                if not self.serial:
+                    self.serial = await asyncio.to_thread(_machine_serial)
+                self.identity = await asyncio.to_thread(load_or_create, self.state)
+            return self.identity
 
     def _new_scanner(self, *, unbound_only: bool = False) -> QrScanner:
         def cameras() -> list[Any]:

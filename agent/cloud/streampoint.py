@@ -38,12 +38,14 @@ class Streampoint(Link):
         backoff: Backoff | None = None,
         resolver: Resolver | None = None,
         idle_timeout: float = 60.0,
+        target_bytes: dict[tuple[str, int], int] | None = None,
     ) -> None:
         super().__init__(url, agent_id, ident, tls=tls, backoff=backoff)
         self.hostname = hostname
         self.tunnels: MuxPeer | None = None
         self._resolver = resolver
         self._idle_timeout = idle_timeout
+        self._target_bytes = target_bytes
         self._done = TunnelCounters()  # totals of the connections before this one
         self._ready = asyncio.Event()
         self._failed: str | None = None
@@ -135,6 +137,7 @@ class Streampoint(Link):
             resolver=self._resolver,
             name=f"streampoint {self.hostname}",
             idle_timeout=self._idle_timeout,
+            target_bytes=self._target_bytes,
         )
         self.tunnels = peer
         try:

@@ -81,6 +81,7 @@ class _Leg(asyncio.BufferedProtocol):
     owed: int = 0  # bytes written to the socket whose credit is not returned yet
     last: float = field(default_factory=time.monotonic)
     closing_since: float = 0.0
+    target: tuple[str, int] | None = None  # what the agent side connected to
     lost: asyncio.Event = field(default_factory=asyncio.Event)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -134,8 +135,11 @@ class MuxPeer:
         idle_timeout: float = IDLE_TIMEOUT,
         connect_timeout: float = CONNECT_TIMEOUT,
         ping_every: float = 0.0,
+        target_bytes: dict[tuple[str, int], int] | None = None,
     ) -> None:
         self.session = mux.MuxSession(role, config)
+        #: Bytes read from each target (host, port) and sent to the peer, for per-camera figures.
+        self.target_bytes = target_bytes
         self.name = name
         self.counters = TunnelCounters()
         self._send = send
@@ -262,7 +266,7 @@ class MuxPeer:
         self._connects[sid] = task
 
     async def _connect(self, sid: int, host: str, port: int) -> None:
-        leg = _Leg(self, stream_id=sid)
+        leg = _Leg(self, stream_id=sid, target=(host, port))
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self._connect_timeout):
@@ -306,6 +310,8 @@ class MuxPeer:
             leg.abort()
             return
         self.counters.bytes_out += n
+        if leg.target is not None and self.target_bytes is not None:
+            self.target_bytes[leg.target] = self.target_bytes.get(leg.target, 0) + n
         if n < len(data):
             leg.pending += data[n:]
             self._block(leg)
@@ -331,6 +337,8 @@ class MuxPeer:
                 if n:
                     del leg.pending[:n]
                     self.counters.bytes_out += n
+                    if leg.target is not None and self.target_bytes is not None:
+                        self.target_bytes[leg.target] = self.target_bytes.get(leg.target, 0) + n
                     self._dirty.set()
                 if leg.pending:
                     continue
