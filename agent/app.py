@@ -28,7 +28,9 @@ from agent.discovery.inventory import Inventory
 from agent.discovery.service import DiscoveryService
 from agent.errors import ConfigError
 from agent.health.collector import HealthCollector
+from agent.health.liveness import CameraLiveness
 from agent.health.loop_lag import LoopLag
+from agent.health.report import StatsReporter
 from agent.health.system import SystemPaths, SystemSampler
 from agent.media.push_manager import PushEntry, PushManager
 from agent.media.restream import Restreamer
@@ -123,6 +125,10 @@ class Agent:
         )
         self._relay_seen: dict[str, tuple[int, float]] = {}
         self._video_at: dict[str, float] = {}
+        self.reporter = StatsReporter(
+            self._report_sample, self._report_signature, interval=cfg.health_interval
+        )
+        self.reporter.attach(self._send_event)
 
     def _agent_health(self) -> dict[str, Any]:
         """What the health collector reports about the agent (docs/health.md)."""
@@ -177,6 +183,29 @@ class Agent:
             )
         return out
 
+    async def _report_sample(self) -> dict[str, Any]:
+        """For the cloud: the latest host figures with the agent's and cameras' as of now."""
+        latest = self.health.latest or await self.health.collect()
+        return {
+            **latest,
+            "ts": time.time(),
+            "agent": {**latest.get("agent", {}), **self._agent_health()},
+            "cameras": self._camera_health(),
+        }
+
+    def _report_signature(self) -> tuple[Any, ...]:
+        """What, when it changes, is reported at once."""
+        status = self.cloud.status()
+        links = tuple(bool((status.get(k) or {}).get("alive")) for k in ("endpoint", "streampoint"))
+        cams = tuple(sorted((r.id, str(r.state), r.paused) for r in self.inventory.cameras()))
+        return (status["activated"], links, cams)
+
+    async def _send_event(self, command: str, payload: dict[str, Any]) -> None:
+        control = self.cloud.control
+        if control is None or not control.status().get("alive"):
+            raise ConnectionError("the cloud is not connected")
+        await control.event(command, payload)
+
     async def metrics(self) -> dict[str, Any]:
         """The latest health snapshot (collected now if there is none yet)."""
         return self.health.latest or await self.health.collect()
@@ -186,6 +215,7 @@ class Agent:
         sp = self.cloud.streampoint
         return {
             "tunnels": sp.tunnel_status() if sp is not None else None,
+            "stats_report": self.reporter.status(),
             "restream": self.restream.status() if self.restream is not None else None,
             "push": self.push.status(),
         }
@@ -221,6 +251,8 @@ class Agent:
                     group.create_task(self.push.run(), name="push"),
                     group.create_task(self.loop_lag.run(), name="loop lag"),
                     group.create_task(self.health.run(self.cfg.health_interval), name="health"),
+                    group.create_task(self.reporter.run(), name="stats to the cloud"),
+                    group.create_task(CameraLiveness(self.inventory).run(), name="liveness"),
                 ]
                 self.ready.set()
                 log.info("camera-agent %s ready", __version__)

@@ -186,6 +186,19 @@ class Inventory:
         self._drop_control(camera_id)
         self._changed()
 
+    def report_unreachable(self, camera_id: str, reason: str) -> None:
+        """A liveness probe found the camera gone: mark it now, re-check on the usual backoff."""
+        rec = self.get(camera_id)
+        if rec.state is not CameraState.UNREACHABLE and rec.id not in self._checking:
+            self._fail(rec, CameraState.UNREACHABLE, reason)
+            self._wake.set()
+
+    def recheck_now(self, camera_id: str) -> None:
+        """The camera answers again: inspect it at once instead of at its next due time."""
+        rec = self.get(camera_id)
+        rec.next_check = 0.0
+        self._wake.set()
+
     def forget_credentials(self) -> None:
         """Wipe every camera credential learned or set at run time (the cloud's `reset`); the
         configured ones are tried again at the next check."""

@@ -52,6 +52,7 @@ AGENT_EVENTS = frozenset(
         "streampoint_connect_failure",
         "streampoint_disconnected",
         "camera_firmware_progress",
+        "stats",
     }
 )
 SERVER_REQUESTS = frozenset(

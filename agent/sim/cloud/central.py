@@ -31,6 +31,75 @@ def agent_view(agent: Agent, hub: Hub) -> dict[str, Any]:
     }
 
 
+_STATUSES = ("operational", "degradated", "partial_outage", "outage", "disabled")
+
+
+def _counts(statuses: list[str]) -> dict[str, int]:
+    return {"total": len(statuses), **{s: statuses.count(s) for s in _STATUSES}}
+
+
+def agent_status(agent: Agent, hub: Hub) -> str:
+    """outage: no control connection; partial_outage: no data connection, or no camera online;
+    degradated: some camera not online; operational: everything up."""
+    if not hub.online(agent.id):
+        return "outage"
+    if not hub.online(agent.id, "streampoint"):
+        return "partial_outage"
+    cams = (hub.live_of(agent.id).metrics or {}).get("cameras") or []
+    states = [c.get("state") for c in cams if isinstance(c, dict)]
+    if states and "online" not in states:
+        return "partial_outage"
+    if any(s != "online" for s in states):
+        return "degradated"
+    return "operational"
+
+
+def cluster_stats(state: CloudState, hub: Hub) -> dict[str, Any]:
+    """`ClusterHealthStats` (reference B.9): agents, streams and streamers by status."""
+    agents = [agent_status(a, hub) for a in state.agents.values()]
+    streams = []
+    for stream in state.streams.values():
+        if stream.config.get("disabled"):
+            streams.append("disabled")
+            continue
+        agent = state.agents.get(stream.agent_id or "")
+        cam_id = (stream.camera or {}).get("id")
+        cam = hub.camera_stats(agent.id, str(cam_id)) if agent and cam_id else None
+        if agent is None or not hub.online(agent.id) or (cam is not None and not cam["isOnline"]):
+            streams.append("outage")
+        else:
+            streams.append("operational")
+    streamers = ["operational" for _ in hub.streampoints]
+    return {
+        "agent_metrics_total": _counts(agents),
+        "stream_metrics_total": _counts(streams),
+        "streamer_metrics_total": _counts(streamers),
+        "collected_at": now_ms(),
+        "server_id": state.server_id,
+        "version": 260100000,
+        "streamer_metrics": [
+            {"hostname": h, "status": "operational", "agent_metrics": {**_counts([]),
+             "status": "operational"}}
+            for h in hub.streampoints
+        ],
+    }  # fmt: skip
+
+
+def cluster_openmetrics(stats: dict[str, Any]) -> str:
+    """The same counts as OpenMetrics: `<segment>_<status>_count{server_id=...}`."""
+    lines = []
+    sid = str(stats["server_id"]).replace("\\", "\\\\").replace('"', '\\"')
+    for segment, key in (
+        ("agent", "agent_metrics_total"),
+        ("stream", "stream_metrics_total"),
+        ("streamer", "streamer_metrics_total"),
+    ):
+        for status, value in stats[key].items():
+            name = f"{segment}_{status}_count"
+            lines += [f"# TYPE {name} gauge", f'{name}{{server_id="{sid}"}} {value}']
+    return "\n".join([*lines, "# EOF", ""])
+
+
 def routes(state: CloudState, hub: Hub, auth: Auth, started_at: float) -> web.RouteTableDef:
     table = web.RouteTableDef()
 
@@ -107,6 +176,17 @@ def routes(state: CloudState, hub: Hub, auth: Auth, started_at: float) -> web.Ro
     async def _logs(request: web.Request) -> web.Response:
         agent = _agent(request)
         return web.json_response(await commands.call(hub, state, agent.id, "logs", {}))
+
+    @table.get(f"{BASE}/cluster/stats")
+    async def _cluster_stats(request: web.Request) -> web.Response:
+        auth.check(request)
+        stats = cluster_stats(state, hub)
+        if request.query.get("format") == "openmetrics":
+            return web.Response(
+                text=cluster_openmetrics(stats),
+                headers={"Content-Type": "application/openmetrics-text; version=1.0.0"},
+            )
+        return web.json_response(stats)
 
     def _whoami() -> dict[str, Any]:
         return {

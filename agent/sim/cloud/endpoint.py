@@ -7,6 +7,7 @@ import collections
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,6 +69,8 @@ class AgentLive:
     peer_ip: str = ""
     connections_requested: int = 0
     connections_established: int = 0
+    metrics: dict[str, Any] | None = None  # the agent's latest `stats` event
+    metrics_at: int | None = None  # utc ms of its arrival
 
 
 class Session:
@@ -395,10 +398,50 @@ class Hub:
                 if key in event.payload:
                     agent.description[key] = event.payload[key]
             await self.state.touch_agent(agent)
+        elif event.command == "stats":
+            live = self.live_of(agent.id)
+            ts = event.payload.get("ts")
+            # Samples held back while the agent was offline arrive oldest first: keep the newest.
+            if (
+                live.metrics is None
+                or not isinstance(ts, int | float)
+                or ts >= live.metrics.get("ts", 0)
+            ):
+                live.metrics = dict(event.payload)
+                live.metrics_at = now_ms()
         else:
             hostname = event.payload.get("hostname")
             reason = event.payload.get("reason", "")
             agent.log(f"{event.command} {str(hostname)[:64]} {str(reason)[:200]}".rstrip())
+
+    def camera_stats(self, agent_id: str, camera_id: str) -> dict[str, Any] | None:
+        """The agent's latest figures for one camera, in the per-camera names of the mobile
+        API (seed 004): isOnline, lastSeenAt, lastVideoAt, networkTransmitRate, ..."""
+        live = self.live.get(agent_id)
+        cams = (live.metrics or {}).get("cameras") if live is not None else None
+        cam = next(
+            (c for c in cams or [] if isinstance(c, dict) and c.get("id") == camera_id), None
+        )
+        if cam is None or live is None:
+            return None
+
+        def ms(value: Any) -> int | None:
+            return int(value * 1000) if isinstance(value, int | float) else None
+
+        online = self.online(agent_id) and cam.get("state") == "online"
+        return {
+            "isOnline": online,
+            "lastSeenAt": ms(cam.get("last_seen")),
+            "lastVideoAt": ms(cam.get("last_video_at")),
+            "networkTransmitRate": cam.get("bitrate_bps"),
+            "videoBacklog": None,
+            "videoUploadLatency": None,
+            "encodedFramesProportion": None,
+            "state": cam.get("state"),
+            "relay_bytes_out": cam.get("relay_bytes_out"),
+            "last_error": cam.get("last_error") or "",
+            "reported_at": live.metrics_at,
+        }
 
     def agent_stats(self, agent: Agent) -> dict[str, Any]:
         """Central `WatcherAgentStats` of an agent."""
@@ -410,8 +453,13 @@ class Hub:
         sp = live.streampoint.view()
         if not sp["hostname"]:
             sp["hostname"] = str(agent.layout.get("ingest", ""))
-        current = 1 if live.streampoint.alive else 0
-        sp.update(connections_attempted=0, connections_opened=0, connections_current=current)
+        tunnels = ((live.metrics or {}).get("agent") or {}).get("tunnels") or {}
+        opened = _count(tunnels, "opened")
+        sp.update(
+            connections_attempted=opened + _count(tunnels, "refused") + _count(tunnels, "failed"),
+            connections_opened=opened,
+            connections_current=_count(tunnels, "open") if live.streampoint.alive else 0,
+        )
         desc = agent.description
         out: dict[str, Any] = {
             "agent_type": agent.agent_type,
@@ -427,3 +475,8 @@ class Hub:
         if live.peer_ip:
             out["peer_ip"] = live.peer_ip
         return out
+
+
+def _count(values: Mapping[str, Any], key: str) -> int:
+    value = values.get(key)
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0

@@ -92,6 +92,14 @@ def stream_view(stream: Stream, hub: Hub, firmware: Firmware | None = None) -> d
         url = hub.relay.url(stream) if hub.relay is not None else None
         if url is not None:
             view["sim_rtsp_url"] = url
+        camera_id = (stream.camera or {}).get("id")
+        cam = hub.camera_stats(stream.agent_id, str(camera_id)) if camera_id else None
+        if cam is not None:
+            stats["agent_camera"] = cam
+            stats["alive"] = bool(stats["alive"] and cam["isOnline"])
+            stats["status"] = "running" if stats["alive"] else "waiting"
+            if isinstance(cam.get("networkTransmitRate"), int | float):
+                stats["bitrate"] = int(cam["networkTransmitRate"] / 1000)  # kbit/s
     view["stats"] = stats
     return view
 
