@@ -110,6 +110,7 @@ class Agent:
                 relay=self.relay_status,
                 audit=self.audit,
                 metrics=self.metrics,
+                health=self.health_summary,
             ),
             cfg.api_host,
             cfg.api_port,
@@ -150,10 +151,13 @@ class Agent:
         restream server pulls the camera, its bytes count too."""
         now = time.time()
         restreamed: dict[str, int] = {}
+        video: dict[str, dict[str, Any]] = {}  # the main stream's figures when restreamed
         if self.restream is not None:
             for src in self.restream.status().get("sources", []):
                 cid = str(src.get("camera", ""))
                 restreamed[cid] = restreamed.get(cid, 0) + int(src.get("bytes") or 0)
+                if src.get("fps") is not None and (src.get("stream") == "main" or cid not in video):
+                    video[cid] = src
         out = []
         for rec in self.inventory.cameras():
             relayed = sum(self.cloud.tunnel_bytes.get(k, 0) for k in camera_endpoints(rec))
@@ -172,10 +176,13 @@ class Agent:
                     "state": "paused" if rec.paused else str(rec.state),
                     "paused": rec.paused,
                     "last_seen": rec.last_seen,
-                    "last_video_at": self._video_at.get(rec.id),
+                    "last_video_at": video.get(rec.id, {}).get("last_frame_at")
+                    or self._video_at.get(rec.id),
                     "bitrate_bps": bitrate,
-                    "fps": None,
-                    "keyframe_interval_seconds": None,
+                    "fps": video.get(rec.id, {}).get("fps"),
+                    "keyframe_interval_seconds": video.get(rec.id, {}).get(
+                        "keyframe_interval_seconds"
+                    ),
                     "relay_bytes_out": relayed,
                     "reconnects": rec.failures,
                     "last_error": rec.last_error or rec.reason,
@@ -205,6 +212,25 @@ class Agent:
         if control is None or not control.status().get("alive"):
             raise ConnectionError("the cloud is not connected")
         await control.event(command, payload)
+
+    def health_summary(self) -> dict[str, Any] | None:
+        """The latest sample, short: host figures and per-camera video figures by id."""
+        latest = self.health.latest
+        if latest is None:
+            return None
+        system = latest.get("system") or {}
+        keys = ("state", "last_seen", "last_video_at", "bitrate_bps", "fps",
+                "keyframe_interval_seconds", "relay_bytes_out")  # fmt: skip
+        host = ("cpu_percent", "load1", "memory", "process_rss_bytes",
+                "temperature_celsius", "uptime_seconds", "throttled")  # fmt: skip
+        return {
+            "ts": latest.get("ts"),
+            "system": {k: system.get(k) for k in host},
+            "loop_lag_seconds": (latest.get("agent") or {}).get("loop_lag_seconds"),
+            "cameras": {
+                str(c.get("id")): {k: c.get(k) for k in keys} for c in latest.get("cameras") or []
+            },
+        }
 
     async def metrics(self) -> dict[str, Any]:
         """The latest health snapshot (collected now if there is none yet)."""

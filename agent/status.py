@@ -109,6 +109,37 @@ def _relay_lines(relay: Any) -> list[str]:
     return lines
 
 
+def _health_lines(health: Any) -> list[str]:
+    if not isinstance(health, dict):
+        return []
+    sys_ = health.get("system") or {}
+    parts = []
+    if isinstance(sys_.get("cpu_percent"), int | float):
+        parts.append(f"cpu {sys_['cpu_percent']:.0f}%")
+    mem = sys_.get("memory") or {}
+    if isinstance(mem, dict) and mem.get("available") is not None:
+        parts.append(f"memory available {int(mem['available']) / 2**20:.0f} MiB")
+    if isinstance(sys_.get("process_rss_bytes"), int):
+        parts.append(f"agent rss {sys_['process_rss_bytes'] / 2**20:.0f} MiB")
+    if isinstance(sys_.get("temperature_celsius"), int | float):
+        parts.append(f"{sys_['temperature_celsius']:.0f} °C")
+    lag = health.get("loop_lag_seconds")
+    if isinstance(lag, int | float):
+        parts.append(f"loop lag {lag * 1000:.1f} ms")
+    lines = ["host: " + ", ".join(parts)] if parts else []
+    for cid, cam in sorted((health.get("cameras") or {}).items()):
+        if not isinstance(cam, dict):
+            continue
+        rate = cam.get("bitrate_bps")
+        fps = cam.get("fps")
+        lines.append(
+            f"  camera {cid}: {cam.get('state', '?')}"
+            + (f", {rate / 1e6:.2f} Mbit/s" if isinstance(rate, int | float) else "")
+            + (f", {fps:.0f} fps" if isinstance(fps, int | float) else "")
+        )
+    return lines
+
+
 def format_status(data: dict[str, Any]) -> str:
     act = data.get("activation") or {}
     lines = [
@@ -126,6 +157,7 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append(_conn_line("endpoint", data.get("endpoint")))
         lines.append(_conn_line("streampoint", data.get("streampoint")))
         lines.extend(_relay_lines(data.get("relay")))
+        lines.extend(_health_lines(data.get("health")))
     cams = data.get("cameras") or {}
     by_state = ", ".join(f"{k} {v}" for k, v in (cams.get("by_state") or {}).items())
     lines.append(f"cameras: {cams.get('total', 0)}" + (f" ({by_state})" if by_state else ""))

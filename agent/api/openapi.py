@@ -529,6 +529,7 @@ def _agent_paths() -> dict[str, Schema]:
             "streampoint": any_obj,
             "qr_scan": any_obj,
             "relay": any_obj,
+            "health": any_obj,
             "cameras": _obj(
                 {
                     "total": {"type": "integer"},

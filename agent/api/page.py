@@ -231,9 +231,15 @@ function render() { renderCameras(last); }
 
 async function refresh() {
   try {
-    renderStatus(await call("/api/v1/status"));
+    const st = await call("/api/v1/status");
+    renderStatus(st);
     const page = await call("/api/v1/cameras?limit=1000");
     last = Array.isArray(page.cameras) ? page.cameras : [];
+    const health = (st.health && st.health.cameras) || {};
+    for (const c of last) {
+      const h = health[c.id];
+      if (h && c.bitrate_bps == null) c.bitrate_bps = h.bitrate_bps;
+    }
     const ids = new Set(last.map((c) => c.id));
     for (const [id, th] of thumbs) {
       if (!ids.has(id) && !th.busy) { if (th.url) URL.revokeObjectURL(th.url); thumbs.delete(id); }

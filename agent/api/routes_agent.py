@@ -50,6 +50,8 @@ class CloudControl(Protocol):
 CLOUD = web.AppKey("cloud", object)
 #: Returns the relays' state (restream server, push relays) for `GET /api/v1/status`.
 RELAY = web.AppKey("relay", object)
+#: Returns a summary of the latest health sample (host and per-camera figures).
+HEALTH = web.AppKey("health", object)
 STARTED = web.AppKey("started_at", float)
 
 
@@ -92,9 +94,18 @@ async def get_status(request: web.Request) -> web.Response:
             "streampoint": cloud_status.get("streampoint"),
             "qr_scan": cloud_status.get("qr_scan"),
             "relay": _relay(request),
+            "health": _health(request),
             "cameras": _cameras_summary(request),
         }
     )
+
+
+def _health(request: web.Request) -> dict[str, Any] | None:
+    provider = request.app.get(HEALTH)
+    if not callable(provider):
+        return None
+    value = provider()
+    return value if isinstance(value, dict) else None
 
 
 def _relay(request: web.Request) -> dict[str, Any] | None:

@@ -31,7 +31,14 @@ from agent.api.context import (
 from agent.api.metrics import metrics_routes
 from agent.api.openapi import openapi_document
 from agent.api.page import PAGE_PATH, page_routes
-from agent.api.routes_agent import CLOUD, RELAY, STARTED, CloudControl, agent_routes
+from agent.api.routes_agent import (
+    CLOUD,
+    HEALTH,
+    RELAY,
+    STARTED,
+    CloudControl,
+    agent_routes,
+)
 from agent.api.routes_core import core_routes
 from agent.api.routes_onvif import onvif_routes
 from agent.api.routes_webrtc import WEBRTC, LiveView, webrtc_routes
@@ -201,6 +208,7 @@ def build_app(
     relay: Callable[[], dict[str, Any]] | None = None,
     audit: AuditLog | None = None,
     metrics: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+    health: Callable[[], dict[str, Any] | None] | None = None,
 ) -> web.Application:
     """The local API application. With a token, every route but hello needs
     `Authorization: Bearer <token>`; without one, only loopback Host names are served."""
@@ -223,6 +231,8 @@ def build_app(
         app[WEBRTC] = webrtc
     if relay is not None:
         app[RELAY] = relay
+    if health is not None:
+        app[HEALTH] = health
     app.add_routes(core_routes())
     app.add_routes(agent_routes())
     app.add_routes(webrtc_routes())

@@ -12,6 +12,7 @@ import contextlib
 import hmac
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -170,6 +171,10 @@ class CameraSource:
         self._log_once = LogOnce(log)
         self.ended = False
         self.state = "idle"
+        self.last_frame_at: float | None = None  # epoch of the last video frame
+        self.keyframe_interval: float | None = None
+        self._frames: deque[float] = deque(maxlen=512)
+        self._last_key: float | None = None
         self.packets = 0
         self.bytes = 0
         self.reconnects = 0
@@ -378,8 +383,30 @@ class CameraSource:
             unit[0] = MediaPacket(first.track, first.payload, first.timestamp, first.marker, True)
             if first.track == self._first_video:
                 self._gop, self._gop_bytes = [], 0
+        if unit[0].track == self._first_video:
+            self._count_frame(track.unit_key)
         track.unit, track.unit_bytes, track.unit_key = [], 0, False
         self._publish(unit)
+
+    def _count_frame(self, keyframe: bool) -> None:
+        """Frame rate and keyframe interval of the main video track, for health reports."""
+        now = time.monotonic()
+        self.last_frame_at = time.time()
+        self._frames.append(now)
+        while self._frames and self._frames[0] < now - 5.0:
+            self._frames.popleft()
+        if keyframe:
+            if self._last_key is not None:
+                self.keyframe_interval = now - self._last_key
+            self._last_key = now
+
+    @property
+    def fps(self) -> float | None:
+        """Video frames per second over the last five seconds."""
+        if len(self._frames) < 2 or self.state != "streaming":
+            return None
+        span = self._frames[-1] - self._frames[0]
+        return (len(self._frames) - 1) / span if span > 0 else None
 
     @property
     def _first_video(self) -> int:
@@ -408,6 +435,11 @@ class CameraSource:
             "bytes": self.bytes,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
+            "fps": round(self.fps, 2) if self.fps is not None else None,
+            "keyframe_interval_seconds": (
+                round(self.keyframe_interval, 3) if self.keyframe_interval is not None else None
+            ),
+            "last_frame_at": self.last_frame_at,
         }
 
 

@@ -77,6 +77,13 @@ async def test_restream_serves_every_viewer_from_one_camera_session(
     url = agent.restream.url(cam_id).replace("rtsp://", f"rtsp://nvr:{password}@")
     results = await asyncio.gather(*(asyncio.to_thread(decode, url, 30) for _ in range(3)))
     assert results == [(30, 1280)] * 3
+    # While restreamed (the upstream lingers), health knows the camera's frame rate and GOP.
+    async with asyncio.timeout(8):
+        while not (health := agent._camera_health()[0])["keyframe_interval_seconds"]:
+            await asyncio.sleep(0.2)
+    assert 20 <= health["fps"] <= 30  # the simulated main stream runs at 25 fps
+    assert 1.5 <= health["keyframe_interval_seconds"] <= 2.5  # GOP 50 at 25 fps
+    assert health["last_video_at"] is not None
     sub = agent.restream.url(cam_id, "sub").replace("rtsp://", f"rtsp://nvr:{password}@")
     assert await asyncio.to_thread(decode, sub, 10) == (10, 640)
     with pytest.raises(av.error.HTTPUnauthorizedError):

@@ -31,3 +31,20 @@ def test_relays_are_summarised() -> None:
 def test_no_relay_section_is_fine() -> None:
     text = format_status({"activation": {}, "cameras": {"total": 0}, "relay": None})
     assert "tunnels" not in text and "cameras: 0" in text
+
+
+def test_health_is_summarised() -> None:
+    text = format_status(
+        {
+            "activation": {},
+            "cameras": {"total": 1},
+            "health": {
+                "system": {"cpu_percent": 12.4, "memory": {"available": 512 * 2**20},
+                           "process_rss_bytes": 80 * 2**20, "temperature_celsius": None},
+                "loop_lag_seconds": 0.0021,
+                "cameras": {"c1": {"state": "online", "bitrate_bps": 2_500_000, "fps": 25.0}},
+            },
+        }
+    )  # fmt: skip
+    assert "host: cpu 12%, memory available 512 MiB, agent rss 80 MiB, loop lag 2.1 ms" in text
+    assert "camera c1: online, 2.50 Mbit/s, 25 fps" in text
