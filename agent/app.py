@@ -119,7 +119,13 @@ class Agent:
         self.started = time.monotonic()
         self.loop_lag = LoopLag()
         self.health = HealthCollector(
-            system=SystemSampler(SystemPaths(disks={"state": cfg.state_dir})),
+            system=SystemSampler(
+                SystemPaths(
+                    thermal_zone=cfg.thermal_zone,
+                    throttled=cfg.throttled_path,
+                    disks={"state": cfg.state_dir, "log": cfg.log_dir},
+                )
+            ),
             agent=self._agent_health,
             cameras=self._camera_health,
             loop_lag=self.loop_lag,

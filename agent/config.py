@@ -41,6 +41,9 @@ Example file:
 
     [health]
     interval = 10                 # seconds between health samples, also reported to the cloud
+    thermal_zone = "/sys/class/thermal/thermal_zone0/temp"   # default: psutil's sensors
+    throttled = "/sys/devices/platform/soc/soc:firmware/get_throttled"   # Raspberry Pi
+    log_dir = "/var/log"
 
     [[push]]                      # publish a camera to a streamer that takes pushed streams
     camera = "<camera id>"
@@ -130,6 +133,9 @@ class AgentConfig:
     push: tuple[PushConfig, ...] = ()
     reboot_command: tuple[str, ...] = ()  # empty: the cloud's reboot restarts the agent only
     health_interval: float = 10.0  # seconds between health samples (also sent to the cloud)
+    thermal_zone: Path | None = None  # sysfs temperature file (millidegrees); None: psutil sensors
+    throttled_path: Path | None = None  # Raspberry Pi get_throttled flags (hex)
+    log_dir: Path = Path("/var/log")  # its disk is reported beside the state directory's
     default_credentials: tuple[Credentials, ...] = ()
     camera_credentials: Mapping[str, Credentials] = field(default_factory=dict)
     source: str = "defaults"  # where the file part came from, for `status`
@@ -219,7 +225,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         "the config file",
     )  # fmt: skip
     health = _table(data, "health")
-    _check_keys(health, {"interval"}, "[health]")
+    _check_keys(health, {"interval", "thermal_zone", "throttled", "log_dir"}, "[health]")
     cfg = AgentConfig(source=source)
     agent = _table(data, "agent")
     _check_keys(agent, {"state_dir", "reboot_command"}, "[agent]")
@@ -294,6 +300,12 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         if not 1 <= every <= 3600:
             raise ConfigError("health.interval must be within 1..3600 seconds")
         cfg = replace(cfg, health_interval=every)
+    if "thermal_zone" in health:
+        cfg = replace(cfg, thermal_zone=Path(_typed(health, "thermal_zone", str, "health")))
+    if "throttled" in health:
+        cfg = replace(cfg, throttled_path=Path(_typed(health, "throttled", str, "health")))
+    if "log_dir" in health:
+        cfg = replace(cfg, log_dir=Path(_typed(health, "log_dir", str, "health")))
     creds = _table(data, "credentials")
     _check_keys(creds, {"default", "camera"}, "[credentials]")
     defaults = creds.get("default", [])

@@ -194,3 +194,20 @@ def test_relays_are_off_by_default() -> None:
 def test_bad_relay_settings_are_named(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(".", r"\.")):
         config.load(_write(tmp_path, text), env={})
+
+
+def test_health_settings(tmp_path: Path) -> None:
+    cfg = config.load(
+        _write(
+            tmp_path,
+            '[health]\ninterval = 5\nthermal_zone = "/sys/class/thermal/thermal_zone1/temp"\n'
+            'throttled = "/sys/x/get_throttled"\nlog_dir = "/var/log/cams"\n',
+        ),
+        env={},
+    )
+    assert cfg.health_interval == 5.0
+    assert cfg.thermal_zone == Path("/sys/class/thermal/thermal_zone1/temp")
+    assert cfg.throttled_path == Path("/sys/x/get_throttled")
+    assert cfg.log_dir == Path("/var/log/cams")
+    with pytest.raises(ConfigError, match="health.interval"):
+        config.load(_write(tmp_path, "[health]\ninterval = 0\n"), env={})
