@@ -209,5 +209,5 @@ def test_health_settings(tmp_path: Path) -> None:
     assert cfg.thermal_zone == Path("/sys/class/thermal/thermal_zone1/temp")
     assert cfg.throttled_path == Path("/sys/x/get_throttled")
     assert cfg.log_dir == Path("/var/log/cams")
-    with pytest.raises(ConfigError, match="health.interval"):
+    with pytest.raises(ConfigError, match=r"health\.interval"):
         config.load(_write(tmp_path, "[health]\ninterval = 0\n"), env={})
