@@ -23,6 +23,9 @@ from agent.proto.mux import Role
 
 log = logging.getLogger(__name__)
 
+#: WebSocket close code of a connection the server replaced with a newer one of the same agent.
+CLOSE_REPLACED = 4000
+
 
 class Streampoint(Link):
     """One data connection. `start()` launches it; `wait_ready()` waits for the first login."""
@@ -52,6 +55,7 @@ class Streampoint(Link):
         self._task: asyncio.Task[None] | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._attempts = 0
+        self._replaced = False
 
     def status(self) -> dict[str, Any]:
         return {
@@ -97,6 +101,12 @@ class Streampoint(Link):
         async with aiohttp.ClientSession() as session:
             while True:
                 await self._once(session)
+                if self._replaced:
+                    # The server took a newer data connection of ours instead (a streampoint
+                    # switch): reconnecting would knock that one out.
+                    log.info("streampoint %s: replaced by a newer connection", self.hostname)
+                    self._set(ControlState.DISCONNECTED)
+                    return
                 self._set(ControlState.BACKOFF)
                 await self._backoff.sleep(at_cap=self.counters.last_error.startswith("auth"))
 
@@ -152,6 +162,7 @@ class Streampoint(Link):
             self.counters.last_error = f"internal error: {eg.exceptions[0]!r}"[:300]
             log.exception("streampoint %s: internal error, reconnecting", self.hostname)
         finally:
+            self._replaced = ws.close_code == CLOSE_REPLACED
             peer.close()
             self.tunnels = None
             self._fold(peer.counters)
