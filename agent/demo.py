@@ -254,6 +254,8 @@ class Demo:
         )
         print()
         print(f"Cloud status page:        {self.cloud.url}/")
+        root = base.removesuffix("/api/v1")
+        print(f"Agent status page:        {root}/   (metrics: {root}/metrics)")
         print(f"Agent local API:          {base}/   (OpenAPI: {base}/openapi.json)")
         print("Through the agent tunnel (what the cloud streamer pulls; try ffplay or VLC):")
         for url in tunnel_urls:
