@@ -251,18 +251,28 @@ async def wait_back(
 
 
 async def firmware(
-    control: CameraControl, path: Path, size: int, progress: Progress
+    control: CameraControl,
+    path: Path,
+    size: int,
+    progress: Progress,
+    *,
+    send: Callable[[], Awaitable[None]] | None = None,
 ) -> dict[str, Any]:
-    """Hand an image (downloaded and verified) to the camera over ONVIF and wait for it.
+    """Hand an image (downloaded and verified) to the camera and wait for it to come back.
 
-    Returns {"firmware_before", "firmware_after", "duration_ms"}. Reports the stages
-    `upload` and `rebooting`; the caller reports `download`, `verify`, `done` and `failed`.
+    `send` uploads with a vendor protocol (it reports its own `upload` progress); without it
+    the image goes over ONVIF. Returns {"firmware_before", "firmware_after", "duration_ms"}.
+    Reports the stages `upload` and `rebooting`; the caller reports `download`, `verify`,
+    `done` and `failed`.
     """
     started = time.monotonic()
     before = (await control.device_info()).firmware_version
-    await progress("upload", 0, f"sending {size} bytes to the camera")
-    await control.firmware_upgrade(path, size)
-    await progress("upload", 100, "the camera accepted the image")
+    if send is not None:
+        await send()
+    else:
+        await progress("upload", 0, f"sending {size} bytes to the camera")
+        await control.firmware_upgrade(path, size)
+        await progress("upload", 100, "the camera accepted the image")
     await progress("rebooting", 0, "waiting for the camera to restart")
     after = (await wait_back(control, before)).firmware_version
     log.info("camera firmware %s -> %s", before, after)

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from agent.audit import AuditLog
+from agent.camera import firmware_isapi
 from agent.cloud import camera_ops
 from agent.discovery.inventory import Inventory
 from agent.errors import (
@@ -271,10 +272,11 @@ class CommandRunner:
                         },
                     )
 
-        if payload["proto"] != "onvif":
+        proto = payload["proto"]
+        if proto not in ("onvif", "isapi"):
             raise CommandError(
                 "onvif_unsupported_action",
-                f"firmware protocol {payload['proto']!r} is not available on this agent yet",
+                f"firmware protocol {proto!r} is not available on this agent yet",
             )
         path = await self._download(payload, progress)
         try:
@@ -282,8 +284,19 @@ class CommandRunner:
             digest = await asyncio.to_thread(_sha256, path)
             if digest != payload["sha256"]:
                 raise CommandError("invalid_request", "the image does not match its sha256")
+            send = None
+            if proto == "isapi":
+                login, password = self._login(camera_id)
+                base = _http_base(self._inventory.get(camera_id).xaddr)
+                size = int(payload["size"])
+
+                async def send() -> None:
+                    await firmware_isapi.upgrade(base, path, size, login, password, progress)
+
             try:
-                result = await camera_ops.firmware(control, path, int(payload["size"]), progress)
+                result = await camera_ops.firmware(
+                    control, path, int(payload["size"]), progress, send=send
+                )
             except AgentError as exc:
                 await progress("failed", 100, str(exc))
                 raise
@@ -373,6 +386,12 @@ def _check_firmware(payload: Mapping[str, Any]) -> None:
     url = payload.get("url")
     if not isinstance(url, str) or not url.startswith(("http://", "https://")) or len(url) > 2048:
         raise CommandError("invalid_request", "url: an http(s) URL")
+
+
+def _http_base(xaddr: str) -> str:
+    """scheme://host:port of the camera's ONVIF service (where its vendor APIs live too)."""
+    parts = urlsplit(xaddr)
+    return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -254,6 +254,24 @@ async def test_reboot_and_firmware_update(world: World) -> None:
     assert fw.get("state") == "done", fw
     assert seen_running
     assert cam_state(world.cam)["firmware_version"] == "2.0.0"
+    # The same through Hikvision ISAPI.
+    status, answer = await world.call(
+        "PUT",
+        f"/streams/{world.stream}/firmware_update?proto=isapi",
+        raw=build_image("2.1.0", os.urandom(100_000), model=world.cam.model.identity.model),
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    assert status == 202, answer
+    async with asyncio.timeout(60):
+        while (
+            fw := (await world.call("GET", f"/streams/{world.stream}"))[1].get(
+                "firmware_update", {}
+            )
+        ).get("state") not in ("done", "failed") or fw.get("proto") != "isapi":
+            await asyncio.sleep(0.3)
+    assert fw["state"] == "done", fw
+    assert cam_state(world.cam)["firmware_version"] == "2.1.0"
+    assert world.cam.isapi is not None  # (rebuilt at the reboot)
     # A truncated image is refused and changes nothing.
     status, answer = await world.call(
         "PUT",
@@ -272,7 +290,7 @@ async def test_reboot_and_firmware_update(world: World) -> None:
         assert fw["state"] == "failed"
     else:
         assert status == 400
-    assert cam_state(world.cam)["firmware_version"] == "2.0.0"
+    assert cam_state(world.cam)["firmware_version"] == "2.1.0"
     status, _ = await world.call(
         "PUT",
         f"/streams/{world.stream}/firmware_update?proto=floppy",

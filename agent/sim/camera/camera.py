@@ -21,6 +21,7 @@ from agent.media.source import MediaSource
 from agent.proto.httpauth import HttpAuthenticator
 from agent.proto.wsdiscovery import DEVICE, NVT, DiscoveryTarget
 from agent.sim.camera import control
+from agent.sim.camera.isapi import Isapi
 from agent.sim.camera.model import CameraModel, Faults, Profile, url_host
 from agent.sim.camera.onvif_http import add_onvif_routes
 from agent.sim.camera.video import EncoderSettings, Overlay, VideoSource
@@ -100,6 +101,7 @@ class SimCamera:
         self._sources: dict[str, VideoSource] = {}
         self._rtsp: RtspServer | None = None
         self._runner: web.AppRunner | None = None
+        self.isapi: Isapi | None = None  # the ISAPI firmware side, rebuilt at each boot
         self._tasks: set[asyncio.Task[None]] = set()
         self._lifecycle = asyncio.Lock()
         self._auth = HttpAuthenticator(f"{config.model} {config.serial}", self._password_of)
@@ -228,6 +230,8 @@ class SimCamera:
         if self._runner is not None:
             runner, self._runner = self._runner, None
             await runner.cleanup()
+        if self.isapi is not None:
+            await self.isapi.close()
         if self._rtsp is not None:
             rtsp, self._rtsp = self._rtsp, None
             await rtsp.stop()
@@ -238,6 +242,8 @@ class SimCamera:
     def _build_app(self) -> web.Application:
         app = web.Application(client_max_size=control.MAX_JSON)
         add_onvif_routes(app, self.model, self)
+        self.isapi = Isapi(self.model, self, self._auth)
+        self.isapi.routes(app)
         app.router.add_get("/onvif/snapshot", self._snapshot)
         control.add_routes(app, self)
         app.on_response_prepare.append(_server_header)
