@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from agent.audit import AuditLog
-from agent.camera import firmware_isapi
+from agent.camera import firmware_dahua, firmware_isapi
 from agent.cloud import camera_ops
 from agent.discovery.inventory import Inventory
 from agent.errors import (
@@ -60,7 +60,9 @@ CHANGES = frozenset(
 #: Commands waiting per camera before new ones are refused.
 MAX_WAITING = 16
 MAX_FIRMWARE = 64 * 1024 * 1024
-FIRMWARE_PROTOS = frozenset({"onvif", "iris", "isapi", "xm", "sputnik"})
+FIRMWARE_PROTOS = frozenset({"onvif", "iris", "isapi", "dahua", "xm", "sputnik"})
+#: Vendor upload drivers; the rest of the firmware flow is the same for every protocol.
+_DRIVERS = {"isapi": firmware_isapi.upgrade, "dahua": firmware_dahua.upgrade}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 256 * 1024
 
@@ -273,7 +275,7 @@ class CommandRunner:
                     )
 
         proto = payload["proto"]
-        if proto not in ("onvif", "isapi"):
+        if proto != "onvif" and proto not in _DRIVERS:
             raise CommandError(
                 "onvif_unsupported_action",
                 f"firmware protocol {proto!r} is not available on this agent yet",
@@ -285,13 +287,15 @@ class CommandRunner:
             if digest != payload["sha256"]:
                 raise CommandError("invalid_request", "the image does not match its sha256")
             send = None
-            if proto == "isapi":
+            driver = _DRIVERS.get(proto)
+            if driver is not None:
                 login, password = self._login(camera_id)
                 base = _http_base(self._inventory.get(camera_id).xaddr)
                 size = int(payload["size"])
 
                 async def send() -> None:
-                    await firmware_isapi.upgrade(base, path, size, login, password, progress)
+                    assert driver is not None
+                    await driver(base, path, size, login, password, progress)
 
             try:
                 result = await camera_ops.firmware(

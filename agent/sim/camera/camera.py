@@ -21,6 +21,7 @@ from agent.media.source import MediaSource
 from agent.proto.httpauth import HttpAuthenticator
 from agent.proto.wsdiscovery import DEVICE, NVT, DiscoveryTarget
 from agent.sim.camera import control
+from agent.sim.camera.dahua import DahuaUpgrader
 from agent.sim.camera.isapi import Isapi
 from agent.sim.camera.model import CameraModel, Faults, Profile, url_host
 from agent.sim.camera.onvif_http import add_onvif_routes
@@ -102,6 +103,7 @@ class SimCamera:
         self._rtsp: RtspServer | None = None
         self._runner: web.AppRunner | None = None
         self.isapi: Isapi | None = None  # the ISAPI firmware side, rebuilt at each boot
+        self.dahua: DahuaUpgrader | None = None  # the Dahua CGI firmware side
         self._tasks: set[asyncio.Task[None]] = set()
         self._lifecycle = asyncio.Lock()
         self._auth = HttpAuthenticator(f"{config.model} {config.serial}", self._password_of)
@@ -232,6 +234,8 @@ class SimCamera:
             await runner.cleanup()
         if self.isapi is not None:
             await self.isapi.close()
+        if self.dahua is not None:
+            await self.dahua.close()
         if self._rtsp is not None:
             rtsp, self._rtsp = self._rtsp, None
             await rtsp.stop()
@@ -244,6 +248,8 @@ class SimCamera:
         add_onvif_routes(app, self.model, self)
         self.isapi = Isapi(self.model, self, self._auth)
         self.isapi.routes(app)
+        self.dahua = DahuaUpgrader(self.model, self, self._auth)
+        self.dahua.routes(app)
         app.router.add_get("/onvif/snapshot", self._snapshot)
         control.add_routes(app, self)
         app.on_response_prepare.append(_server_header)

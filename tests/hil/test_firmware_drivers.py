@@ -1,4 +1,4 @@
-"""Camera firmware over Hikvision ISAPI (agent/camera/firmware_isapi.py) against the simulated
+"""Camera firmware drivers (agent/camera/firmware_isapi.py, firmware_dahua.py) against the
 camera's ISAPI side: PUT refused with 405 then POST, Digest, status polling, reboot."""
 
 from __future__ import annotations
@@ -67,3 +67,26 @@ async def test_isapi_refusals_change_nothing(cam: SimCamera, tmp_path: Path) -> 
     with pytest.raises(InvalidArgument, match="refused the image"):
         await firmware_isapi.upgrade(base, cut, cut_size, "admin", PW, progress)
     assert cam_state(cam)["firmware_version"] == "1.0.0"
+
+
+async def test_dahua_upgrade_and_refusals(cam: SimCamera, tmp_path: Path) -> None:
+    from agent.camera import firmware_dahua
+
+    seen: list[tuple[str, int]] = []
+
+    async def progress(stage: str, percent: int, message: str) -> None:
+        seen.append((stage, percent))
+
+    base = f"http://127.0.0.1:{cam.port}"
+    cut, cut_size = _image(tmp_path, cam, "7.0.1", cut=10)
+    with pytest.raises(InvalidArgument, match="refused the image"):
+        await firmware_dahua.upgrade(base, cut, cut_size, "admin", PW, progress)
+    path, size = _image(tmp_path, cam, "7.0.0")
+    with pytest.raises(AuthError):
+        await firmware_dahua.upgrade(base, path, size, "admin", "nope", progress)
+    assert cam_state(cam)["firmware_version"] == "1.0.0"
+    await firmware_dahua.upgrade(base, path, size, "admin", PW, progress)
+    assert ("upload", 100) in seen
+    async with asyncio.timeout(20):
+        while cam_state(cam)["firmware_version"] != "7.0.0":
+            await asyncio.sleep(0.1)
