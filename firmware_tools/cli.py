@@ -1,0 +1,143 @@
+"""Command line for update bundles: keygen, sign, build, verify, inspect.
+
+Exit status: 0 success, 1 the bundle or a key was refused (reason on stderr),
+2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from firmware_tools import bundle
+from firmware_tools import manifest as manifest_format
+from firmware_tools.keys import (
+    BundleError,
+    RotationCert,
+    TrustStore,
+    generate_keypair,
+    key_id,
+    load_private_key,
+    load_public_key,
+    sign_rotation,
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="camera-agent-fw", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    k = sub.add_parser("keygen", help="write DIR/private.pem (0600) and DIR/public.pem")
+    k.add_argument("dir", type=Path)
+
+    s = sub.add_parser("sign", help="certify a new public key with the old private key")
+    s.add_argument("--key", type=Path, required=True, help="old private key")
+    s.add_argument("new_key", type=Path, help="new public key (PEM)")
+    s.add_argument("-o", "--output", type=Path, required=True, help="*.rotation.json to write")
+
+    b = sub.add_parser("build", help="build a signed bundle")
+    b.add_argument("--key", type=Path, required=True)
+    b.add_argument("--product", required=True)
+    b.add_argument("--version", required=True)
+    b.add_argument("--release", type=int, required=True, help="monotonic release counter")
+    b.add_argument("--payload", type=Path, required=True, help="file or directory")
+    b.add_argument("--hardware", action="append", default=[], help="target profile (repeat)")
+    b.add_argument("--min-agent-version")
+    b.add_argument("--allow-downgrade", action="store_true")
+    b.add_argument("--expires-release", type=int, help="refuse once a device passed this")
+    b.add_argument("--rotation", type=Path, action="append", default=[], help="*.rotation.json")
+    b.add_argument("-o", "--output", type=Path, required=True)
+
+    v = sub.add_parser("verify", help="verify a bundle (exit 0 when valid)")
+    v.add_argument("--trust", type=Path, action="append", required=True, help="public key or dir")
+    v.add_argument("--product")
+    v.add_argument("--hardware")
+    v.add_argument("--min-release", type=int, default=0)
+    v.add_argument("--counter-file", type=Path, help="read the accepted release counter here")
+    v.add_argument("--agent-version")
+    v.add_argument("--max-size", type=int, default=bundle.DEFAULT_MAX_SIZE)
+    v.add_argument("--extract", type=Path, help="also unpack the payload into this new dir")
+    v.add_argument("bundle", type=Path)
+
+    i = sub.add_parser("inspect", help="print the manifest (not verified)")
+    i.add_argument("bundle", type=Path)
+    return p
+
+
+def _load_rotation(path: Path) -> RotationCert:
+    return RotationCert.from_json(
+        manifest_format.parse_json(path.read_bytes()[: 64 * 1024], str(path))
+    )
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "keygen":
+        print(f"key id {generate_keypair(args.dir)} written to {args.dir}")
+    elif args.command == "sign":
+        old = load_private_key(args.key)
+        cert = sign_rotation(old, load_public_key(args.new_key))
+        args.output.write_bytes(manifest_format.canonical_json(cert.to_json()) + b"\n")
+        print(f"key {cert.new_keyid} certified by {cert.signer}")
+    elif args.command == "build":
+        key = load_private_key(args.key)
+        m = bundle.build(
+            args.output,
+            args.payload,
+            key=key,
+            product=args.product,
+            version=args.version,
+            release=args.release,
+            hardware=args.hardware,
+            min_agent_version=args.min_agent_version,
+            allow_downgrade=args.allow_downgrade,
+            expires_release=args.expires_release,
+            rotations=[_load_rotation(p) for p in args.rotation],
+        )
+        print(
+            f"built {args.output}: {m.product} {m.version} release {m.release}, "
+            f"{len(m.files)} file(s), {m.total_size} bytes, key {key_id(key.public_key())}"
+        )
+    elif args.command == "verify":
+        trust = TrustStore.from_paths(args.trust)
+        min_release = args.min_release
+        if args.counter_file is not None:
+            min_release = max(min_release, bundle.ReleaseCounter(args.counter_file).get())
+        kwargs = {
+            "product": args.product,
+            "hardware": args.hardware,
+            "min_release": min_release,
+            "agent_version": args.agent_version,
+            "max_size": args.max_size,
+        }
+        if args.extract is not None:
+            m = bundle.extract(args.bundle, args.extract, trust, **kwargs)
+        else:
+            m = bundle.verify(args.bundle, trust, **kwargs)
+        print(f"OK {m.product} {m.version} release {m.release}")
+    else:
+        manifest, sigs, rots = bundle.inspect(args.bundle)
+        doc = {
+            "verified": False,
+            "manifest": manifest.to_json(),
+            "signed_by": [s.keyid for s in sigs],
+            "rotations": [{"new_key": r.new_keyid, "signer": r.signer} for r in rots],
+        }
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``camera-agent-fw`` / ``python -m firmware_tools``."""
+    args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except (BundleError, OSError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
