@@ -234,15 +234,24 @@ async def wait_back(
     *,
     timeout: float = FIRMWARE_BACK_TIMEOUT,
     poll: float = FIRMWARE_POLL,
+    reconnect: Callable[[], Awaitable[CameraControl]] | None = None,
 ) -> DeviceInfo:
-    """Poll device_info until the camera has gone down and answers again."""
+    """Poll device_info until the camera has gone down and answers again. With `reconnect`,
+    each poll asks for a current control (a reboot may have closed the old session)."""
     start = time.monotonic()
     seen_down = False
     while True:
         elapsed = time.monotonic() - start
         if elapsed > timeout:
             raise Unavailable(f"the camera did not come back within {timeout:.0f} s")
-        info = await _poll(control)
+        current: CameraControl | None = control
+        if reconnect is not None:
+            try:
+                async with asyncio.timeout(POLL_TIMEOUT):
+                    current = await reconnect()
+            except (AgentError, TimeoutError):
+                current = None
+        info = await _poll(current) if current is not None else None
         if info is None:
             seen_down = True
         elif seen_down or elapsed >= NO_REBOOT_GRACE:
@@ -257,6 +266,7 @@ async def firmware(
     progress: Progress,
     *,
     send: Callable[[], Awaitable[None]] | None = None,
+    reconnect: Callable[[], Awaitable[CameraControl]] | None = None,
 ) -> dict[str, Any]:
     """Hand an image (downloaded and verified) to the camera and wait for it to come back.
 
@@ -274,7 +284,7 @@ async def firmware(
         await control.firmware_upgrade(path, size)
         await progress("upload", 100, "the camera accepted the image")
     await progress("rebooting", 0, "waiting for the camera to restart")
-    after = (await wait_back(control, before)).firmware_version
+    after = (await wait_back(control, before, reconnect=reconnect)).firmware_version
     log.info("camera firmware %s -> %s", before, after)
     await progress("rebooting", 100, f"the camera is back with firmware {after}")
     return {

@@ -299,7 +299,12 @@ class CommandRunner:
 
             try:
                 result = await camera_ops.firmware(
-                    control, path, int(payload["size"]), progress, send=send
+                    control,
+                    path,
+                    int(payload["size"]),
+                    progress,
+                    send=send,
+                    reconnect=lambda: self._inventory.control(camera_id),
                 )
             except AgentError as exc:
                 await progress("failed", 100, str(exc))
