@@ -85,6 +85,17 @@ def _reason(text: str) -> str:
     return "".join(ch for ch in cleaned if ch.isprintable()) or "no reason given"
 
 
+def check_upload_status(status: int, text: str, what: str) -> None:
+    """Raise for a camera's refusal of a firmware upload (or of its progress query): the
+    credentials (AuthError), the image (InvalidArgument), anything else (Unavailable)."""
+    if status in (401, 403):
+        raise AuthError(f"{what}: the camera refused the credentials (HTTP {status})")
+    if status in (400, 406, 413, 415, 422):
+        raise InvalidArgument(f"{what}: the camera refused the image: {_reason(text)}")
+    if status >= 300:
+        raise Unavailable(f"{what}: the camera answered HTTP {status}: {_reason(text)}")
+
+
 def _file_size(path: Path) -> int:
     return os.stat(path).st_size
 
@@ -118,12 +129,7 @@ async def post_image(uri: str, path: Path, size: int, username: str, password: s
     if status == 401 and challenge.lower().startswith("basic"):
         basic = aiohttp.encode_basic_auth(username, password)
         status, challenge, text = await _post_once(uri, path, basic, None)
-    if status in (401, 403):
-        raise AuthError(f"firmware upload: the camera refused the credentials (HTTP {status})")
-    if status in (400, 406, 413, 415, 422):
-        raise InvalidArgument(f"firmware upload: the camera refused the image: {_reason(text)}")
-    if status >= 300:
-        raise Unavailable(f"firmware upload: the camera answered HTTP {status}: {_reason(text)}")
+    check_upload_status(status, text, "firmware upload")
     log.info("firmware image of %d bytes accepted by the camera", size)
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import aiohttp
 
+from agent.camera.firmware import check_upload_status
 from agent.camera.firmware_isapi import Progress
-from agent.errors import AuthError, InvalidArgument, ProtocolError, Unavailable
+from agent.errors import ProtocolError, Unavailable
 
 UPLOAD = "/cgi-bin/upgrader.cgi?action=uploadFirmware"
 STATE = "/cgi-bin/upgrader.cgi?action=getState"
@@ -26,32 +27,21 @@ async def upgrade(
     auth = aiohttp.DigestAuthMiddleware(username, password)
     async with aiohttp.ClientSession(timeout=timeout, middlewares=(auth,)) as http:
         await progress("upload", 0, f"{size} bytes over the Dahua CGI")
+        image = await asyncio.to_thread(path.open, "rb")
         try:
-            with open(path, "rb") as image:  # noqa: ASYNC230 - aiohttp reads it in a thread
-                async with http.post(
-                    base_url + UPLOAD,
-                    data=image,
-                    headers={
-                        "Content-Type": "application/octet-stream",
-                        "Content-Length": str(size),
-                    },
-                ) as resp:
-                    body = (await resp.content.read(4096)).decode(errors="replace")
-                    _check(resp.status, body)
+            async with http.post(
+                base_url + UPLOAD,
+                data=image,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+            ) as resp:
+                body = (await resp.content.read(4096)).decode(errors="replace")
+                check_upload_status(resp.status, body, "Dahua firmware upgrade")
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"Dahua upload failed: {type(exc).__name__}") from None
+        finally:
+            await asyncio.to_thread(image.close)
         await progress("upload", 100, "image accepted")
         await _wait(http, base_url, progress)
-
-
-def _check(status: int, body: str) -> None:
-    detail = " ".join(body.split())[:200] or f"HTTP {status}"
-    if status in (401, 403):
-        raise AuthError("the camera refused the login")
-    if status in (400, 413, 415):
-        raise InvalidArgument(f"the camera refused the image: {detail}")
-    if status >= 300:
-        raise Unavailable(f"Dahua firmware upgrade failed: {detail}")
 
 
 async def _wait(http: aiohttp.ClientSession, base_url: str, progress: Progress) -> None:
@@ -61,7 +51,7 @@ async def _wait(http: aiohttp.ClientSession, base_url: str, progress: Progress) 
             try:
                 async with http.get(base_url + STATE) as resp:
                     body = (await resp.content.read(4096)).decode(errors="replace")
-                    _check(resp.status, body)
+                    check_upload_status(resp.status, body, "Dahua firmware upgrade")
             except (aiohttp.ClientError, TimeoutError):
                 return  # the camera went down to reboot
             fields = dict(line.split("=", 1) for line in body.splitlines() if "=" in line)

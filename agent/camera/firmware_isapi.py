@@ -15,7 +15,8 @@ from pathlib import Path
 
 import aiohttp
 
-from agent.errors import AuthError, InvalidArgument, ProtocolError, Unavailable
+from agent.camera.firmware import check_upload_status
+from agent.errors import ProtocolError, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -49,34 +50,31 @@ async def upgrade(
 async def _send(
     http: aiohttp.ClientSession, method: str, base_url: str, path: Path, size: int
 ) -> int:
+    image = await asyncio.to_thread(path.open, "rb")
     try:
-        with open(path, "rb") as image:  # noqa: ASYNC230 - aiohttp reads the file in a thread
-            async with http.request(
-                method,
-                base_url + UPDATE_PATH,
-                data=image,
-                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            ) as resp:
-                body = await resp.content.read(4096)
-                if resp.status == 405:
-                    return 405
-                _check(resp.status, body)
-                return resp.status
+        async with http.request(
+            method,
+            base_url + UPDATE_PATH,
+            data=image,
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+        ) as resp:
+            body = await resp.content.read(4096)
+            if resp.status == 405:
+                return 405
+            _check(resp.status, body)
+            return resp.status
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Unavailable(f"ISAPI upload failed: {type(exc).__name__}") from None
+    finally:
+        await asyncio.to_thread(image.close)
 
 
 def _check(status: int, body: bytes) -> None:
-    sub = _SUB.search(body)
-    detail = sub.group(1).decode(errors="replace").strip() if sub else f"HTTP {status}"
-    if status in (401, 403):
-        raise AuthError("the camera refused the ISAPI login")
-    if status in (400, 413, 415):
-        raise InvalidArgument(f"the camera refused the image: {detail}")
     if status == 404:
         raise Unavailable("the camera has no ISAPI firmware upgrade")
-    if status >= 300:
-        raise Unavailable(f"ISAPI firmware upgrade failed: {detail}")
+    sub = _SUB.search(body)
+    detail = sub.group(1).decode(errors="replace") if sub else ""
+    check_upload_status(status, detail, "ISAPI firmware upgrade")
 
 
 async def _wait_written(http: aiohttp.ClientSession, base_url: str, progress: Progress) -> None:
