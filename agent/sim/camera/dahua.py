@@ -18,10 +18,9 @@ from agent.proto.httpauth import HttpAuthenticator
 from agent.sim.camera.firmware import (
     MAX_HEADER,
     MAX_IMAGE_SIZE,
-    READ_IDLE_TIMEOUT,
     REBOOT_DOWNTIME,
-    UPLOAD_TIMEOUT,
-    ImageParser,
+    digest_denied,
+    read_image,
 )
 from agent.sim.camera.model import CameraModel
 from agent.sim.camera.soap import CameraHooks
@@ -52,14 +51,8 @@ class DahuaUpgrader:
                 await writer
 
     async def _handle(self, request: web.Request) -> web.Response:
-        result = self._auth.verify(
-            request.method, request.path_qs, request.headers.get("Authorization")
-        )
-        if result.username is None:
-            resp = web.Response(status=401, text="Error\r\nUnauthorized\r\n")
-            for value in self._auth.challenge(stale=result.stale):
-                resp.headers.add("WWW-Authenticate", value)
-            return resp
+        if (denied := digest_denied(self._auth, request, "Error\r\nUnauthorized\r\n")) is not None:
+            return denied
         action = request.query.get("action")
         if action == "getState" and request.method == "GET":
             return web.Response(text=f"state={self.state}\r\nprogress={self.progress}\r\n")
@@ -72,16 +65,8 @@ class DahuaUpgrader:
             return web.Response(status=400, text="Error\r\nUpgrading\r\n")
         if (request.content_length or 0) > MAX_IMAGE_SIZE + MAX_HEADER:
             return web.Response(status=413, text="Error\r\nFile too large\r\n")
-        parser = ImageParser(max_size=MAX_IMAGE_SIZE, expected_model=self._model.identity.model)
         try:
-            async with asyncio.timeout(UPLOAD_TIMEOUT):
-                while True:
-                    async with asyncio.timeout(READ_IDLE_TIMEOUT):
-                        chunk = await request.content.readany()
-                    if not chunk:
-                        break
-                    parser.feed(chunk)
-            image = parser.finish()
+            image = await read_image(request, expected_model=self._model.identity.model)
         except (InvalidArgument, TimeoutError) as exc:
             self.state = "Invalid"
             log.info("Dahua firmware refused: %s", exc)

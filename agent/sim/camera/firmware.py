@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from agent.errors import InvalidArgument
+from agent.proto.httpauth import HttpAuthenticator
 from agent.sim.camera.model import CameraModel
 from agent.sim.camera.soap import CameraHooks
 
@@ -173,6 +174,33 @@ def parse_image(
     return parser.finish()
 
 
+async def read_image(
+    request: web.Request, *, max_size: int = MAX_IMAGE_SIZE, expected_model: str | None = None
+) -> FirmwareImage:
+    """Read and check an image from a request body as it streams in. Raises InvalidArgument
+    (a bad image) or TimeoutError (the upload stalled or took too long)."""
+    parser = ImageParser(max_size=max_size, expected_model=expected_model)
+    async with asyncio.timeout(UPLOAD_TIMEOUT):
+        while True:
+            async with asyncio.timeout(READ_IDLE_TIMEOUT):
+                chunk = await request.content.readany()
+            if not chunk:
+                break
+            parser.feed(chunk)
+    return parser.finish()
+
+
+def digest_denied(auth: HttpAuthenticator, request: web.Request, text: str) -> web.Response | None:
+    """None when the request carries valid credentials, else the 401 with the challenges."""
+    result = auth.verify(request.method, request.path_qs, request.headers.get("Authorization"))
+    if result.username is not None:
+        return None
+    resp = web.Response(status=401, text=text)
+    for value in auth.challenge(stale=result.stale):
+        resp.headers.add("WWW-Authenticate", value)
+    return resp
+
+
 class FirmwareUploads:
     """One-time upload URIs and the POST handler that receives images on them."""
 
@@ -209,16 +237,10 @@ class FirmwareUploads:
         length = request.content_length
         if length is not None and length > self._max_size + MAX_HEADER:
             return web.Response(status=413, text="firmware image too large\n")
-        parser = ImageParser(max_size=self._max_size, expected_model=self._model.identity.model)
         try:
-            async with asyncio.timeout(UPLOAD_TIMEOUT):
-                while True:
-                    async with asyncio.timeout(READ_IDLE_TIMEOUT):
-                        chunk = await request.content.readany()
-                    if not chunk:
-                        break
-                    parser.feed(chunk)
-            image = parser.finish()
+            image = await read_image(
+                request, max_size=self._max_size, expected_model=self._model.identity.model
+            )
         except InvalidArgument as exc:
             log.info("firmware upload refused: %s", exc)
             return web.Response(status=400, text=f"{exc}\n")

@@ -23,10 +23,9 @@ from agent.proto.httpauth import HttpAuthenticator
 from agent.sim.camera.firmware import (
     MAX_HEADER,
     MAX_IMAGE_SIZE,
-    READ_IDLE_TIMEOUT,
     REBOOT_DOWNTIME,
-    UPLOAD_TIMEOUT,
-    ImageParser,
+    digest_denied,
+    read_image,
 )
 from agent.sim.camera.model import CameraModel
 from agent.sim.camera.soap import CameraHooks
@@ -67,15 +66,7 @@ class Isapi:
         app.router.add_get("/ISAPI/System/deviceInfo", self._device_info)
 
     def _denied(self, request: web.Request) -> web.Response | None:
-        result = self._auth.verify(
-            request.method, request.path_qs, request.headers.get("Authorization")
-        )
-        if result.username is not None:
-            return None
-        resp = web.Response(status=401, text="unauthorized\n")
-        for value in self._auth.challenge(stale=result.stale):
-            resp.headers.add("WWW-Authenticate", value)
-        return resp
+        return digest_denied(self._auth, request, "unauthorized\n")
 
     async def _update(self, request: web.Request) -> web.Response:
         self.methods.append(request.method)
@@ -88,16 +79,8 @@ class Isapi:
         length = request.content_length
         if length is not None and length > MAX_IMAGE_SIZE + MAX_HEADER:
             return _xml_status(413, "Invalid Content", "firmware image too large")
-        parser = ImageParser(max_size=MAX_IMAGE_SIZE, expected_model=self._model.identity.model)
         try:
-            async with asyncio.timeout(UPLOAD_TIMEOUT):
-                while True:
-                    async with asyncio.timeout(READ_IDLE_TIMEOUT):
-                        chunk = await request.content.readany()
-                    if not chunk:
-                        break
-                    parser.feed(chunk)
-            image = parser.finish()
+            image = await read_image(request, expected_model=self._model.identity.model)
         except InvalidArgument as exc:
             log.info("ISAPI firmware refused: %s", exc)
             return _xml_status(400, "Invalid Content", str(exc))
