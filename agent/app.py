@@ -42,6 +42,8 @@ log = logging.getLogger(__name__)
 
 #: Seconds the whole shutdown may take before the remaining tasks are abandoned.
 SHUTDOWN_TIMEOUT = 4.0
+#: Shortest window a camera's bitrate is measured over, seconds.
+BITRATE_WINDOW = 1.0
 #: Exit status asking the service manager to start the agent again (the cloud's `reboot`).
 EXIT_RESTART = 3
 
@@ -130,7 +132,8 @@ class Agent:
             cameras=self._camera_health,
             loop_lag=self.loop_lag,
         )
-        self._relay_seen: dict[str, tuple[int, float]] = {}
+        self._relay_seen: dict[str, tuple[int, float]] = {}  # window start: (bytes, time)
+        self._bitrate: dict[str, float] = {}
         self._video_at: dict[str, float] = {}
         self.reporter = StatsReporter(
             self._report_sample, self._report_signature, interval=cfg.health_interval
@@ -169,12 +172,17 @@ class Agent:
             relayed = sum(self.cloud.tunnel_bytes.get(k, 0) for k in camera_endpoints(rec))
             total = relayed + restreamed.get(rec.id, 0)
             seen = self._relay_seen.get(rec.id)
-            bitrate = None
-            if seen is not None and now > seen[1] and total >= seen[0]:
-                bitrate = (total - seen[0]) * 8 / (now - seen[1])
+            if seen is None or total < seen[0]:
+                self._relay_seen[rec.id] = (total, now)
+                self._bitrate.pop(rec.id, None)
+            elif now - seen[1] >= BITRATE_WINDOW:
+                # The collector and the cloud reporter both ask; a rate over a few milliseconds
+                # between their calls would mean nothing, so a window is at least a second.
+                self._bitrate[rec.id] = (total - seen[0]) * 8 / (now - seen[1])
                 if total > seen[0]:
                     self._video_at[rec.id] = now
-            self._relay_seen[rec.id] = (total, now)
+                self._relay_seen[rec.id] = (total, now)
+            bitrate = self._bitrate.get(rec.id)
             out.append(
                 {
                     "id": rec.id,
