@@ -112,7 +112,8 @@ class OnvifControl:
         await self.session.call("devicemgmt", "SystemReboot")
 
     async def firmware_upgrade(self, path: Path, size: int) -> None:
-        """StartFirmwareUpgrade, then POST the image; the camera reboots afterwards."""
+        """StartFirmwareUpgrade and a POST of the image, or UpgradeSystemFirmware on cameras
+        without it; the camera reboots afterwards."""
         await firmware.upgrade(self.session, path, size)
 
     # Media.

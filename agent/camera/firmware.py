@@ -1,5 +1,7 @@
 """Firmware upgrade over ONVIF: StartFirmwareUpgrade, then an HTTP POST of the image file to
-the upload URI the camera hands out (streamed from disk, Digest or Basic auth when asked)."""
+the upload URI the camera hands out (streamed from disk, Digest or Basic auth when asked).
+Cameras without StartFirmwareUpgrade (capability `System/HttpFirmwareUpgrade` false, or the
+ActionNotSupported/NotSupported fault) get UpgradeSystemFirmware instead (`firmware_soap`)."""
 
 from __future__ import annotations
 
@@ -13,10 +15,19 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import zeep.exceptions
 
+from agent.camera.firmware_soap import upgrade_system_firmware
 from agent.camera.quirks import get
 from agent.camera.session import OnvifSession
-from agent.errors import AuthError, InvalidArgument, ProtocolError, Unavailable
+from agent.errors import (
+    AgentError,
+    AuthError,
+    InvalidArgument,
+    ProtocolError,
+    Unavailable,
+    Unsupported,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +40,8 @@ IDLE_TIMEOUT = 60.0
 MAX_UPLOAD_DELAY = 30.0
 #: Characters of the camera's error text kept in an error message.
 _MAX_REASON = 200
+#: Fault subcodes meaning the camera lacks StartFirmwareUpgrade.
+_NOT_SUPPORTED = frozenset({"ActionNotSupported", "NotSupported"})
 
 
 @dataclass(frozen=True)
@@ -133,8 +146,46 @@ async def post_image(uri: str, path: Path, size: int, username: str, password: s
     log.info("firmware image of %d bytes accepted by the camera", size)
 
 
-async def upgrade(session: OnvifSession, path: Path, size: int) -> UploadTicket:
-    """Start the upgrade and send the image; the camera reboots afterwards."""
+def _lacks_operation(exc: AgentError) -> bool:
+    """Whether a failed StartFirmwareUpgrade means the camera does not offer it."""
+    if isinstance(exc, Unsupported):
+        return True
+    cause = exc.__cause__
+    if not isinstance(cause, zeep.exceptions.Fault):
+        return False
+    codes = [cause.code, *(cause.subcodes or [])]
+    names = {str(getattr(c, "localname", None) or c).rpartition("}")[2] for c in codes if c}
+    return bool({n.rpartition(":")[2] for n in names} & _NOT_SUPPORTED)
+
+
+async def http_upgrade_offered(session: OnvifSession) -> bool | None:
+    """The device capability `System/HttpFirmwareUpgrade`; None when the camera does not say."""
+    try:
+        caps = await session.call("devicemgmt", "GetServiceCapabilities")
+    except AgentError as exc:
+        log.debug("GetServiceCapabilities failed: %s", exc)
+        return None
+    value = get(caps, "System", "HttpFirmwareUpgrade")
+    return value if isinstance(value, bool) else None
+
+
+async def _start_or_none(session: OnvifSession) -> UploadTicket | None:
+    """StartFirmwareUpgrade's ticket, or None when the camera lacks the operation."""
+    if await http_upgrade_offered(session) is False:
+        log.info("the camera announces no HTTP firmware upgrade; using UpgradeSystemFirmware")
+        return None
+    try:
+        return await start(session)
+    except (Unsupported, ProtocolError) as exc:
+        if not _lacks_operation(exc):
+            raise
+        log.info("the camera lacks StartFirmwareUpgrade (%s); using UpgradeSystemFirmware", exc)
+        return None
+
+
+async def upgrade(session: OnvifSession, path: Path, size: int) -> UploadTicket | None:
+    """Start the upgrade and send the image; the camera reboots afterwards. Returns the
+    StartFirmwareUpgrade ticket, None when the image went with UpgradeSystemFirmware."""
     if isinstance(size, bool) or not 0 < size <= MAX_IMAGE_SIZE:
         raise InvalidArgument(f"firmware image size must be within 1..{MAX_IMAGE_SIZE} bytes")
     try:
@@ -146,7 +197,12 @@ async def upgrade(session: OnvifSession, path: Path, size: int) -> UploadTicket:
     cred = session.credentials_used
     if cred is None:
         raise AuthError("firmware upload: the session has no credentials")
-    ticket = await start(session)
+    ticket = await _start_or_none(session)
+    if ticket is None:
+        await upgrade_system_firmware(
+            session, path, size, timeout=UPLOAD_TIMEOUT, idle=IDLE_TIMEOUT
+        )
+        return None
     if ticket.delay:
         await asyncio.sleep(ticket.delay)
     try:
@@ -156,4 +212,11 @@ async def upgrade(session: OnvifSession, path: Path, size: int) -> UploadTicket:
     return ticket
 
 
-__all__ = ["UploadTicket", "post_image", "seconds", "start", "upgrade"]
+__all__ = [
+    "UploadTicket",
+    "http_upgrade_offered",
+    "post_image",
+    "seconds",
+    "start",
+    "upgrade",
+]

@@ -25,6 +25,7 @@ from agent.sim.camera.dahua import DahuaUpgrader
 from agent.sim.camera.isapi import Isapi
 from agent.sim.camera.model import CameraModel, Faults, Profile, url_host
 from agent.sim.camera.onvif_http import add_onvif_routes
+from agent.sim.camera.sofia import SofiaServer
 from agent.sim.camera.video import EncoderSettings, Overlay, VideoSource
 
 log = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ class SimCameraConfig:
     host: str = "127.0.0.1"
     port: int = 0
     rtsp_port: int = 0
+    sofia_port: int = 0  # XMeye Sofia firmware upgrade (34567 on real cameras)
     username: str = "admin"
     password: str = field(default="admin", repr=False)
     name: str = "SimCam"
@@ -104,6 +106,8 @@ class SimCamera:
         self._runner: web.AppRunner | None = None
         self.isapi: Isapi | None = None  # the ISAPI firmware side, rebuilt at each boot
         self.dahua: DahuaUpgrader | None = None  # the Dahua CGI firmware side
+        self.sofia: SofiaServer | None = None  # the XMeye Sofia firmware side, on its own port
+        self._sofia_port = config.sofia_port
         self._tasks: set[asyncio.Task[None]] = set()
         self._lifecycle = asyncio.Lock()
         self._auth = HttpAuthenticator(f"{config.model} {config.serial}", self._password_of)
@@ -122,6 +126,10 @@ class SimCamera:
     @property
     def rtsp_port(self) -> int:
         return self.model.rtsp_port
+
+    @property
+    def sofia_port(self) -> int:
+        return self._sofia_port
 
     @property
     def device_url(self) -> str:
@@ -158,6 +166,7 @@ class SimCamera:
             "device_url": self.device_url,
             "port": self.port,
             "rtsp_port": self.rtsp_port,
+            "sofia_port": self.sofia_port,
             "rtsp": {tok: self.rtsp_url(tok) for tok in self.model.profiles},
             "snapshot": self.snapshot_url(),
         }
@@ -218,6 +227,9 @@ class SimCamera:
             site = web.TCPSite(runner, self.config.host, self.model.http_port, reuse_address=True)
             await site.start()
             self.model.http_port = _bound_port(runner, self.model.http_port)
+            self.sofia = SofiaServer(self.model, self, self.config.host, self._sofia_port)
+            await self.sofia.start()
+            self._sofia_port = self.sofia.port
         except BaseException:
             await self._bring_down()
             raise
@@ -236,6 +248,9 @@ class SimCamera:
             await self.isapi.close()
         if self.dahua is not None:
             await self.dahua.close()
+        if self.sofia is not None:
+            sofia, self.sofia = self.sofia, None
+            await sofia.close()
         if self._rtsp is not None:
             rtsp, self._rtsp = self._rtsp, None
             await rtsp.stop()

@@ -20,6 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on and announce")
     p.add_argument("--port", type=int, default=8000, help="ONVIF HTTP port (0: pick a free one)")
     p.add_argument("--rtsp-port", type=int, default=8554, help="RTSP port (0: pick a free one)")
+    p.add_argument(
+        "--sofia-port",
+        type=int,
+        default=0,
+        help="XMeye Sofia port (real cameras: 34567; 0, the default: pick a free one)",
+    )
     p.add_argument("--username", default="admin", help="administrator user name")
     p.add_argument("--password", default="admin", help="administrator password")
     p.add_argument("--count", type=int, default=1, help="number of cameras in this process")
@@ -67,6 +73,7 @@ def _configs(args: argparse.Namespace) -> list[SimCameraConfig]:
                 host=args.host,
                 port=args.port + i if args.port else 0,
                 rtsp_port=args.rtsp_port + i if args.rtsp_port else 0,
+                sofia_port=args.sofia_port + i if args.sofia_port else 0,
                 username=args.username,
                 password=args.password,
                 name=f"{args.name}{suffix}",

@@ -16,6 +16,12 @@ upload is checked as it streams in and a bad image is refused as soon as it is s
 
 StartFirmwareUpgrade hands out `http://HOST:PORT/onvif/firmware/<one-time id>`; a POST of
 a good image there sets the camera's firmware version and schedules a reboot.
+
+UpgradeSystemFirmware carries the image in the SOAP request as an MTOM/XOP attachment
+(multipart/related: the envelope, then the image). `FirmwareUploads.handle_mtom` checks the
+envelope through the ordinary SOAP dispatch (WS-Security, injected faults), the operation's
+handler claims the attachment its `xop:Include` names (`claim_attachment`), then the image
+streams through the same `ImageParser` as an HTTP upload.
 """
 
 from __future__ import annotations
@@ -25,15 +31,18 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from contextvars import ContextVar
 from dataclasses import dataclass
+from urllib.parse import unquote
 
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.helpers import parse_mimetype
 
-from agent.errors import InvalidArgument
+from agent.errors import InvalidArgument, ProtocolError
 from agent.proto.httpauth import HttpAuthenticator
 from agent.sim.camera.model import CameraModel
-from agent.sim.camera.soap import CameraHooks
+from agent.sim.camera.soap import CameraHooks, SoapFault, fault_for
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +64,14 @@ EXPECTED_DOWNTIME = REBOOT_DOWNTIME + 2.0
 #: Longest a client may pause while sending the image, and take in all, seconds.
 READ_IDLE_TIMEOUT = 15.0
 UPLOAD_TIMEOUT = 600.0
+#: UpgradeSystemFirmware (MTOM) limits: envelope part, boundary, part headers, parts, bytes read
+#: per chunk.
+MAX_MTOM_SOAP = 64 * 1024
+MAX_BOUNDARY = 70
+MAX_PART_HEADERS = 16
+MTOM_PARTS = 2
+CHUNK = 64 * 1024
+SOAP_CONTENT_TYPE = "application/soap+xml"
 _FIELDS = ("version", "model", "size", "sha256")
 _SHA256 = re.compile(r"^[0-9a-fA-F]{64}$")
 
@@ -174,20 +191,94 @@ def parse_image(
     return parser.finish()
 
 
-async def read_image(
-    request: web.Request, *, max_size: int = MAX_IMAGE_SIZE, expected_model: str | None = None
+async def read_stream(
+    read: Callable[[], Awaitable[bytes]],
+    *,
+    max_size: int = MAX_IMAGE_SIZE,
+    expected_model: str | None = None,
 ) -> FirmwareImage:
-    """Read and check an image from a request body as it streams in. Raises InvalidArgument
-    (a bad image) or TimeoutError (the upload stalled or took too long)."""
+    """Read and check an image from `read()` (b"" at the end) as it streams in. Raises
+    InvalidArgument (a bad image) or TimeoutError (the upload stalled or took too long)."""
     parser = ImageParser(max_size=max_size, expected_model=expected_model)
     async with asyncio.timeout(UPLOAD_TIMEOUT):
         while True:
             async with asyncio.timeout(READ_IDLE_TIMEOUT):
-                chunk = await request.content.readany()
+                chunk = await read()
             if not chunk:
                 break
             parser.feed(chunk)
     return parser.finish()
+
+
+async def read_image(
+    request: web.Request, *, max_size: int = MAX_IMAGE_SIZE, expected_model: str | None = None
+) -> FirmwareImage:
+    """Read and check an image from a request body as it streams in (see `read_stream`)."""
+    return await read_stream(
+        request.content.readany, max_size=max_size, expected_model=expected_model
+    )
+
+
+@dataclass
+class _Attachment:
+    content_id: str
+    claimed: bool = False
+
+
+_attachment: ContextVar[_Attachment | None] = ContextVar("sim_mtom_attachment", default=None)
+
+
+def claim_attachment(href: str) -> None:
+    """Called by the UpgradeSystemFirmware handler with its `xop:Include` href: the request
+    must be an MTOM package whose attachment part has that Content-ID."""
+    slot = _attachment.get()
+    if slot is None:
+        raise InvalidArgument("the firmware must come as an MTOM attachment (multipart/related)")
+    if not href.startswith("cid:") or unquote(href[4:]) != slot.content_id:
+        raise InvalidArgument("xop:Include does not name the attachment part")
+    slot.claimed = True
+
+
+def _soap_response(status: int, payload: bytes) -> web.Response:
+    return web.Response(
+        status=status, body=payload, content_type=SOAP_CONTENT_TYPE, charset="utf-8"
+    )
+
+
+def _fault_response(exc: Exception) -> web.Response:
+    fault = fault_for(exc) or SoapFault("ter:Action", "internal error")
+    return _soap_response(fault.http_status, fault.to_xml())
+
+
+def _boundary(request: web.Request) -> None:
+    mime = parse_mimetype(request.headers.get("Content-Type", ""))
+    boundary = mime.parameters.get("boundary", "")
+    if not 0 < len(boundary) <= MAX_BOUNDARY:
+        raise InvalidArgument(f"multipart boundary must be 1..{MAX_BOUNDARY} characters")
+
+
+async def _next_part(reader: MultipartReader) -> BodyPartReader | None:
+    async with asyncio.timeout(READ_IDLE_TIMEOUT):
+        part = await reader.next()
+    if part is None:
+        return None
+    if not isinstance(part, BodyPartReader):
+        raise InvalidArgument("nested multipart is not accepted")
+    if len(part.headers) > MAX_PART_HEADERS:
+        raise InvalidArgument(f"more than {MAX_PART_HEADERS} part headers")
+    return part
+
+
+async def _read_part(part: BodyPartReader, limit: int) -> bytes:
+    data = bytearray()
+    while True:
+        async with asyncio.timeout(READ_IDLE_TIMEOUT):
+            chunk = await part.read_chunk(CHUNK)
+        if not chunk:
+            return bytes(data)
+        data += chunk
+        if len(data) > limit:
+            raise InvalidArgument(f"SOAP part larger than {limit} bytes")
 
 
 def digest_denied(auth: HttpAuthenticator, request: web.Request, text: str) -> web.Response | None:
@@ -246,7 +337,60 @@ class FirmwareUploads:
             return web.Response(status=400, text=f"{exc}\n")
         except TimeoutError:
             return web.Response(status=408, text="firmware upload stalled\n")
-        log.info("firmware %s installed, rebooting", image.version)
+        self._install(image, "StartFirmwareUpgrade")
+        return web.Response(text=f"firmware {image.version} installed; rebooting\n")
+
+    def _install(self, image: FirmwareImage, via: str) -> None:
+        log.info("firmware %s installed through %s, rebooting", image.version, via)
         self._model.identity.firmware_version = image.version
         self._hooks.schedule_reboot(REBOOT_DOWNTIME)
-        return web.Response(text=f"firmware {image.version} installed; rebooting\n")
+
+    async def handle_mtom(
+        self, request: web.Request, dispatch: Callable[[bytes], tuple[int, bytes]]
+    ) -> web.Response:
+        """A multipart/related SOAP request (UpgradeSystemFirmware): `dispatch` answers the
+        envelope part as any SOAP request; when its handler claimed the attachment, the image
+        is read and checked before the answer goes out, and installed if good."""
+        length = request.content_length
+        if length is not None and length > self._max_size + MAX_HEADER + 2 * MAX_MTOM_SOAP:
+            return web.Response(status=413, text="firmware image too large\n")
+        try:
+            _boundary(request)
+            async with asyncio.timeout(UPLOAD_TIMEOUT):
+                return await self._mtom(request, dispatch)
+        except TimeoutError:
+            return web.Response(status=408, text="firmware upload stalled\n")
+        except InvalidArgument as exc:
+            log.info("UpgradeSystemFirmware refused: %s", exc)
+            return _fault_response(exc)
+        except (ValueError, RuntimeError, AssertionError) as exc:  # malformed multipart
+            log.info("UpgradeSystemFirmware with a malformed body: %s", type(exc).__name__)
+            return _fault_response(ProtocolError("malformed multipart/related body"))
+
+    async def _mtom(
+        self, request: web.Request, dispatch: Callable[[bytes], tuple[int, bytes]]
+    ) -> web.Response:
+        reader = MultipartReader(request.headers, request.content)
+        soap_part = await _next_part(reader)
+        if soap_part is None:
+            raise InvalidArgument("empty multipart body")
+        soap = await _read_part(soap_part, MAX_MTOM_SOAP)
+        image_part = await _next_part(reader)
+        content_id = "" if image_part is None else image_part.headers.get("Content-ID", "")
+        slot = _Attachment(content_id.strip().removeprefix("<").removesuffix(">"))
+        token = _attachment.set(slot if image_part is not None else None)
+        try:
+            status, payload = dispatch(soap)
+        finally:
+            _attachment.reset(token)
+        if status != 200 or not slot.claimed or image_part is None:
+            return _soap_response(status, payload)
+        image = await read_stream(
+            lambda: image_part.read_chunk(CHUNK),
+            max_size=self._max_size,
+            expected_model=self._model.identity.model,
+        )
+        if await _next_part(reader) is not None:
+            raise InvalidArgument(f"more than {MTOM_PARTS} parts")
+        self._install(image, "UpgradeSystemFirmware")
+        return _soap_response(status, payload)

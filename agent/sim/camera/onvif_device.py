@@ -27,6 +27,7 @@ from agent.sim.camera.soap import (
     SoapFault,
     as_bool,
     as_int,
+    child,
     children,
     duration,
     el,
@@ -77,7 +78,9 @@ def _device_caps(ctx: Context) -> str:
         "RemoteDiscovery": False,
     }
     system |= {"SystemBackup": False, "SystemLogging": False, "FirmwareUpgrade": True}
-    system |= {"HttpFirmwareUpgrade": True, "HttpSystemBackup": False}
+    # A camera switched to lack StartFirmwareUpgrade says so (UpgradeSystemFirmware only).
+    http_upgrade = "StartFirmwareUpgrade" not in ctx.model.faults.soap_faults
+    system |= {"HttpFirmwareUpgrade": http_upgrade, "HttpSystemBackup": False}
     system |= {"HttpSystemLogging": False, "HttpSupportInformation": False}
     return el(
         "tds:Capabilities",
@@ -386,3 +389,15 @@ def start_firmware_upgrade(ctx: Context, req: Element) -> str:
         tx("tds:UploadDelay", duration(firmware.UPLOAD_DELAY)),
         tx("tds:ExpectedDownTime", duration(firmware.EXPECTED_DOWNTIME)),
     )
+
+
+@operation("UpgradeSystemFirmware", access=Access.ADMIN)
+def upgrade_system_firmware(ctx: Context, req: Element) -> str:
+    """The image comes as the request's MTOM attachment; `FirmwareUploads.handle_mtom` checks
+    and installs it after this answer is made and before it is sent."""
+    include = child(req, "Firmware", "Include")
+    href = "" if include is None else include.attrib.get("href", "")
+    if not href:
+        raise InvalidArgument("Firmware has no xop:Include")
+    firmware.claim_attachment(href)
+    return el("tds:UpgradeSystemFirmwareResponse", tx("tds:Message", "Upgrading, then rebooting"))

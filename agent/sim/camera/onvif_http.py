@@ -68,6 +68,11 @@ class OnvifEndpoint:
         self._auth_log = LogOnce(log, AUTH_LOG_INTERVAL)
 
     async def handle(self, request: web.Request, service: str) -> web.Response:
+        if request.content_type == "multipart/related":  # MTOM: UpgradeSystemFirmware
+            host, peer = self._url_host(request), request.remote or "?"
+            return await self.firmware.handle_mtom(
+                request, lambda soap: self.dispatch(service, soap, host, peer)
+            )
         try:
             data = await _read_body(request)
         except TimeoutError:
