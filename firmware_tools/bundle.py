@@ -53,6 +53,31 @@ MAX_SIGNATURE = 64 * 1024
 DEFAULT_MAX_SIZE = 4 * 1024**3
 CHUNK = 64 * 1024
 _MAX_READ = 1024 * 1024
+#: Bytes between two calls of a progress callback.
+PROGRESS_STEP = 1024 * 1024
+
+#: Called with (bytes processed, total bytes).
+Progress = Callable[[int, int], None]
+
+
+class _Meter:
+    """Counts bytes and calls `progress` at most every PROGRESS_STEP bytes, then at the end."""
+
+    def __init__(self, progress: Progress | None, total: int) -> None:
+        self._progress = progress
+        self.total = total
+        self.done = 0
+        self._next = PROGRESS_STEP
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self._progress is not None and self._next <= self.done < self.total:
+            self._progress(self.done, self.total)
+            self._next = self.done + PROGRESS_STEP
+
+    def finish(self) -> None:
+        if self._progress is not None:
+            self._progress(self.done, self.total)
 
 
 class ReleaseCounter:
@@ -89,13 +114,14 @@ class ReleaseCounter:
         return value
 
 
-def _hash_file(path: Path) -> tuple[int, str]:
+def _hash_file(path: Path, meter: _Meter) -> tuple[int, str]:
     digest = hashlib.sha256()
     size = 0
     with path.open("rb") as f:
         while chunk := f.read(CHUNK):
             digest.update(chunk)
             size += len(chunk)
+            meter.add(len(chunk))
     return size, digest.hexdigest()
 
 
@@ -138,13 +164,15 @@ def _tar_info(name: str, size: int, mode: int = 0o644) -> tarfile.TarInfo:
 class _HashingReader:
     """File wrapper that hashes what tarfile copies into the bundle."""
 
-    def __init__(self, f: IO[bytes]) -> None:
+    def __init__(self, f: IO[bytes], meter: _Meter) -> None:
         self._f = f
+        self._meter = meter
         self.digest = hashlib.sha256()
 
     def read(self, n: int = -1) -> bytes:
         data = self._f.read(n)
         self.digest.update(data)
+        self._meter.add(len(data))
         return data
 
 
@@ -161,12 +189,18 @@ def build(
     allow_downgrade: bool = False,
     expires_release: int | None = None,
     rotations: Sequence[RotationCert] = (),
+    progress: Progress | None = None,
 ) -> Manifest:
-    """Write a signed bundle of ``payload`` (a file or a directory) to ``out`` atomically."""
+    """Write a signed bundle of ``payload`` (a file or a directory) to ``out`` atomically.
+
+    ``progress`` gets (bytes read, total): every payload file is read twice, to hash it and
+    to copy it, so the total is twice the payload size.
+    """
     sources = _collect(payload)
+    meter = _Meter(progress, 2 * sum(src.stat().st_size for _, src, _ in sources))
     entries = []
     for rel, src, mode in sources:
-        size, sha = _hash_file(src)
+        size, sha = _hash_file(src, meter)
         entries.append(FileEntry(path=rel, size=size, sha256=sha, mode=mode))
     manifest = Manifest(
         format=FORMAT,
@@ -194,12 +228,13 @@ def build(
                 tar.addfile(_tar_info(name, len(blob)), _BytesReader(blob))
             for entry, (_, src, _) in zip(entries, sources, strict=True):
                 with src.open("rb") as f:
-                    reader = _HashingReader(f)
+                    reader = _HashingReader(f, meter)
                     info = _tar_info(PAYLOAD_PREFIX + entry.path, entry.size, entry.mode)
                     tar.addfile(info, reader)
                 if reader.digest.hexdigest() != entry.sha256:
                     raise BundleError("hash-mismatch", f"{src} changed while building")
         os.replace(tmp, out)
+        meter.finish()
     except ValueError as exc:  # tarfile: name too long for USTAR
         raise BundleError("unsafe-path", str(exc)) from exc
     except OSError as exc:
@@ -357,6 +392,7 @@ def _scan(
     min_release: int,
     agent_version: str | None,
     max_size: int,
+    progress: Progress | None,
 ) -> Manifest:
     with _open_tar(bundle, max_size) as tar:
         data, sigs, rots = _read_header(tar)
@@ -370,16 +406,18 @@ def _scan(
             agent_version=agent_version,
             max_size=max_size,
         )
+        meter = _Meter(progress, manifest.total_size)
         for entry in manifest.files:
-            _stream_member(tar, entry, sink)
+            _stream_member(tar, entry, sink, meter)
         extra = tar.next()
         if extra is not None:
             _check_member(extra)
             raise BundleError("malformed", f"bundle member {extra.name!r} is not in the manifest")
+    meter.finish()
     return manifest
 
 
-def _stream_member(tar: tarfile.TarFile, entry: FileEntry, sink: Sink) -> None:
+def _stream_member(tar: tarfile.TarFile, entry: FileEntry, sink: Sink, meter: _Meter) -> None:
     member = tar.next()
     if member is None:
         raise BundleError("truncated", f"bundle ends before payload file {entry.path}")
@@ -403,6 +441,7 @@ def _stream_member(tar: tarfile.TarFile, entry: FileEntry, sink: Sink) -> None:
         if out is not None:
             out.write(chunk)
         remaining -= len(chunk)
+        meter.add(len(chunk))
     if out is not None:
         out.close()
     if digest.hexdigest() != entry.sha256:
@@ -418,10 +457,12 @@ def verify(
     min_release: int = 0,
     agent_version: str | None = None,
     max_size: int = DEFAULT_MAX_SIZE,
+    progress: Progress | None = None,
 ) -> Manifest:
     """Verify a bundle end to end in constant memory; raises BundleError(reason).
 
-    Blocking by design: async callers run it in a thread.
+    Blocking by design: async callers run it in a thread. ``progress`` gets (payload bytes
+    checked, payload total) once the signature is good, at most every MiB and at the end.
     """
     return _scan(
         bundle,
@@ -432,6 +473,7 @@ def verify(
         min_release=min_release,
         agent_version=agent_version,
         max_size=max_size,
+        progress=progress,
     )
 
 
@@ -445,10 +487,12 @@ def extract(
     min_release: int = 0,
     agent_version: str | None = None,
     max_size: int = DEFAULT_MAX_SIZE,
+    progress: Progress | None = None,
 ) -> Manifest:
     """Verify while unpacking into a staging directory; rename to ``dest`` only if valid.
 
-    ``dest`` must not exist. Only regular files and directories are created.
+    ``dest`` must not exist. Only regular files and directories are created. ``progress``
+    as for `verify`.
     """
     if dest.exists() or dest.is_symlink():
         raise BundleError("io", f"{dest} already exists")
@@ -472,6 +516,7 @@ def extract(
             min_release=min_release,
             agent_version=agent_version,
             max_size=max_size,
+            progress=progress,
         )
         staging.rename(dest)
     except OSError as exc:

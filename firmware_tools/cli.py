@@ -11,9 +11,12 @@ import contextlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from agent.progress import ProgressBar, progress_bar, terminal
 from firmware_tools import bundle
 from firmware_tools import manifest as manifest_format
 from firmware_tools.keys import (
@@ -75,6 +78,23 @@ def _load_rotation(path: Path) -> RotationCert:
     )
 
 
+@contextlib.contextmanager
+def _progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A bundle progress callback drawing a bar on a terminal's stderr; None elsewhere."""
+    if not terminal(sys.stderr):
+        yield None
+        return
+    with contextlib.ExitStack() as stack:
+        bars: list[ProgressBar] = []
+
+        def callback(done: int, total: int) -> None:
+            if not bars:
+                bars.append(stack.enter_context(progress_bar(label, total, enabled=True)))
+            bars[0].update(done)
+
+        yield callback
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.command == "keygen":
         print(f"key id {generate_keypair(args.dir)} written to {args.dir}")
@@ -85,19 +105,8 @@ def _run(args: argparse.Namespace) -> int:
         print(f"key {cert.new_keyid} certified by {cert.signer}")
     elif args.command == "build":
         key = load_private_key(args.key)
-        m = bundle.build(
-            args.output,
-            args.payload,
-            key=key,
-            product=args.product,
-            version=args.version,
-            release=args.release,
-            hardware=args.hardware,
-            min_agent_version=args.min_agent_version,
-            allow_downgrade=args.allow_downgrade,
-            expires_release=args.expires_release,
-            rotations=[_load_rotation(p) for p in args.rotation],
-        )
+        with _progress("build") as progress:
+            m = _build(args, key, progress)
         print(
             f"built {args.output}: {m.product} {m.version} release {m.release}, "
             f"{len(m.files)} file(s), {m.total_size} bytes, key {key_id(key.public_key())}"
@@ -114,10 +123,12 @@ def _run(args: argparse.Namespace) -> int:
             "agent_version": args.agent_version,
             "max_size": args.max_size,
         }
-        if args.extract is not None:
-            m = bundle.extract(args.bundle, args.extract, trust, **kwargs)
-        else:
-            m = bundle.verify(args.bundle, trust, **kwargs)
+        label = "extract" if args.extract is not None else "verify"
+        with _progress(label) as progress:
+            if args.extract is not None:
+                m = bundle.extract(args.bundle, args.extract, trust, progress=progress, **kwargs)
+            else:
+                m = bundle.verify(args.bundle, trust, progress=progress, **kwargs)
         print(f"OK {m.product} {m.version} release {m.release}")
     else:
         manifest, sigs, rots = bundle.inspect(args.bundle)
@@ -129,6 +140,25 @@ def _run(args: argparse.Namespace) -> int:
         }
         print(json.dumps(doc, indent=2, sort_keys=True))
     return 0
+
+
+def _build(
+    args: argparse.Namespace, key: Ed25519PrivateKey, progress: Callable[[int, int], None] | None
+) -> bundle.Manifest:
+    return bundle.build(
+        args.output,
+        args.payload,
+        key=key,
+        product=args.product,
+        version=args.version,
+        release=args.release,
+        hardware=args.hardware,
+        min_agent_version=args.min_agent_version,
+        allow_downgrade=args.allow_downgrade,
+        expires_release=args.expires_release,
+        rotations=[_load_rotation(p) for p in args.rotation],
+        progress=progress,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
