@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -23,7 +22,7 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from agent.audit import AuditLog
-from agent.camera import firmware_dahua, firmware_isapi
+from agent.camera import firmware_dahua, firmware_isapi, firmware_xm
 from agent.cloud import camera_ops
 from agent.discovery.inventory import Inventory
 from agent.errors import (
@@ -37,6 +36,7 @@ from agent.errors import (
     Unavailable,
     Unsupported,
 )
+from agent.net.download import DownloadError, download
 from agent.secret import Credentials, Secret
 from agent.state import StateDir
 
@@ -62,7 +62,11 @@ MAX_WAITING = 16
 MAX_FIRMWARE = 64 * 1024 * 1024
 FIRMWARE_PROTOS = frozenset({"onvif", "iris", "isapi", "dahua", "xm", "sputnik"})
 #: Vendor upload drivers; the rest of the firmware flow is the same for every protocol.
-_DRIVERS = {"isapi": firmware_isapi.upgrade, "dahua": firmware_dahua.upgrade}
+_DRIVERS = {
+    "isapi": firmware_isapi.upgrade,
+    "dahua": firmware_dahua.upgrade,
+    "xm": firmware_xm.upgrade,
+}
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _CHUNK = 256 * 1024
 
@@ -278,12 +282,12 @@ class CommandRunner:
         if proto != "onvif" and proto not in _DRIVERS:
             raise CommandError(
                 "onvif_unsupported_action",
-                f"firmware protocol {proto!r} is not available on this agent yet",
+                f"firmware protocol {proto!r} is unsupported: there is no public specification"
+                f" of the {proto} firmware upgrade protocol",
             )
-        path = await self._download(payload, progress)
+        path, digest = await self._download(payload, progress)
         try:
             await progress("verify", 0, "checking the image")
-            digest = await asyncio.to_thread(_sha256, path)
             if digest != payload["sha256"]:
                 raise CommandError("invalid_request", "the image does not match its sha256")
             send = None
@@ -317,47 +321,40 @@ class CommandRunner:
 
     async def _download(
         self, payload: Mapping[str, Any], progress: Callable[[str, int, str], Awaitable[None]]
-    ) -> Path:
+    ) -> tuple[Path, str]:
+        """Fetch the image into the state directory; (path, its SHA-256)."""
         url, size = str(payload["url"]), int(payload["size"])
         origin = self._origin()
-        if origin is None or _origin(url) != _origin(origin):
+        if origin is None or url_origin(url) != url_origin(origin):
             raise CommandError("invalid_request", "the image URL is not on the agent's cloud")
         if self._state is None:
             raise CommandError("temporarily_unavailable", "no state directory for the image")
         await asyncio.to_thread(self._state.ensure)
-        path = self._state.file(f"firmware-{os.getpid()}-{time.monotonic_ns()}.part")
+        path = self._state.file(f"firmware-{os.getpid()}-{time.monotonic_ns()}.bin")
         await progress("download", 0, f"{size} bytes")
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
+
+        async def step(done: int, total: int | None) -> None:
+            await progress("download", 100 * done // (total or size), f"{done} of {size} bytes")
+
         try:
-            async with (
-                aiohttp.ClientSession(timeout=timeout) as http,
-                http.get(url, ssl=self._ssl() if url.startswith("https:") else True) as resp,
-            ):
-                if resp.status != 200:
-                    reason = f"image download: HTTP {resp.status}"
-                    raise CommandError("temporarily_unavailable", reason)
-                got = 0
-                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL
-                fd = await asyncio.to_thread(os.open, path, flags, 0o600)
-                try:
-                    async for chunk in resp.content.iter_chunked(_CHUNK):
-                        got += len(chunk)
-                        if got > size:
-                            raise CommandError("invalid_request", "image larger than announced")
-                        await asyncio.to_thread(os.write, fd, chunk)
-                finally:
-                    await asyncio.to_thread(os.close, fd)
-            if got != size:
-                raise CommandError("invalid_request", f"image truncated: {got} of {size} bytes")
-        except BaseException as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-            if isinstance(exc, aiohttp.ClientError | OSError):
-                reason = f"image download failed: {exc}"
-                raise CommandError("temporarily_unavailable", reason) from None
-            raise
+            result = await download(
+                url,
+                path,
+                expected_size=size,
+                max_size=MAX_FIRMWARE,
+                ssl=self._ssl() if url.startswith("https:") else True,
+                progress=step,
+                progress_step=max(1 << 20, size // 10),
+            )
+        except DownloadError as exc:
+            code = "temporarily_unavailable" if exc.retryable else "invalid_request"
+            raise CommandError(code, f"image download failed: {exc}") from None
+        finally:  # the cloud's image URL is one-time: nothing to resume later
+            for leftover in (".part", ".part.json"):
+                with contextlib.suppress(OSError):
+                    await asyncio.to_thread(os.unlink, f"{path}{leftover}")
         await progress("download", 100, f"{size} bytes")
-        return path
+        return result.path, result.sha256
 
 
 def _budget(command: str, payload: Mapping[str, Any]) -> float:
@@ -403,7 +400,8 @@ def _http_base(xaddr: str) -> str:
     return f"{parts.scheme}://{parts.netloc.rsplit('@', 1)[-1]}"
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
+def url_origin(url: str) -> tuple[str, str, int | None]:
+    """(scheme, host, port) of a URL, ws(s) counted as http(s); a bad port gives no origin."""
     parts = urlsplit(url)
     scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
     try:
@@ -411,11 +409,3 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     except ValueError:
         return ("", "", None)
     return (scheme, (parts.hostname or "").lower(), port)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1024 * 1024):
-            h.update(chunk)
-    return h.hexdigest()
