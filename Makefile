@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: all sysdeps benchdeps test lint fmt demo bench clean
+.PHONY: all sysdeps benchdeps test lint fmt demo bench bundle clean
 
 all: test
 
@@ -59,6 +59,17 @@ benchdeps:
 
 bench: $(VENV) benchdeps
 	$(BIN)/python -m tests.bench
+
+# A signed agent update bundle: the agent's wheel as payload (docs/updates.md).
+#   make bundle KEY=keys/private.pem RELEASE=12 [HARDWARE="rpi4 rpi5"]
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+bundle: $(VENV)
+	@test -n "$(KEY)" -a -n "$(RELEASE)" || { echo "usage: make bundle KEY=DIR/private.pem RELEASE=N [HARDWARE=...]" >&2; exit 2; }
+	rm -rf build/wheel && mkdir -p dist
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w build/wheel .
+	$(BIN)/camera-agent-fw build --key $(KEY) --product camera-agent --version $(VERSION) \
+	  --release $(RELEASE) $(foreach h,$(HARDWARE),--hardware $(h)) \
+	  --payload build/wheel/camera_agent-$(VERSION)-py3-none-any.whl -o dist/camera-agent-$(VERSION).bundle
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info

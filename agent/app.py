@@ -25,6 +25,7 @@ from agent.cloud.service import CloudService
 from agent.cloud.tunnel_policy import TunnelPolicy, camera_endpoints
 from agent.config import AgentConfig
 from agent.discovery.inventory import Inventory
+from agent.discovery.records import CameraState
 from agent.discovery.service import DiscoveryService
 from agent.errors import ConfigError
 from agent.health.collector import HealthCollector
@@ -37,6 +38,9 @@ from agent.media.restream import Restreamer
 from agent.media.webrtc import WebRtcSessions
 from agent.net.memory import tune_allocator
 from agent.state import StateDir
+from agent.sysd.notify import Notifier
+from agent.update.journal import root_from_env
+from agent.update.service import UpdateService
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +100,19 @@ class Agent:
         )
         self.cloud.commands = self.commands
         self.cloud.audit = self.audit
+        u = cfg.update
+        self.updates = UpdateService(
+            u.root or root_from_env(),
+            index_url=u.url,
+            check_interval=u.check_interval,
+            auto_apply=u.auto_apply,
+            hardware=u.hardware,
+            origins=lambda: [self.cloud.endpoint_origin()],
+            ssl_context=lambda: self.cloud.tls_context,
+        )
+        self.updates.attach(self._send_event)
+        self.cloud.updates = self.updates
+        self.notifier = Notifier()  # systemd, or the update arbiter
         self.restream: Restreamer | None = None  # built at run(): the password may be generated
         self.push = PushManager(
             self.inventory,
@@ -113,6 +130,7 @@ class Agent:
                 audit=self.audit,
                 metrics=self.metrics,
                 health=self.health_summary,
+                update=self.updates.status,
             ),
             cfg.api_host,
             cfg.api_port,
@@ -260,6 +278,17 @@ class Agent:
             "push": self.push.status(),
         }
 
+    def _notify_health(self) -> dict[str, str]:
+        """Health fields sent with each watchdog ping: the arbiter judges a trial by them."""
+        status = self.cloud.status()
+        endpoint = status.get("endpoint") or {}
+        online = sum(1 for r in self.inventory.cameras() if r.state == CameraState.ONLINE)
+        return {
+            "X_ACTIVATED": "1" if status.get("activated") else "0",
+            "X_CONNECTED": "1" if endpoint.get("alive") else "0",
+            "X_CAMERAS": str(online),
+        }
+
     def _on_reboot(self) -> None:
         log.warning("restart requested by the cloud")
         self.restart_requested = True
@@ -293,10 +322,16 @@ class Agent:
                     group.create_task(self.health.run(self.cfg.health_interval), name="health"),
                     group.create_task(self.reporter.run(), name="stats to the cloud"),
                     group.create_task(CameraLiveness(self.inventory).run(), name="liveness"),
+                    group.create_task(self.updates.run(), name="updates"),
+                    group.create_task(
+                        self.notifier.run_watchdog(self._notify_health), name="watchdog"
+                    ),
                 ]
                 self.ready.set()
+                self.notifier.ready(f"serving {len(self.inventory.cameras())} camera(s)")
                 log.info("camera-agent %s ready", __version__)
                 await stop.wait()
+                self.notifier.stopping()
                 log.info("stopping")
                 for task in tasks:
                     task.cancel()

@@ -168,6 +168,16 @@ def build_parser() -> argparse.ArgumentParser:
         "API (who, what, when, result; no secrets). Reads the state directory; the agent need "
         "not be running.",
     )
+    _command(
+        sub,
+        "update",
+        "agent.update.cli",
+        "check, download and apply updates of the agent itself",
+        "Updates of the agent itself from signed bundles: check an update index, download "
+        "(resumable) and verify a bundle, apply it (installed beside the running release; the "
+        "arbiter tries it and rolls back unless it is healthy), show the journal. See "
+        "docs/updates.md.",
+    )
     _add_sim(sub)
     return parser
 

@@ -120,6 +120,15 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class UpdateConfig:
+    root: Path | None = None  # install root; None: CAMERA_AGENT_ROOT from the arbiter, else off
+    url: str | None = None  # update index to check; None: updates come from the cloud only
+    check_interval: float = 6 * 3600.0
+    auto_apply: bool = True
+    hardware: str | None = None  # hardware profile bundles must target
+
+
+@dataclass(frozen=True)
 class AgentConfig:
     state_dir: Path = DEFAULT_STATE_DIR
     api_host: str = DEFAULT_API[0]
@@ -131,6 +140,7 @@ class AgentConfig:
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
     restream: RestreamConfig = field(default_factory=RestreamConfig)
     push: tuple[PushConfig, ...] = ()
+    update: UpdateConfig = field(default_factory=UpdateConfig)
     reboot_command: tuple[str, ...] = ()  # empty: the cloud's reboot restarts the agent only
     health_interval: float = 10.0  # seconds between health samples (also sent to the cloud)
     thermal_zone: Path | None = None  # sysfs temperature file (millidegrees); None: psutil sensors
@@ -221,7 +231,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
     _check_keys(
         data,
         {"agent", "api", "discovery", "cloud", "credentials", "tunnel", "restream", "push",
-         "health"},
+         "health", "update"},
         "the config file",
     )  # fmt: skip
     health = _table(data, "health")
@@ -294,7 +304,14 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         if len(pin) != 64 or any(ch not in "0123456789abcdef" for ch in pin):
             raise ConfigError("cloud.pin_sha256 must be 64 hex digits (SHA-256 of the certificate)")
         c = replace(c, pin_sha256=pin)
-    cfg = replace(cfg, cloud=c, tunnel=_tunnel(data), restream=_restream(data), push=_push(data))
+    cfg = replace(
+        cfg,
+        cloud=c,
+        tunnel=_tunnel(data),
+        restream=_restream(data),
+        push=_push(data),
+        update=_update(data),
+    )
     if "interval" in health:
         every = float(_typed(health, "interval", (int, float), "health"))
         if not 1 <= every <= 3600:
@@ -325,6 +342,32 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         default_credentials=tuple(_credentials(i, "credentials.default") for i in defaults),
         camera_credentials=per_camera,
     )
+
+
+def _update(data: Mapping[str, Any]) -> UpdateConfig:
+    section = _table(data, "update")
+    _check_keys(section, {"root", "url", "check_interval", "auto_apply", "hardware"}, "[update]")
+    u = UpdateConfig()
+    if "root" in section:
+        root = _typed(section, "root", str, "update")
+        if not root.startswith("/"):
+            raise ConfigError("update.root must be an absolute path")
+        u = replace(u, root=Path(root))
+    if "url" in section:
+        u = replace(u, url=check_url(_typed(section, "url", str, "update"), "update.url"))
+    if "check_interval" in section:
+        every = float(_typed(section, "check_interval", (int, float), "update"))
+        if not 60 <= every <= 30 * 86400:
+            raise ConfigError("update.check_interval must be within 60..2592000 seconds")
+        u = replace(u, check_interval=every)
+    if "auto_apply" in section:
+        u = replace(u, auto_apply=_typed(section, "auto_apply", bool, "update"))
+    if "hardware" in section:
+        hw = _typed(section, "hardware", str, "update")
+        if not 0 < len(hw) <= 64:
+            raise ConfigError("update.hardware must be a profile name")
+        u = replace(u, hardware=hw)
+    return u
 
 
 def _tunnel(data: Mapping[str, Any]) -> TunnelConfig:

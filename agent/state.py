@@ -60,20 +60,7 @@ class StateDir:
 
     def write_bytes(self, name: str, payload: bytes) -> None:
         """Replace file `name` atomically with `payload`, mode 0600."""
-        target = self.file(name)
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=self.path)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                os.fchmod(fh.fileno(), 0o600)
-                fh.write(payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(self.path)
+        write_atomic(self.file(name), payload)
 
     def read_json(self, name: str) -> Any | None:
         """The document, or None when it is missing or was corrupt (then moved aside)."""
@@ -99,7 +86,7 @@ class StateDir:
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             self.file(name).unlink()
-        _fsync_dir(self.path)
+        fsync_dir(self.path)
 
     def restream_password(self) -> Secret:
         """The restream server's password: generated once (24 random URL-safe chars), kept in
@@ -118,7 +105,25 @@ class StateDir:
         return await asyncio.to_thread(self.read_json, name)
 
 
-def _fsync_dir(path: Path) -> None:
+def write_atomic(target: Path, payload: bytes, mode: int = 0o600) -> None:
+    """Replace `target` with `payload` so that a kill at any instant leaves the old file or the
+    new one: temporary file in the same directory, fsync, rename, directory fsync."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), mode)
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(target.parent)
+
+
+def fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(fd)

@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,8 @@ import aiohttp
 from agent import config as agent_config
 from agent.errors import ConfigError
 from agent.state import StateDir
+from agent.update import journal
+from agent.update.journal import root_from_env
 
 #: Exit status when no agent answers.
 EXIT_NOT_RUNNING = 3
@@ -51,7 +54,7 @@ async def _ask(host: str, port: int, token: str | None) -> dict[str, Any] | None
         return None
 
 
-def _offline(state: StateDir) -> dict[str, Any]:
+def _offline(state: StateDir, root: Path | None = None) -> dict[str, Any]:
     activation = state.read_json("activation.json") if state.path.exists() else None
     inventory = state.read_json("inventory.json") if state.path.exists() else None
     cams = inventory.get("cameras", []) if isinstance(inventory, dict) else []
@@ -69,6 +72,7 @@ def _offline(state: StateDir) -> dict[str, Any]:
             ],
         },
         "cameras": {"total": len(cams) if isinstance(cams, list) else 0},
+        "update": {"journal": journal.load(root).summary()} if root is not None else None,
     }
 
 
@@ -140,6 +144,29 @@ def _health_lines(health: Any) -> list[str]:
     return lines
 
 
+def update_lines(update: Any) -> list[str]:
+    if not isinstance(update, dict) or not update.get("enabled", True):
+        return []
+    j = update.get("journal") or {}
+    state = j.get("state") or "idle"
+    release = f", release {update['release']}" if update.get("release") else ""
+    if state == "idle":
+        return [f"update: none in progress{release}"]
+    line = f"update: {state} {j.get('version') or ''}".rstrip()
+    done, total = j.get("bytes") or 0, j.get("total")
+    if state == "downloading":
+        if isinstance(total, int) and total > 0:
+            pct = 100 * done // total
+            line += f": {done / 2**20:.1f} of {total / 2**20:.1f} MiB ({pct} %)"
+        else:
+            line += f": {done / 2**20:.1f} MiB"
+    if state == "trial" and j.get("attempts"):
+        line += f" (attempt {j['attempts']})"
+    if j.get("error"):
+        line += f": {j['error']}"
+    return [line + release]
+
+
 def format_status(data: dict[str, Any]) -> str:
     act = data.get("activation") or {}
     lines = [
@@ -158,6 +185,7 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append(_conn_line("streampoint", data.get("streampoint")))
         lines.extend(_relay_lines(data.get("relay")))
         lines.extend(_health_lines(data.get("health")))
+    lines.extend(update_lines(data.get("update")))
     cams = data.get("cameras") or {}
     by_state = ", ".join(f"{k} {v}" for k, v in (cams.get("by_state") or {}).items())
     lines.append(f"cameras: {cams.get('total', 0)}" + (f" ({by_state})" if by_state else ""))
@@ -175,7 +203,11 @@ async def run(args: argparse.Namespace) -> int:
     data = await _ask(cfg.api_host, cfg.api_port, token)
     running = data is not None and "error" not in data
     if data is None or not running:
-        data = {**(await asyncio.to_thread(_offline, StateDir(cfg.state_dir))), **(data or {})}
+        root = cfg.update.root or root_from_env()
+        data = {
+            **(await asyncio.to_thread(_offline, StateDir(cfg.state_dir), root)),
+            **(data or {}),
+        }
     else:
         data = {"running": True, **data}
     print(json.dumps(data, indent=2) if args.json else format_status(data))

@@ -52,6 +52,7 @@ CLOUD = web.AppKey("cloud", object)
 RELAY = web.AppKey("relay", object)
 #: Returns a summary of the latest health sample (host and per-camera figures).
 HEALTH = web.AppKey("health", object)
+UPDATE = web.AppKey("update", object)
 STARTED = web.AppKey("started_at", float)
 
 
@@ -95,21 +96,22 @@ async def get_status(request: web.Request) -> web.Response:
             "qr_scan": cloud_status.get("qr_scan"),
             "relay": _relay(request),
             "health": _health(request),
+            "update": _provided(request, UPDATE),
             "cameras": _cameras_summary(request),
         }
     )
 
 
 def _health(request: web.Request) -> dict[str, Any] | None:
-    provider = request.app.get(HEALTH)
-    if not callable(provider):
-        return None
-    value = provider()
-    return value if isinstance(value, dict) else None
+    return _provided(request, HEALTH)
 
 
 def _relay(request: web.Request) -> dict[str, Any] | None:
-    provider = request.app.get(RELAY)
+    return _provided(request, RELAY)
+
+
+def _provided(request: web.Request, key: web.AppKey[object]) -> dict[str, Any] | None:
+    provider = request.app.get(key)
     if not callable(provider):
         return None
     value = provider()

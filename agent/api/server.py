@@ -36,6 +36,7 @@ from agent.api.routes_agent import (
     HEALTH,
     RELAY,
     STARTED,
+    UPDATE,
     CloudControl,
     agent_routes,
 )
@@ -209,6 +210,7 @@ def build_app(
     audit: AuditLog | None = None,
     metrics: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     health: Callable[[], dict[str, Any] | None] | None = None,
+    update: Callable[[], dict[str, Any]] | None = None,
 ) -> web.Application:
     """The local API application. With a token, every route but hello needs
     `Authorization: Bearer <token>`; without one, only loopback Host names are served."""
@@ -233,6 +235,8 @@ def build_app(
         app[RELAY] = relay
     if health is not None:
         app[HEALTH] = health
+    if update is not None:
+        app[UPDATE] = update
     app.add_routes(core_routes())
     app.add_routes(agent_routes())
     app.add_routes(webrtc_routes())

@@ -28,6 +28,7 @@ from agent import __version__
 from agent import log as agent_log
 from agent.cloud import activation as act_mod
 from agent.cloud.activation import Activation
+from agent.cloud.commands import CommandError, error_code
 from agent.cloud.control import ControlConnection, ControlHandlers
 from agent.cloud.identity import Identity, load_or_create
 from agent.cloud.link import TlsPolicy, parse_pin, ssl_context
@@ -43,6 +44,7 @@ from agent.state import StateDir
 if TYPE_CHECKING:
     from agent.audit import AuditLog
     from agent.cloud.commands import CommandRunner
+    from agent.update.service import UpdateService
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,7 @@ class CloudService:
         #: Bytes sent through tunnels per camera (host, port), over every data connection.
         self.tunnel_bytes: dict[tuple[str, int], int] = {}
         self.commands: CommandRunner | None = None  # set by the daemon
+        self.updates: UpdateService | None = None  # set by the daemon
         self.audit: AuditLog | None = None
         self.tunnel_policy = tunnel_policy or TunnelPolicy(
             lambda: inventory.cameras() if inventory is not None else []
@@ -287,6 +290,7 @@ class CloudService:
             "agent_type": "router",
             "serial": self.serial,
             "model": self.model,
+            **({"update": self.updates.summary()} if self.updates is not None else {}),
         }
 
     async def _description(self) -> dict[str, Any]:
@@ -315,6 +319,15 @@ class CloudService:
         payload: dict[str, Any],
         event: Callable[[str, dict[str, Any]], Awaitable[None]],
     ) -> dict[str, Any]:
+        if command == "agent_update" and self.updates is not None:
+            from agent.update.updater import UpdateError
+
+            try:
+                return await self.updates.command(payload)
+            except UpdateError as exc:
+                raise CommandError("temporarily_unavailable", str(exc)) from None
+            except AgentError as exc:
+                raise CommandError(error_code(exc), str(exc)[:300]) from None
         if self.commands is None:
             raise ProtocolError(f"unknown command {command[:64]!r}")
         return await self.commands.run(command, payload, event)

@@ -52,6 +52,7 @@ AGENT_EVENTS = frozenset(
         "streampoint_connect_failure",
         "streampoint_disconnected",
         "camera_firmware_progress",
+        "agent_update_progress",
         "stats",
     }
 )
@@ -69,6 +70,7 @@ SERVER_REQUESTS = frozenset(
         "camera_auth_get",
         "camera_auth_set",
         "camera_firmware",
+        "agent_update",
         "logs",
     }
 )

@@ -13,11 +13,13 @@ from aiohttp import web
 
 from agent.secret import Credentials
 from agent.sim.cloud import activation, central, commands, page, watcher
+from agent.sim.cloud import updates as agent_updates
 from agent.sim.cloud.api import Auth, errors_middleware
 from agent.sim.cloud.endpoint import Hub, Kind
 from agent.sim.cloud.firmware import Firmware
 from agent.sim.cloud.relay import RelayPorts
 from agent.sim.cloud.state import Agent, CloudState, Store, Stream, Token
+from agent.sim.cloud.updates import AgentUpdates
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +58,7 @@ class SimCloud:
         self.state = CloudState(token_ttl_s=token_ttl_s)
         self.hub: Hub | None = None
         self.firmware: Firmware | None = None
+        self.updates: AgentUpdates | None = None
         self.relay: RelayPorts | None = None
         self.camera_login = camera_login
         self._runner: web.AppRunner | None = None
@@ -99,6 +102,8 @@ class SimCloud:
         self.port = int(sock.getsockname()[1])
         self.firmware = Firmware(self.state, self.url)
         await self.firmware.start()
+        self.updates = AgentUpdates(self.url)
+        await self.updates.start()
         hub = commands.CommandHub(
             self.state,
             endpoint_hostname=self.host,
@@ -125,6 +130,7 @@ class SimCloud:
             self._runner = None
             await self.relay.stop()
             await self.firmware.close()
+            await self.updates.close()
             raise
         log.info("simulated cloud on %s", self.url)
 
@@ -139,6 +145,8 @@ class SimCloud:
         app.add_routes(watcher.routes(self.state, hub, auth, self.firmware))
         app.add_routes(commands.routes(self.state, hub, auth, self.firmware))
         app.add_routes(central.routes(self.state, hub, auth, self.started_at))
+        assert self.updates is not None
+        app.add_routes(agent_updates.routes(self.state, hub, auth, self.updates))
         app.add_routes(activation.routes(self.state, self._answer, first))
         app.add_routes(page.routes(self.state, hub, self.url))
 
@@ -177,6 +185,9 @@ class SimCloud:
         if self.firmware is not None:
             await self.firmware.close()
             self.firmware = None
+        if self.updates is not None:
+            await self.updates.close()
+            self.updates = None
         if self._store is not None:
             await asyncio.to_thread(self._store.close)
             self._store = None

@@ -32,6 +32,7 @@ LIMITS_S: dict[str, float] = {
     "camera_auth_set": 20.0,
     "camera_firmware": 600.0,
     "logs": 10.0,
+    "agent_update": 10.0,  # answered at once; the update goes on in the background
 }
 #: How much longer than the deadline the cloud waits for the answer.
 GRACE_S = 1.0

@@ -71,6 +71,7 @@ class AgentLive:
     connections_established: int = 0
     metrics: dict[str, Any] | None = None  # the agent's latest `stats` event
     metrics_at: int | None = None  # utc ms of its arrival
+    update: dict[str, Any] | None = None  # the agent's self-update journal, as last reported
 
 
 class Session:
@@ -385,6 +386,7 @@ class Hub:
             value = req.payload.get(key)
             if isinstance(value, str) and len(value) <= 256:
                 setattr(agent, key, value)
+        self._note_update(agent, req.payload.get("update"))
         await self.state.touch_agent(agent)
         await session.send(pc.Response(req.id, True, {"server_time_ms": now_ms()}))
         await self.redirect(agent)
@@ -398,6 +400,8 @@ class Hub:
                 if key in event.payload:
                     agent.description[key] = event.payload[key]
             await self.state.touch_agent(agent)
+        elif event.command == "agent_update_progress":
+            self._note_update(agent, event.payload)
         elif event.command == "stats":
             live = self.live_of(agent.id)
             ts = event.payload.get("ts")
@@ -413,6 +417,26 @@ class Hub:
             hostname = event.payload.get("hostname")
             reason = event.payload.get("reason", "")
             agent.log(f"{event.command} {str(hostname)[:64]} {str(reason)[:200]}".rstrip())
+
+    def _note_update(self, agent: Agent, payload: object) -> None:
+        """Keep the agent's update journal summary (short scalar fields only)."""
+        if not isinstance(payload, dict):
+            return
+        view = {
+            k: v
+            for k, v in list(payload.items())[:32]
+            if isinstance(k, str)
+            and len(k) <= 64
+            and (
+                v is None
+                or isinstance(v, int | float | bool)
+                or (isinstance(v, str) and len(v) <= 300)
+            )
+        }
+        live = self.live_of(agent.id)
+        if view.get("state") != (live.update or {}).get("state"):
+            agent.log(f"agent update {view.get('state')} {view.get('version') or ''}".rstrip())
+        live.update = view
 
     def camera_stats(self, agent_id: str, camera_id: str) -> dict[str, Any] | None:
         """The agent's latest figures for one camera, in the per-camera names of the mobile
@@ -469,6 +493,8 @@ class Hub:
             "endpoint_connection": ep,
             "streampoint_connection": sp,
         }
+        if live.update is not None:
+            out["update"] = live.update
         for key in ("local_ip", "mac_address"):
             if isinstance(desc.get(key), str):
                 out[key] = desc[key]

@@ -1,0 +1,1 @@
+"""systemd integration: the notify protocol sender used for readiness and the watchdog."""
