@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.state import fsync_dir, write_atomic
+from agent.state import write_atomic
 
 log = logging.getLogger(__name__)
 
