@@ -48,6 +48,7 @@ class Options:
     stop_timeout: float = 20.0
     poll: float = 1.0
     agent_args: tuple[str, ...] = ()
+    trust: Path | None = None  # trusted keys when not ROOT/trust
 
 
 @dataclass
@@ -77,7 +78,7 @@ class Arbiter:
 
     def __init__(self, opts: Options) -> None:
         self.opts = opts
-        self.releases = Releases(opts.root)
+        self.releases = Releases(opts.root, opts.trust)
         self.server = NotifyServer(self._on_notify)
         self.relay = NotifyRelay(os.environ.get("NOTIFY_SOCKET"))
         self.child: Child | None = None
@@ -363,6 +364,7 @@ class Arbiter:
             PYTHONPATH=str(self.releases.site(name)),
             CAMERA_AGENT_ROOT=str(self.opts.root),
             CAMERA_AGENT_RELEASE=name,
+            CAMERA_AGENT_TRUST=str(self.releases.trust_dir),
             NOTIFY_SOCKET=self.server.path,
             WATCHDOG_USEC=str(int(self.opts.watchdog * 1_000_000)),
         )
@@ -422,6 +424,7 @@ def _parser() -> argparse.ArgumentParser:
         usage="%(prog)s --root ROOT [options] -- AGENT_ARGS...",
     )
     p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="install root")
+    p.add_argument("--trust", type=Path, default=None, help="trusted keys (default ROOT/trust)")
     p.add_argument("--deadline", type=float, default=300.0, help="seconds to become healthy")
     p.add_argument("--stable", type=float, default=60.0, help="seconds of health to commit")
     p.add_argument("--max-attempts", type=int, default=3, help="trial launches before rollback")
@@ -446,7 +449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent_log.setup(args.log_level)
     names = ("deadline", "stable", "max_attempts", "watchdog", "stop_timeout", "poll")
     values = {n: getattr(args, n) for n in names}
-    opts = Options(root=args.root.absolute(), agent_args=tuple(agent_args), **values)
+    trust = args.trust.absolute() if args.trust else None
+    opts = Options(root=args.root.absolute(), agent_args=tuple(agent_args), trust=trust, **values)
     return asyncio.run(Arbiter(opts).run())
 
 

@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--root", default=None, help="install root (default: [update] root, else /opt/camera-agent)"
     )
+    p.add_argument("--trust", default=None, help="trusted keys (default ROOT/trust)")
     sub = p.add_subparsers(dest="update_command", metavar="STEP", required=True)
     sub.add_parser(
         "status", help="show the update journal and the installed releases"
@@ -48,8 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         step.add_argument("url", nargs="?", default=None, help="bundle URL")
         step.add_argument("--index", action="store_true", help="take the URL from the index")
         step.add_argument("--sha256", default=None, help="expected SHA-256 of the bundle")
-    boot = sub.add_parser("bootstrap", help="install the first release from a local bundle")
-    boot.add_argument("bundle", type=Path, help="signed agent bundle")
+    boot = sub.add_parser("bootstrap", help="install the first release")
+    first = boot.add_mutually_exclusive_group(required=True)
+    first.add_argument("bundle", type=Path, nargs="?", help="signed agent bundle")
+    first.add_argument(
+        "--local", action="store_true", help="this installed agent becomes the first release"
+    )
 
 
 def _root(args: argparse.Namespace, cfg: agent_config.AgentConfig) -> Path:
@@ -145,8 +151,14 @@ async def run(args: argparse.Namespace) -> int:
         if args.update_command == "status":
             await asyncio.to_thread(_print_status, root, args.json)
             return 0
+        if args.trust:
+            os.environ["CAMERA_AGENT_TRUST"] = os.path.abspath(args.trust)  # noqa: ASYNC240
         if args.update_command == "bootstrap":
-            name = await asyncio.to_thread(Releases(root).bootstrap, args.bundle)
+            releases = Releases(root)
+            if args.local:
+                name = await asyncio.to_thread(releases.bootstrap_local)
+            else:
+                name = await asyncio.to_thread(releases.bootstrap, args.bundle)
             print(f"installed {name} as the current release under {root}")
             return 0
         return await _steps(args, cfg, root)

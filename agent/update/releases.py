@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib
+import importlib.metadata
 import json
 import logging
 import os
@@ -54,10 +56,14 @@ class Releases:
     #: Unpacked size limit for wheel payloads (an attribute so tests can lower it).
     max_unpacked: int = MAX_UNPACKED
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, trust_dir: Path | None = None) -> None:
         self.root = Path(root)
         self.releases_dir = self.root / "releases"
-        self.trust_dir = self.root / "trust"
+        # Trusted keys: ROOT/trust, or a directory the agent cannot write (CAMERA_AGENT_TRUST,
+        # e.g. /etc/camera-agent/trust when the install root is in the agent's state directory).
+        env_trust = os.environ.get("CAMERA_AGENT_TRUST", "")
+        default = Path(env_trust) if env_trust.startswith("/") else self.root / "trust"
+        self.trust_dir = trust_dir or default
         self.downloads = self.root / "update" / "downloads"
 
     # Reading.
@@ -136,6 +142,7 @@ class Releases:
         self._clean_staging()
         staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=self.releases_dir))
         try:
+            staging.chmod(0o755)
             payload = staging / "payload"
             manifest = extract(
                 bundle,
@@ -219,6 +226,45 @@ class Releases:
         if removed:
             log.info("removed old releases: %s", ", ".join(removed))
         return removed
+
+    def bootstrap_local(self) -> str:
+        """Make the agent installed beside this code (the base install's own packages) the
+        first release, `<version>-local`, and point current at it. For a fresh install: the
+        installer trusts the code it installs; every later release must be signed."""
+        from agent import __version__
+
+        name = f"{__version__}-local"
+        if self.usable(name):
+            self.switch(name)
+            return name
+        self.releases_dir.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{os.getpid()}-", dir=self.releases_dir))
+        try:
+            staging.chmod(0o755)
+            site = staging / "site"
+            site.mkdir()
+            for package in ("agent", "firmware_tools"):
+                source = Path(importlib.import_module(package).__file__ or "").parent
+                shutil.copytree(
+                    source, site / package, ignore=shutil.ignore_patterns("__pycache__")
+                )
+            dist = importlib.metadata.distribution("camera-agent")
+            info = {"product": PRODUCT, "version": __version__, "release": 0, "source": "local"}
+            meta = site / f"camera_agent-{__version__}.dist-info"
+            meta.mkdir()
+            (meta / "METADATA").write_text(dist.read_text("METADATA") or "")
+            (staging / RELEASE_JSON).write_text(json.dumps({**info, "installed_at": time.time()}))
+            _fsync_tree(staging)
+            final = self.releases_dir / name
+            if final.exists():
+                _remove(final)
+            staging.rename(final)
+            fsync_dir(self.releases_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        self.switch(name)
+        (self.root / "update").mkdir(mode=0o700, parents=True, exist_ok=True)
+        return name
 
     def bootstrap(self, bundle: Path, *, hardware: str | None = None) -> str:
         """Install `bundle`, make it current and accept its release counter."""

@@ -173,3 +173,29 @@ def test_bootstrap_and_dangling_current(setup: tuple[Releases, Path], tmp_path: 
     os.replace(r.root / "current", r.root / "x")
     os.symlink("/etc", r.root / "current")
     assert r.current() is None
+
+
+def test_bootstrap_local_makes_this_agent_the_first_release(tmp_path: Path) -> None:
+    releases = Releases(tmp_path / "root")
+    name = releases.bootstrap_local()
+    assert name.endswith("-local") and releases.current() == name and releases.usable(name)
+    site = releases.site(name)
+    assert (site / "agent" / "update" / "arbiter.py").is_file()
+    assert (site / "firmware_tools" / "bundle.py").is_file()
+    assert not list(site.rglob("__pycache__"))
+    assert releases.bootstrap_local() == name  # again: the same release
+
+
+def test_trusted_keys_can_live_outside_the_root(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root, key = trusted_root(tmp_path)
+    elsewhere = tmp_path / "etc-trust"
+    shutil.move(root / "trust", elsewhere)
+    bundle = _bundle(tmp_path, key, "1.0.0", 1, _tree(tmp_path, "1.0.0"))
+    with pytest.raises(BundleError, match="no trusted public key"):
+        Releases(root).install(bundle)
+    monkeypatch.setenv("CAMERA_AGENT_TRUST", str(elsewhere))
+    assert Releases(root).install(bundle)[1].version == "1.0.0"
+    monkeypatch.delenv("CAMERA_AGENT_TRUST")
+    assert Releases(root, elsewhere).trust_dir == elsewhere
