@@ -12,10 +12,12 @@ import asyncio
 import logging
 import sys
 import time
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from agent import __version__
+from agent import __version__, hw
 from agent import config as agent_config
 from agent import log as agent_log
 from agent.api.server import ApiServer, build_app
@@ -32,6 +34,7 @@ from agent.health.collector import HealthCollector
 from agent.health.liveness import CameraLiveness
 from agent.health.loop_lag import LoopLag
 from agent.health.report import StatsReporter
+from agent.health.shed import Shedder, ShedPolicy
 from agent.health.system import SystemPaths, SystemSampler
 from agent.media.push_manager import PushEntry, PushManager
 from agent.media.restream import Restreamer
@@ -112,6 +115,8 @@ class Agent:
         )
         self.updates.attach(self._send_event)
         self.cloud.updates = self.updates
+        self.shedder = Shedder(ShedPolicy())  # thresholds from the hardware profile at run()
+        self.cloud.qr_allowed = lambda: self.shedder.allows("qr")
         self.notifier = Notifier()  # systemd, or the update arbiter
         self.restream: Restreamer | None = None  # built at run(): the password may be generated
         self.push = PushManager(
@@ -131,6 +136,8 @@ class Agent:
                 metrics=self.metrics,
                 health=self.health_summary,
                 update=self.updates.status,
+                hardware=self.hardware_status,
+                shed=self.shedder.denial,
             ),
             cfg.api_host,
             cfg.api_port,
@@ -138,14 +145,16 @@ class Agent:
         self.ready = asyncio.Event()
         self.started = time.monotonic()
         self.loop_lag = LoopLag()
+        self.system = SystemSampler(
+            SystemPaths(
+                thermal_zone=cfg.thermal_zone,
+                throttled=cfg.throttled_path,
+                disks={"state": cfg.state_dir, "log": cfg.log_dir},
+            )
+        )
+        self.hardware: hw.Detection | None = None  # detected at run()
         self.health = HealthCollector(
-            system=SystemSampler(
-                SystemPaths(
-                    thermal_zone=cfg.thermal_zone,
-                    throttled=cfg.throttled_path,
-                    disks={"state": cfg.state_dir, "log": cfg.log_dir},
-                )
-            ),
+            system=self.system,
             agent=self._agent_health,
             cameras=self._camera_health,
             loop_lag=self.loop_lag,
@@ -278,6 +287,45 @@ class Agent:
             "push": self.push.status(),
         }
 
+    def _apply_profile(self, detection: hw.Detection) -> None:
+        """Settings the hardware profile decides unless the config file does."""
+        self.hardware = detection
+        p = detection.profile
+        log.info("hardware profile %s (%s): %s", p.id, p.name, detection.reason)
+        paths = self.system.paths
+        if self.cfg.thermal_zone is None and p.thermal.sensor:
+            paths = replace(paths, thermal_zone=Path(p.thermal.sensor))
+        if self.cfg.throttled_path is None and p.thermal.throttled:
+            paths = replace(paths, throttled=Path(p.thermal.throttled))
+        self.system.paths = paths
+        self.updates.hardware = self.cfg.update.hardware or p.id
+        self.cloud.qr_concurrency = p.tuning.qr_concurrency
+        self.shedder.policy = ShedPolicy(
+            soft_celsius=p.thermal.soft_celsius,
+            hard_celsius=p.thermal.hard_celsius,
+            cpu_percent=p.tuning.cpu_shed_percent,
+        )
+
+    async def _on_shed_level(self, old: int, new: int) -> None:
+        if new >= 2 > old:
+            await self.webrtc.close_all()  # live views go first; the relay is never shed
+
+    def hardware_status(self) -> dict[str, Any] | None:
+        """The hardware profile for the status route."""
+        d = self.hardware
+        if d is None:
+            return None
+        cameras = len(self.inventory.cameras())
+        return {
+            "id": d.profile.id,
+            "name": d.profile.name,
+            "reason": d.reason,
+            "forced": d.forced,
+            "max_cameras": d.profile.max_cameras,
+            "over_capacity": cameras > d.profile.max_cameras,
+            "shed": self.shedder.status(),
+        }
+
     def _notify_health(self) -> dict[str, str]:
         """Health fields sent with each watchdog ping: the arbiter judges a trial by them."""
         status = self.cloud.status()
@@ -299,9 +347,18 @@ class Agent:
         self._stop = stop
         agent_log.ring()  # recent lines for the cloud's `logs` call
         await asyncio.to_thread(self.state.ensure)
+        self._apply_profile(await asyncio.to_thread(hw.detect, force=self.cfg.hardware_profile))
         await self.inventory.load()
         await self.audit.load()
         log.info("%d camera(s) known from %s", len(self.inventory.cameras()), self.state.path)
+        status = self.hardware_status()
+        if status is not None and status["over_capacity"]:
+            log.warning(
+                "%d cameras known; the %s profile is sized for %d",
+                len(self.inventory.cameras()),
+                status["id"],
+                status["max_cameras"],
+            )
         try:
             await self.api.start()
         except OSError as exc:
@@ -323,6 +380,14 @@ class Agent:
                     group.create_task(self.reporter.run(), name="stats to the cloud"),
                     group.create_task(CameraLiveness(self.inventory).run(), name="liveness"),
                     group.create_task(self.updates.run(), name="updates"),
+                    group.create_task(
+                        self.shedder.run(
+                            lambda: self.health.latest,
+                            self.cfg.health_interval,
+                            on_level=self._on_shed_level,
+                        ),
+                        name="load shedding",
+                    ),
                     group.create_task(
                         self.notifier.run_watchdog(self._notify_health), name="watchdog"
                     ),

@@ -178,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
         "arbiter tries it and rolls back unless it is healthy), show the journal. See "
         "docs/updates.md.",
     )
+    _command(
+        sub,
+        "hw",
+        "agent.hw_cli",
+        "show the detected hardware profile",
+        "Detect the hardware profile of this box (device-tree model, DMI, architecture) and "
+        "show it with its limits and tuning; --profile forces one, --root reads another "
+        "box's /proc and /sys copied into a directory. See docs/hardware.md.",
+    )
     _add_sim(sub)
     return parser
 

@@ -141,6 +141,7 @@ class AgentConfig:
     restream: RestreamConfig = field(default_factory=RestreamConfig)
     push: tuple[PushConfig, ...] = ()
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    hardware_profile: str | None = None  # force a hardware profile id; None: detect
     reboot_command: tuple[str, ...] = ()  # empty: the cloud's reboot restarts the agent only
     health_interval: float = 10.0  # seconds between health samples (also sent to the cloud)
     thermal_zone: Path | None = None  # sysfs temperature file (millidegrees); None: psutil sensors
@@ -231,7 +232,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
     _check_keys(
         data,
         {"agent", "api", "discovery", "cloud", "credentials", "tunnel", "restream", "push",
-         "health", "update"},
+         "health", "update", "hardware"},
         "the config file",
     )  # fmt: skip
     health = _table(data, "health")
@@ -323,6 +324,13 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         cfg = replace(cfg, throttled_path=Path(_typed(health, "throttled", str, "health")))
     if "log_dir" in health:
         cfg = replace(cfg, log_dir=Path(_typed(health, "log_dir", str, "health")))
+    hardware = _table(data, "hardware")
+    _check_keys(hardware, {"profile"}, "[hardware]")
+    if "profile" in hardware:
+        profile = _typed(hardware, "profile", str, "hardware")
+        if not 0 < len(profile) <= 64:
+            raise ConfigError("hardware.profile must be a profile id (see `camera-agent hw`)")
+        cfg = replace(cfg, hardware_profile=profile)
     creds = _table(data, "credentials")
     _check_keys(creds, {"default", "camera"}, "[credentials]")
     defaults = creds.get("default", [])

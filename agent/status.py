@@ -144,6 +144,22 @@ def _health_lines(health: Any) -> list[str]:
     return lines
 
 
+def hardware_lines(hardware: Any) -> list[str]:
+    if not isinstance(hardware, dict):
+        return []
+    line = f"hardware: {hardware.get('id')} ({hardware.get('name')})"
+    if hardware.get("forced"):
+        line += ", forced by the config"
+    if hardware.get("over_capacity"):
+        line += f", more cameras than the {hardware.get('max_cameras')} it is sized for"
+    lines = [line]
+    shed = hardware.get("shed") or {}
+    if shed.get("level"):
+        shed_list = ", ".join(shed.get("shed") or [])
+        lines.append(f"  load shed level {shed['level']} ({shed_list}): {shed.get('reason')}")
+    return lines
+
+
 def update_lines(update: Any) -> list[str]:
     if not isinstance(update, dict) or not update.get("enabled", True):
         return []
@@ -185,6 +201,7 @@ def format_status(data: dict[str, Any]) -> str:
         lines.append(_conn_line("streampoint", data.get("streampoint")))
         lines.extend(_relay_lines(data.get("relay")))
         lines.extend(_health_lines(data.get("health")))
+        lines.extend(hardware_lines(data.get("hardware")))
     lines.extend(update_lines(data.get("update")))
     cams = data.get("cameras") or {}
     by_state = ", ".join(f"{k} {v}" for k, v in (cams.get("by_state") or {}).items())

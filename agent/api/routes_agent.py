@@ -53,6 +53,7 @@ RELAY = web.AppKey("relay", object)
 #: Returns a summary of the latest health sample (host and per-camera figures).
 HEALTH = web.AppKey("health", object)
 UPDATE = web.AppKey("update", object)
+HARDWARE = web.AppKey("hardware", object)
 STARTED = web.AppKey("started_at", float)
 
 
@@ -97,6 +98,7 @@ async def get_status(request: web.Request) -> web.Response:
             "relay": _relay(request),
             "health": _health(request),
             "update": _provided(request, UPDATE),
+            "hardware": _provided(request, HARDWARE),
             "cameras": _cameras_summary(request),
         }
     )

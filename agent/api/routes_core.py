@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -15,10 +16,24 @@ from agent.api.context import (
     path_camera_id,
     read_json,
 )
-from agent.api.errors import error_response
+from agent.api.errors import UNAVAILABLE, error_response
 from agent.errors import NotFound
 
 MESSAGE = "camera-agent local API"
+
+#: Load shedding: feature ("snapshot", "webrtc") -> None when allowed, else the reason.
+SHED: web.AppKey[Callable[[str], str | None]] = web.AppKey("shed")
+#: Seconds a client is told to wait before asking again for shed work.
+SHED_RETRY_AFTER = 60
+
+
+def shed_response(request: web.Request, feature: str) -> web.Response | None:
+    """The 503 answer while `feature` is shed under load, None when it is allowed."""
+    shed = request.app.get(SHED)
+    reason = shed(feature) if shed is not None else None
+    if reason is None:
+        return None
+    return error_response(503, UNAVAILABLE, reason, headers={"Retry-After": str(SHED_RETRY_AFTER)})
 
 
 async def hello(request: web.Request) -> web.Response:
@@ -42,6 +57,9 @@ async def list_cameras(request: web.Request) -> web.Response:
 
 async def get_snapshot(request: web.Request) -> web.Response:
     cid = path_camera_id(request)
+    shed = shed_response(request, "snapshot")
+    if shed is not None:
+        return shed
     snap = await camera_call(request, cid, lambda c: c.snapshot())
     content_type = snap.content_type if snap.content_type.startswith("image/") else "image/jpeg"
     return web.Response(

@@ -13,6 +13,7 @@ from aiohttp import web
 
 from agent.api.context import DIRECTORY, CameraMissing, read_json
 from agent.api.errors import PAYLOAD_TOO_LARGE, error_response
+from agent.api.routes_core import shed_response
 from agent.api.validation import ErrorItem, RequestInvalid, camera_id
 from agent.errors import LimitExceeded, NotFound, Unavailable
 
@@ -56,6 +57,9 @@ async def _offer(request: web.Request) -> tuple[str, bool]:
 
 async def post_offer(request: web.Request) -> web.Response:
     cid = camera_id(request.match_info["camera_id"])
+    shed = shed_response(request, "webrtc")
+    if shed is not None:
+        return shed
     offer, raw = await _offer(request)
     directory = request.app[DIRECTORY]
     try:

@@ -33,6 +33,7 @@ from agent.api.openapi import openapi_document
 from agent.api.page import PAGE_PATH, page_routes
 from agent.api.routes_agent import (
     CLOUD,
+    HARDWARE,
     HEALTH,
     RELAY,
     STARTED,
@@ -40,7 +41,7 @@ from agent.api.routes_agent import (
     CloudControl,
     agent_routes,
 )
-from agent.api.routes_core import core_routes
+from agent.api.routes_core import SHED, core_routes
 from agent.api.routes_onvif import onvif_routes
 from agent.api.routes_webrtc import WEBRTC, LiveView, webrtc_routes
 from agent.api.validation import MAX_BODY, InsufficientArguments, RequestInvalid
@@ -211,9 +212,13 @@ def build_app(
     metrics: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     health: Callable[[], dict[str, Any] | None] | None = None,
     update: Callable[[], dict[str, Any]] | None = None,
+    hardware: Callable[[], dict[str, Any] | None] | None = None,
+    shed: Callable[[str], str | None] | None = None,
 ) -> web.Application:
     """The local API application. With a token, every route but hello needs
-    `Authorization: Bearer <token>`; without one, only loopback Host names are served."""
+    `Authorization: Bearer <token>`; without one, only loopback Host names are served.
+    `shed(feature)` ("snapshot", "webrtc") gives None when the feature is allowed, else the
+    reason it is shed; those routes then answer 503 with Retry-After."""
     if token is not None and not token:
         raise ConfigError("the API token must not be empty")
     if call_timeout <= 0:
@@ -237,6 +242,10 @@ def build_app(
         app[HEALTH] = health
     if update is not None:
         app[UPDATE] = update
+    if hardware is not None:
+        app[HARDWARE] = hardware
+    if shed is not None:
+        app[SHED] = shed
     app.add_routes(core_routes())
     app.add_routes(agent_routes())
     app.add_routes(webrtc_routes())

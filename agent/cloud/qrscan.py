@@ -37,6 +37,8 @@ WINDOW = 6.0
 OPEN_TIMEOUT = 10.0
 #: Seconds between looks at the inventory for cameras.
 RESCAN = 2.0
+#: Seconds between checks of `allowed` while scanning is paused.
+PAUSE_POLL = 1.0
 
 _QR = zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode)
 
@@ -96,8 +98,11 @@ class QrScanner:
         used_tokens: Callable[[], set[str]] = set,
         concurrency: int = CONCURRENCY,
         window: float = WINDOW,
+        allowed: Callable[[], bool] = lambda: True,
     ) -> None:
         self._cameras = cameras
+        self._allowed = allowed
+        self.paused = False
         self._used = used_tokens
         self._window = window
         self._slots = asyncio.Semaphore(concurrency)
@@ -122,6 +127,9 @@ class QrScanner:
         self._stop.clear()
         try:
             while True:
+                if not self._allowed():
+                    await self._pause()
+                    continue
                 online = {
                     r.id: r
                     for r in self._cameras()
@@ -135,14 +143,32 @@ class QrScanner:
                         self._tasks[cid] = asyncio.create_task(self._scan(rec))
                 await asyncio.sleep(RESCAN)
         finally:
-            self._stop.set()
-            tasks = list(self._tasks.values())
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(BaseException):
-                    await task
-            self._tasks.clear()
+            await self._end_scans()
+
+    async def _end_scans(self) -> None:
+        """Stop every reading thread and cancel and await every camera task."""
+        self._stop.set()
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+
+    async def _pause(self) -> None:
+        """End the scans under way and wait (polling `allowed`) until scanning is allowed."""
+        log.info("QR scanning paused (load shedding)")
+        self.paused = True
+        await self._end_scans()
+        # Threads still winding down keep the old (set) event; new scans get a fresh one.
+        self._stop = threading.Event()
+        try:
+            allowed = False
+            while not allowed:
+                await asyncio.sleep(PAUSE_POLL)
+                allowed = self._allowed()
+        finally:
+            self.paused = False
+        log.info("QR scanning resumed")
 
     async def _scan(self, rec: CameraRecord) -> None:
         url = sub_stream_url(rec)

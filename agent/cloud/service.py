@@ -93,6 +93,8 @@ class CloudService:
         self.model = model
         self._on_reboot = on_reboot
         self._qr_window = qr_window
+        self.qr_concurrency: int | None = None  # from the hardware profile
+        self.qr_allowed: Callable[[], bool] = lambda: True  # False while load is shed
         self.identity: Identity | None = None
         self.activation: Activation | None = None
         self.control: ControlConnection | None = None
@@ -451,6 +453,9 @@ class CloudService:
         kwargs: dict[str, Any] = {"used_tokens": self._used_tokens}
         if self._qr_window is not None:
             kwargs["window"] = self._qr_window
+        if self.qr_concurrency is not None:
+            kwargs["concurrency"] = self.qr_concurrency
+        kwargs["allowed"] = self.qr_allowed
         self.scanner = QrScanner(cameras, **kwargs)
         return self.scanner
 

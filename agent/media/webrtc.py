@@ -97,9 +97,9 @@ class WebRtcSessions:
         finally:
             self._pending -= 1
 
-    async def close(self) -> None:
-        """Close every peer connection and camera connection; waits for tasks and threads."""
-        self._closed = True
+    async def close_all(self) -> None:
+        """End every open session (and the camera connections only they used); new offers are
+        still answered. Offers being negotiated are not affected."""
         sessions = list(self._sessions)
         for s in sessions:
             if s.task is not None:
@@ -107,6 +107,13 @@ class WebRtcSessions:
         await asyncio.gather(*(self._end(s) for s in sessions), return_exceptions=True)
         tasks = [s.task for s in sessions if s.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
+        if sessions:
+            log.info("WebRTC: %d session(s) ended", len(sessions))
+
+    async def close(self) -> None:
+        """Close every peer connection and camera connection; waits for tasks and threads."""
+        self._closed = True
+        await self.close_all()
         feeds = list(self._feeds.values())
         self._feeds.clear()
         await asyncio.gather(*(f.stop() for f in feeds), return_exceptions=True)

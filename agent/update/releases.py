@@ -243,7 +243,7 @@ class Releases:
             staging.chmod(0o755)
             site = staging / "site"
             site.mkdir()
-            for package in ("agent", "firmware_tools"):
+            for package in ("agent", "firmware_tools", "hw_profiles"):
                 source = Path(importlib.import_module(package).__file__ or "").parent
                 shutil.copytree(
                     source, site / package, ignore=shutil.ignore_patterns("__pycache__")

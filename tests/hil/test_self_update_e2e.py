@@ -43,6 +43,7 @@ def agent_tree(dst: Path, version: str, *, broken: bool = False) -> Path:
     site = dst / "site"
     shutil.copytree(REPO / "agent", site / "agent", ignore=IGNORE)
     shutil.copytree(REPO / "firmware_tools", site / "firmware_tools", ignore=IGNORE)
+    shutil.copytree(REPO / "hw_profiles", site / "hw_profiles", ignore=IGNORE)
     info = site / f"camera_agent-{version}.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(

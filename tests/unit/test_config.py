@@ -211,3 +211,13 @@ def test_health_settings(tmp_path: Path) -> None:
     assert cfg.log_dir == Path("/var/log/cams")
     with pytest.raises(ConfigError, match=r"health\.interval"):
         config.load(_write(tmp_path, "[health]\ninterval = 0\n"), env={})
+
+
+def test_hardware_profile_setting() -> None:
+    assert config.from_mapping({"hardware": {"profile": "raspberry-pi-4"}}).hardware_profile == (
+        "raspberry-pi-4"
+    )
+    assert config.from_mapping({}).hardware_profile is None
+    for bad in ({"profile": ""}, {"profile": 4}, {"model": "x"}):
+        with pytest.raises(ConfigError):
+            config.from_mapping({"hardware": bad})

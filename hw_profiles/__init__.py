@@ -1,0 +1,1 @@
+"""Hardware profiles: one TOML file per supported target, read by `agent.hw`."""
