@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: all sysdeps benchdeps test lint fmt demo bench bundle clean
+.PHONY: all sysdeps benchdeps test lint fmt demo bench bundle clean install uninstall
 
 all: test
 
@@ -15,6 +15,7 @@ sysdeps:
 	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	command -v chromium >/dev/null || missing="$$missing chromium"; \
+	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing system packages:$$missing"; \
 	  if [ "$$(id -u)" != 0 ]; then echo "run as root, or install:$$missing" >&2; exit 1; fi; \
@@ -70,6 +71,18 @@ bundle: $(VENV)
 	$(BIN)/camera-agent-fw build --key $(KEY) --product camera-agent --version $(VERSION) \
 	  --release $(RELEASE) $(foreach h,$(HARDWARE),--hardware $(h)) \
 	  --payload build/wheel/camera_agent-$(VERSION)-py3-none-any.whl -o dist/camera-agent-$(VERSION).bundle
+
+# The agent as a systemd service (docs/install.md); the logic is in systemd/install.sh.
+#   sudo make install [PROFILE=raspberry-pi-4] [PREFIX=/opt/camera-agent]
+#   make install DESTDIR=/tmp/stage PROFILE=x86-64-nvr    (staged: nothing is started)
+#   sudo make uninstall [PURGE=1]                         (PURGE: config, state, logs, user too)
+PREFIX ?= /opt/camera-agent
+install:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" PROFILE="$(PROFILE)" HW_JSON="$(HW_JSON)" \
+	  INSTALL_PYTHON="$(INSTALL_PYTHON)" PIP_ARGS="$(PIP_ARGS)" systemd/install.sh install
+
+uninstall:
+	DESTDIR="$(DESTDIR)" PREFIX="$(PREFIX)" PURGE="$(PURGE)" systemd/install.sh uninstall
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache build *.egg-info
