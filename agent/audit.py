@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
 import os
@@ -69,7 +70,9 @@ class AuditLog:
         return items[-limit:] if limit else items
 
     async def load(self) -> None:
-        if self.path is not None:
+        if self._state is not None and self.path is not None:
+            if await asyncio.to_thread(self.path.is_dir):
+                await asyncio.to_thread(self._state.move_aside, AUDIT_FILE, "it is a directory")
             entries = await asyncio.to_thread(read_entries, self.path, self._keep)
             self._recent.extend(entries)
             self._lines = len(entries)
@@ -107,9 +110,16 @@ class AuditLog:
         self._state.ensure()
         path = self._state.file(AUDIT_FILE)
         line = json.dumps(entry, separators=(",", ":")) + "\n"
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line.encode())
+            size = os.fstat(fd).st_size
+            payload = line.encode()
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                payload = b"\n" + payload  # an unfinished line stays alone (skipped on read)
+            written = os.write(fd, payload)
+            if written != len(payload):  # disk full part-way: leave no partial line
+                os.ftruncate(fd, size)
+                raise OSError(errno.ENOSPC, "no space left for the whole entry")
         finally:
             os.close(fd)
         self._lines += 1
@@ -125,8 +135,10 @@ def read_entries(path: Path, keep: int = KEEP) -> list[dict[str, Any]]:
     """The newest `keep` well-formed entries of an audit file (blocking). Bad lines are skipped."""
     out: deque[dict[str, Any]] = deque(maxlen=keep)
     with contextlib.suppress(FileNotFoundError), open(path, "rb") as fh:
-        for raw in fh:
-            if len(raw) > MAX_LINE:
+        while raw := fh.readline(MAX_LINE + 1):
+            if len(raw) > MAX_LINE:  # too long: skip it, a bounded piece at a time
+                while raw and not raw.endswith(b"\n"):
+                    raw = fh.readline(MAX_LINE + 1)
                 continue
             try:
                 entry = json.loads(raw)

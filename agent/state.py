@@ -70,18 +70,38 @@ class StateDir:
                 raw = fh.read(MAX_DOCUMENT + 1)
         except FileNotFoundError:
             return None
+        except IsADirectoryError:
+            self.move_aside(name, "it is a directory")
+            return None
         try:
             if len(raw) > MAX_DOCUMENT:
                 raise ValueError("document too large")
             return json.loads(raw)
         except ValueError as exc:
-            aside = target.with_name(f"{name}.corrupt-{int(time.time())}")
-            with contextlib.suppress(OSError):
-                os.replace(target, aside)
-            log.error(  # noqa: TRY400 - the reason is enough, a traceback would not help
-                "state document %s was unreadable (%s); moved to %s", name, exc, aside.name
-            )
+            self.move_aside(name, str(exc))
             return None
+
+    def move_aside(self, name: str, reason: str) -> Path:
+        """Rename an unusable document to `NAME.corrupt-TIMESTAMP` (never deleted); logged."""
+        target = self.file(name)
+        aside = target.with_name(f"{name}.corrupt-{int(time.time())}")
+        with contextlib.suppress(OSError):
+            os.replace(target, aside)
+        log.error("state document %s is unusable (%s); moved to %s", name, reason, aside.name)
+        return aside
+
+    def remove_stale_temps(self) -> int:
+        """Delete temporary files a killed writer left behind (`.NAME.*.tmp`); the documents
+        themselves are whole. Call at start-up only, before anything writes. Returns the count."""
+        removed = 0
+        for path in self.path.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if path.is_file() and not path.is_symlink():
+                    path.unlink()
+                    removed += 1
+        if removed:
+            log.info("removed %d unfinished temporary file(s) from %s", removed, self.path)
+        return removed
 
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
@@ -17,3 +21,95 @@ def no_blocking_in_loop() -> Iterator[BlockBuster]:
     """
     with blockbuster_ctx(["agent"]) as bb:
         yield bb
+
+
+#: Reliability figures recorded by the fault, soak and fuzz tests in this session.
+_RELIABILITY: list[dict[str, object]] = []
+
+
+@pytest.fixture
+def record_reliability() -> Callable[..., None]:
+    """`record_reliability(kind, name, **figures)`: keep a measured figure (a fault's recovery
+    time, what was lost, inputs fuzzed...). At the end of the session they are written to
+    build/reliability.json (tests/reliability_report.py renders docs/reliability.md from it)."""
+
+    def record(kind: str, name: str, **figures: object) -> None:
+        _RELIABILITY.append({"kind": kind, "name": name, **figures})
+
+    return record
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _RELIABILITY:
+        return
+    out = Path(session.config.rootpath) / "build" / "reliability.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    previous: list[dict[str, object]] = []
+    if out.exists():
+        with contextlib.suppress(ValueError, OSError):
+            loaded = json.loads(out.read_text())
+            previous = loaded if isinstance(loaded, list) else []
+    seen = {(r["kind"], r["name"]) for r in _RELIABILITY}
+    kept = [r for r in previous if (r.get("kind"), r.get("name")) not in seen]
+    out.write_text(json.dumps(kept + _RELIABILITY, indent=2, default=str) + "\n")
+
+
+#: Distinctive passwords and tokens the suite gives the agent; none may reach a log line.
+TEST_SECRETS = (
+    "cam-pw",
+    "cmd-pw-1",
+    "fault-pw",
+    "faults-pw",
+    "page-pw",
+    "relay-pw",
+    "tunnel-pw",
+    "upd-pw",
+    "R3stream-Pass",
+    "pw-Inv3ntory",
+    "pw-Netns",
+    "pw-Secr3t-9",
+    "pw-Serv1ce",
+    "s3cret-Pass",
+    "s3cret-pw",
+    "health-pw",
+    "isapi-pw",
+    "xm-secret-pw",
+    "page-token-1",
+    "s3cr3t-token",
+    "guess-Pass",
+    "other-pw",
+    "new-pw",
+    "not-the-password",
+    "sec-api-token-7f3a",
+    "fuzz-pw",
+)
+
+
+class SecretLeakHandler(logging.Handler):
+    """Formats every record of this process; keeps only those naming a test secret."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        self.checked = 0
+        self.leaks: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record)
+        except Exception:
+            return
+        self.checked += 1
+        if len(self.leaks) < 100 and any(s in text for s in TEST_SECRETS):
+            self.leaks.append(text[:500])
+
+
+#: Session-wide; tests/hil/test_zz_no_secrets_in_logs.py asserts it saw no leak.
+LEAKS = SecretLeakHandler()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    logging.getLogger().addHandler(LEAKS)
+    agent_log = logging.getLogger("agent")
+    if agent_log.getEffectiveLevel() > logging.DEBUG:
+        agent_log.setLevel(logging.DEBUG)

@@ -114,7 +114,7 @@ def check_answer(status: int, body: bytes) -> None:
         raise AuthError(f"{OPERATION}: the camera refused the credentials (HTTP {status})")
     try:
         root = fromstring(body, forbid_dtd=True) if body.strip() else None
-    except (DefusedXmlException, SyntaxError, ValueError):
+    except (DefusedXmlException, SyntaxError, ValueError, LookupError):  # LookupError: encoding
         root = None
     body_el = _find(root, "Body")
     answer = body_el[0] if body_el is not None and len(body_el) else None

@@ -30,8 +30,16 @@ REQUEST_TIMEOUT = 15.0
 MAX_PENDING = 64
 #: Most endpoint requests handled at once.
 MAX_HANDLING = 8
-#: Seconds of silence from the endpoint before the connection is considered dead.
+#: Seconds of silence from the endpoint before the connection is considered dead, at most.
 SILENCE_TIMEOUT = 90.0
+#: Heartbeat periods without any message (pongs included) before the connection is dead.
+MISSED_HEARTBEATS = 3
+
+
+def silence_timeout(heartbeat_s: float) -> float:
+    """How long a connection may stay silent: a few of the announced heartbeat periods (each
+    ping is answered), at most `SILENCE_TIMEOUT`."""
+    return min(SILENCE_TIMEOUT, MISSED_HEARTBEATS * max(1.0, heartbeat_s))
 
 
 class ControlState(StrEnum):
@@ -180,7 +188,7 @@ class ControlConnection(Link):
         log.info("endpoint %s connected (server %s)", self.url, welcome.server_id)
         try:
             async with asyncio.TaskGroup() as group:
-                reader = group.create_task(self._read(ws))
+                reader = group.create_task(self._read(ws, silence_timeout(welcome.heartbeat_s)))
                 group.create_task(self._introduce())
                 pinger = group.create_task(self._ping(ws, max(1, welcome.heartbeat_s)))
                 await reader
@@ -251,11 +259,11 @@ class ControlConnection(Link):
             raise ConnectionError("endpoint not connected")
         await send(ws, codec.Event(command, payload), self.counters)
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+    async def _read(self, ws: aiohttp.ClientWebSocketResponse, silence: float) -> None:
         while True:
             data = ""
             try:
-                data = await receive(ws, self.counters, SILENCE_TIMEOUT)
+                data = await receive(ws, self.counters, silence)
                 msg = codec.decode(data, known=codec.SERVER_REQUESTS)
             except codec.UnknownCommand as exc:
                 await self._bad_message(ws, codec.ERR_UNKNOWN_COMMAND, str(exc), exc.request_id)

@@ -37,6 +37,8 @@ class Identity:
         )
         self.public_key_raw = raw
         self.public_key_b64 = base64.b64encode(raw).decode("ascii")
+        #: True when `load_or_create` made this key (none was usable in the state directory).
+        self.created = False
 
     @classmethod
     def generate(cls) -> Identity:
@@ -91,6 +93,8 @@ def load_or_create(state: StateDir) -> Identity:
             raw = fh.read(MAX_KEY_FILE + 1)
     except FileNotFoundError:
         raw = None
+    except IsADirectoryError:
+        raw = b""  # unusable: moved aside below
     if raw is not None:
         try:
             if len(raw) > MAX_KEY_FILE:
@@ -113,6 +117,7 @@ def load_or_create(state: StateDir) -> Identity:
                     os.chmod(path, 0o600)
             return ident
     ident = Identity.generate()
+    ident.created = True
     write_private(path, ident.to_pem())
     log.info("new agent identity %s", ident.public_key_b64)
     return ident

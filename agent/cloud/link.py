@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import ssl
@@ -68,6 +69,12 @@ class Counters:
     bytes_out: int = 0
     reconnects: int = 0
     last_error: str = ""
+    #: The server's clock minus `time.monotonic()` at the last login (from its challenge).
+    server_clock: float | None = None
+
+    def server_time(self) -> float | None:
+        """The server's wall clock now, in seconds, whatever the local wall clock does."""
+        return None if self.server_clock is None else time.monotonic() + self.server_clock
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -113,19 +120,21 @@ async def login(
     max_msg_size: int = codec.MAX_MESSAGE,
 ) -> tuple[aiohttp.ClientWebSocketResponse, codec.Welcome]:
     """Open the WebSocket and log in; AuthError if refused, ConnectionError/ProtocolError else."""
-    ws = await session.ws_connect(
-        url,
-        ssl=tls.context if url.startswith("wss:") else True,
-        max_msg_size=max_msg_size,
-        heartbeat=None,
-        autoping=True,
-        timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
-    )
+    async with asyncio.timeout(timeout):  # the handshake too: a silent network must not hang it
+        ws = await session.ws_connect(
+            url,
+            ssl=tls.context if url.startswith("wss:") else True,
+            max_msg_size=max_msg_size,
+            heartbeat=None,
+            autoping=True,
+            timeout=aiohttp.ClientWSTimeout(ws_receive=None, ws_close=5.0),
+        )
     try:
         tls.check_pin(ws)
         first = codec.decode(await receive(ws, c, timeout))
         if not isinstance(first, codec.Challenge):
             raise ProtocolError("expected a challenge")
+        c.server_clock = first.server_time_ms / 1000 - time.monotonic()
         sig = ident.sign_b64(codec.login_text(purpose, agent_id, first.nonce))
         await send(ws, codec.Login(agent_id, sig), c)
         answer = codec.decode(await receive(ws, c, timeout))

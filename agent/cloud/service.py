@@ -332,7 +332,17 @@ class CloudService:
                 raise CommandError(error_code(exc), str(exc)[:300]) from None
         if self.commands is None:
             raise ProtocolError(f"unknown command {command[:64]!r}")
-        return await self.commands.run(command, payload, event)
+        return await self.commands.run(command, self._local_deadline(payload), event)
+
+    def _local_deadline(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """`deadline_ms` is on the cloud's clock: moved onto the local wall clock by the time left
+        on the cloud's (estimated at login on the monotonic clock), so a wrong or jumping local
+        clock neither expires nor stretches it."""
+        deadline = payload.get("deadline_ms")
+        server = self.control.counters.server_time() if self.control is not None else None
+        if server is None or isinstance(deadline, bool) or not isinstance(deadline, int):
+            return payload
+        return {**payload, "deadline_ms": int(deadline - server * 1000 + time.time() * 1000)}
 
     @property
     def tls_context(self) -> ssl.SSLContext:
@@ -440,7 +450,22 @@ class CloudService:
                 if not self.serial:
                     self.serial = await asyncio.to_thread(_machine_serial)
                 self.identity = await asyncio.to_thread(load_or_create, self.state)
+                if self.identity.created:
+                    await asyncio.to_thread(self._drop_orphaned_activation)
             return self.identity
+
+    def _drop_orphaned_activation(self) -> None:
+        """A new key was made: an activation kept from before belongs to the lost key and the
+        cloud would refuse every connection. Move it aside (kept for examination) so the agent
+        waits for activation again. Blocking."""
+        path = self.state.file(act_mod.DOCUMENT)
+        if path.exists() or path.is_symlink():
+            aside = self.state.move_aside(act_mod.DOCUMENT, "its identity key was lost")
+            log.error(
+                "the agent's identity key was missing or unreadable while it was activated: "
+                "activation moved to %s; the agent must be activated again",
+                aside.name,
+            )
 
     def _new_scanner(self, *, unbound_only: bool = False) -> QrScanner:
         def cameras() -> list[Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 
-from agent.cloud.control import SILENCE_TIMEOUT, ControlState, Link
+from agent.cloud.control import ControlState, Link, silence_timeout
 from agent.cloud.identity import Identity
 from agent.cloud.link import TlsPolicy, login, send
 from agent.errors import AuthError, ProtocolError
@@ -153,7 +153,7 @@ class Streampoint(Link):
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self._ping(ws, max(1, welcome.heartbeat_s)))
-                group.create_task(self._read(ws, peer))
+                group.create_task(self._read(ws, peer, silence_timeout(welcome.heartbeat_s)))
                 group.create_task(peer.run())
         except* (ConnectionError, aiohttp.ClientError, TimeoutError) as eg:
             self.counters.last_error = f"connection lost: {eg.exceptions[0]}"[:300]
@@ -189,9 +189,11 @@ class Streampoint(Link):
             await asyncio.sleep(every)
             await send(ws, codec.Ping(int(time.time() * 1000)), self.counters)
 
-    async def _read(self, ws: aiohttp.ClientWebSocketResponse, peer: MuxPeer) -> None:
+    async def _read(
+        self, ws: aiohttp.ClientWebSocketResponse, peer: MuxPeer, silence: float
+    ) -> None:
         while True:
-            frame = await ws.receive(timeout=SILENCE_TIMEOUT)
+            frame = await ws.receive(timeout=silence)
             if frame.type == aiohttp.WSMsgType.BINARY:
                 self.counters.bytes_in += len(frame.data)
                 peer.feed(frame.data)

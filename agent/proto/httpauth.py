@@ -271,7 +271,8 @@ class HttpAuthenticator:
             nc=params.get("nc"),
             cnonce=params.get("cnonce"),
         )
-        if not hmac.compare_digest(expected, params.get("response", "").lower()):
+        answer = params.get("response", "").lower().encode()  # bytes: any text compares
+        if not hmac.compare_digest(expected.encode(), answer):
             return _REJECT
         if not self._nonce_fresh(nonce):
             return AuthResult(None, stale=True)

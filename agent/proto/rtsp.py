@@ -64,6 +64,11 @@ _BAD_TEXT = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SESSION_ID = re.compile(r"[A-Za-z0-9$\-_.+]{1,128}")
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only (str.isdigit() also accepts digits int() refuses, like "\u00b2")."""
+    return text.isascii() and text.isdigit()
+
+
 def _encode_head(first_line: str, headers: Headers, body: bytes) -> bytes:
     lines = [first_line]
     for name, value in headers.items():
@@ -274,7 +279,7 @@ class RtspParser:
         raw = self._headers.get("Content-Length")
         length = 0
         if raw is not None:
-            if not raw.isdigit() or len(raw) > 12:
+            if not _is_number(raw) or len(raw) > 12:
                 raise ProtocolError(f"invalid Content-Length {raw[:20]!r}")
             length = int(raw)
             if length > self._max_body:
@@ -305,7 +310,7 @@ def _make_message(start: str, headers: Headers, body: bytes) -> RtspMessage:
         if len(parts) < 2 or not _VERSION.fullmatch(parts[0]):
             raise ProtocolError(f"malformed status line {start[:60]!r}")
         code = parts[1]
-        if len(code) != 3 or not code.isdigit():
+        if len(code) != 3 or not _is_number(code):
             raise ProtocolError(f"malformed status code {code[:10]!r}")
         reason = parts[2] if len(parts) == 3 else ""
         return RtspResponse(int(code), headers, body, reason, parts[0])
@@ -319,7 +324,7 @@ def _make_message(start: str, headers: Headers, body: bytes) -> RtspMessage:
 def parse_cseq(headers: Headers) -> int | None:
     """The CSeq value, or None when absent or not a number."""
     raw = headers.get("CSeq", "").strip()
-    if not raw.isdigit() or len(raw) > 10:
+    if not _is_number(raw) or len(raw) > 10:
         return None
     return int(raw)
 
@@ -333,7 +338,7 @@ def parse_session(value: str) -> tuple[str, int | None]:
     for param in params:
         key, _, val = param.partition("=")
         if key.strip().lower() == "timeout":
-            if not val.strip().isdigit():
+            if not _is_number(val.strip()) or len(val.strip()) > 10:
                 raise ProtocolError(f"invalid session timeout {val[:20]!r}")
             timeout = int(val)
     return ident, timeout

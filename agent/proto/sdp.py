@@ -168,6 +168,11 @@ class SessionDescription(_Attributes):
         return session
 
 
+def _is_number(text: str) -> bool:
+    """1 to 20 ASCII digits (str.isdigit() also accepts digits int() refuses, like "\u00b2")."""
+    return 0 < len(text) <= 20 and text.isascii() and text.isdigit()
+
+
 def _parse_line(session: SessionDescription, kind: str, value: str) -> None:
     media = session.media[-1] if session.media else None
     if kind == "m":
@@ -185,7 +190,7 @@ def _parse_line(session: SessionDescription, kind: str, value: str) -> None:
             media.connection = conn
     elif kind == "b":
         btype, _, bval = value.partition(":")
-        if not bval.strip().isdigit():
+        if not _is_number(bval.strip()):
             raise ProtocolError(f"malformed b= line {value[:40]!r}")
         (media or session).bandwidths.append((btype, int(bval)))
     elif kind == "i":
@@ -203,7 +208,7 @@ def _parse_line(session: SessionDescription, kind: str, value: str) -> None:
         session.uri = value
     elif kind == "t":
         parts = value.split()
-        if len(parts) != 2 or not all(p.isdigit() for p in parts):
+        if len(parts) != 2 or not all(_is_number(p) for p in parts):
             raise ProtocolError(f"malformed t= line {value[:40]!r}")
         session.times.append((int(parts[0]), int(parts[1])))
 
@@ -227,7 +232,7 @@ def _parse_media(value: str) -> MediaDescription:
     if len(parts) < 4:
         raise ProtocolError(f"malformed m= line {value[:60]!r}")
     port = parts[1].split("/", 1)[0]
-    if not port.isdigit() or int(port) > 65535:
+    if not _is_number(port) or int(port) > 65535:
         raise ProtocolError(f"invalid media port {parts[1][:20]!r}")
     return MediaDescription(parts[0], int(port), parts[2], parts[3:])
 
@@ -248,7 +253,7 @@ def parse_rtpmap(value: str) -> RtpMap:
 def parse_fmtp(value: str) -> tuple[int, dict[str, str]]:
     """Parse `96 a=1;b=2` into (96, {"a": "1", "b": "2"}); keys lower-cased."""
     pt, _, rest = value.strip().partition(" ")
-    if not pt.isdigit():
+    if not _is_number(pt):
         raise ProtocolError(f"malformed fmtp {value[:60]!r}")
     params: dict[str, str] = {}
     for item in rest.split(";"):
