@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: all sysdeps benchdeps test lint fmt demo bench bundle clean install uninstall
+.PHONY: all sysdeps benchdeps test fuzz reliability lint fmt demo bench bundle clean install uninstall
 
 all: test
 
@@ -34,6 +34,29 @@ $(VENV): pyproject.toml
 test: $(VENV) sysdeps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# The fuzz tests with FUZZ_EXAMPLES (default 20) times their example budget.
+FUZZ_EXAMPLES ?= 20
+#  Then atheris (coverage-guided, libFuzzer) on each parser for FUZZ_SECONDS (default 30).
+FUZZ_SECONDS ?= 30
+fuzz: $(VENV)
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz -q -p no:randomly $(PYTEST_ARGS)
+	$(BIN)/pip install -q atheris
+	mkdir -p build/fuzz
+	for t in $$($(BIN)/python -m tests.fuzz.atheris_harness --list 2>&1 | sed 's/^targets: //'); do \
+	  echo "== atheris $$t"; \
+	  $(BIN)/python -m tests.fuzz.atheris_harness $$t -max_total_time=$(FUZZ_SECONDS) \
+	    -artifact_prefix=build/fuzz/$$t- -print_final_stats=1 || exit 1; \
+	done
+
+# The fault, soak, fuzz and security tests; their figures fill the tables of docs/reliability.md.
+RELIABILITY_TESTS := tests/hil/test_faults_cloud_camera.py tests/hil/test_faults_agent.py \
+	tests/hil/test_soak_short.py tests/hil/test_security.py tests/hil/test_security_netns.py \
+	tests/fuzz tests/hil/test_zz_no_secrets_in_logs.py
+reliability: $(VENV) sysdeps
+	rm -f build/reliability.json
+	$(BIN)/pytest -q -p no:cacheprovider $(RELIABILITY_TESTS)
+	$(BIN)/python -m tests.reliability_report build/reliability.json docs/reliability.md
+
 lint: $(VENV)
 	$(BIN)/ruff check agent firmware_tools tests
 	$(BIN)/ruff format --check agent firmware_tools tests
@@ -60,6 +83,11 @@ benchdeps:
 
 bench: $(VENV) benchdeps
 	$(BIN)/python -m tests.bench
+
+# 64 relayed cameras for SOAK_SECONDS (default 1800) with camera reboots: bench/SOAK.md.
+.PHONY: soak
+soak: $(VENV)
+	$(BIN)/python -m tests.soak
 
 # A signed agent update bundle: the agent's wheel as payload (docs/updates.md).
 #   make bundle KEY=keys/private.pem RELEASE=12 [HARDWARE="rpi4 rpi5"]

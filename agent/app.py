@@ -179,6 +179,7 @@ class Agent:
             "streampoint": status.get("streampoint"),
             "tunnels": sp.tunnel_status() if sp is not None else None,
             "commands": {"run": self.commands.run_count, "failed": self.commands.failed_count},
+            "tasks": len(asyncio.all_tasks()),
         }
 
     def _camera_health(self) -> list[dict[str, Any]]:
@@ -347,6 +348,7 @@ class Agent:
         self._stop = stop
         agent_log.ring()  # recent lines for the cloud's `logs` call
         await asyncio.to_thread(self.state.ensure)
+        await asyncio.to_thread(self.state.remove_stale_temps)
         self._apply_profile(await asyncio.to_thread(hw.detect, force=self.cfg.hardware_profile))
         await self.inventory.load()
         await self.audit.load()

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from agent.errors import AgentError, LimitExceeded, Unavailable
+from agent.errors import AgentError, LimitExceeded, NotFound, Unavailable
 from agent.proto import mux
 from agent.proto.mux_frames import ErrorCode, Target
 
@@ -253,6 +253,11 @@ class MuxPeer:
         return sid
 
     def _on_opened(self, sid: int, target: Target) -> None:
+        try:
+            if self.session.state(sid) != mux.StreamState.OPENING:
+                return  # opened and reset in the same read: nothing to answer
+        except NotFound:
+            return
         try:
             if self._resolver is None:
                 raise Refused(ErrorCode.NOT_ALLOWED, "this end accepts no tunnels")

@@ -23,7 +23,7 @@ import aiohttp
 
 from tests.bench.common import Figure, free_port
 
-CALLS = 1000
+CALLS = 600
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 BENCH = "cloud commands"
 

@@ -21,7 +21,7 @@ from tests.bench.bench_sim import _start_sim, _stop
 from tests.bench.common import Figure, free_port, proc_cpu_seconds, proc_rss_mib
 
 STREAMS = 4
-SECONDS = 25.0
+SECONDS = 15.0
 WARMUP = 5.0
 
 _RELAY = r"""

@@ -23,9 +23,9 @@ from typing import Any
 from tests.bench.common import Figure, free_port, proc_cpu_seconds
 
 BENCH = "tunnel"
-BULK = 2 * 2**30  # bytes through each of socat and the agent
-BULK_ROUNDS = 4
-TLS_BULK = 512 * 2**20
+BULK = 2**30  # bytes through each of socat and the agent, per round
+BULK_ROUNDS = 3
+TLS_BULK = 256 * 2**20
 CHUNK = 16 * 1024
 EVERY = 0.032  # 16 KiB every 32 ms = 4 Mbit/s
 STREAMS = 32

@@ -13,7 +13,6 @@ import asyncio
 import json
 import logging
 import sys
-import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,7 +23,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
-import av
 import pytest
 
 from agent.app import Agent
@@ -35,6 +33,7 @@ from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
 from agent.sim.cloud.endpoint import Kind
 from tests.loopback_proxy import LoopbackProxy
+from tests.viewer import Viewer
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 CAM_PW = "faults-pw"
@@ -42,41 +41,6 @@ CAM_PW = "faults-pw"
 BOUND_S = 20.0
 
 Record = Callable[..., None]
-
-
-class Viewer:
-    """A consumer that keeps watching (reconnects 0.5 s after an error, as a streamer does) and
-    records when frames arrive."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.frames: list[float] = []
-        self.opens = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(20)
-        assert not self._thread.is_alive()
-
-    def first_frame_after(self, t: float) -> float | None:
-        return next((f for f in self.frames if f > t), None)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.opens += 1
-            try:
-                opts = {"rtsp_transport": "tcp", "timeout": "3000000"}
-                with av.open(self.url, options=opts, timeout=5) as container:
-                    for _ in container.decode(video=0):
-                        self.frames.append(time.monotonic())
-                        if self._stop.is_set():
-                            return
-            except (av.error.FFmpegError, OSError):
-                pass
-            self._stop.wait(0.5)
 
 
 class ProxiedCloud(SimCloud):
@@ -251,7 +215,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
 
 @asynccontextmanager
 async def watching(url: str) -> AsyncIterator[Viewer]:
-    viewer = Viewer(url)
+    viewer = Viewer(url, start=True)
     try:
         await until(lambda: len(viewer.frames) >= 10, 20)
         yield viewer
@@ -398,7 +362,7 @@ async def test_cloud_restart(tmp_path: Path, record_reliability: Record) -> None
                 back = time.monotonic()
                 alive = await until_async(world.endpoint_alive, 45)
                 await until(world.streampoint_alive, BOUND_S)
-                viewer = Viewer(await world.stream_url())
+                viewer = Viewer(await world.stream_url(), start=True)
                 try:
                     took = await first_frame(viewer, back, 45)
                 finally:

@@ -3,7 +3,7 @@ not addressed to loopback unless a token is configured."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 import pytest
@@ -84,6 +84,15 @@ def test_tunnel_refuses_every_target_outside_the_inventory(
     assert normalized in ALLOWED or resolved in ALLOWED, (host, port)
     assert resolved in ALLOWED
     assert camera_endpoints(INVENTORY[CAMS.index(resolved[0])])[resolved] is kind
+
+
+def test_record_tunnel_check(record_reliability: Callable[..., None]) -> None:
+    record_reliability(
+        "security",
+        "tunnel refuses targets outside the inventory",
+        inputs=1500,
+        result="every one refused with not_allowed",
+    )
 
 
 def test_inventory_endpoints_do_open() -> None:

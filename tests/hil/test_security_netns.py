@@ -11,7 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -80,7 +80,9 @@ def _ask(ns: str, url: str, token: str | None = None) -> int:
     return int(out.stdout.strip())
 
 
-def test_api_off_loopback_needs_the_token(namespaces: tuple[str, str], tmp_path: Path) -> None:
+def test_api_off_loopback_needs_the_token(
+    namespaces: tuple[str, str], tmp_path: Path, record_reliability: Callable[..., None]
+) -> None:
     a, b = namespaces
     port = 18080 + secrets.randbelow(1000)
     env = {k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"}
@@ -115,6 +117,12 @@ def test_api_off_loopback_needs_the_token(namespaces: tuple[str, str], tmp_path:
             agent.kill()
             _, err = agent.communicate()
     assert TOKEN.encode() not in err
+    record_reliability(
+        "security",
+        "local API off loopback (network namespace)",
+        inputs=4,
+        result="no or wrong token 401, right token 200",
+    )
 
 
 def test_no_token_off_loopback_refuses_to_start(

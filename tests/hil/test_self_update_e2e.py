@@ -114,6 +114,17 @@ class World:
             except ValueError:
                 return r.status, text
 
+    async def push_update(self, agent_id: str, bundle: Path) -> dict[str, Any]:
+        """The simulated cloud's update call with `bundle`; its 202 answer."""
+        status, body = await self.http(
+            "POST",
+            f"{self.cloud.central_url}/agents/{agent_id}/update",
+            data=await asyncio.to_thread(bundle.read_bytes),
+            headers={"Content-Type": "application/octet-stream"},
+        )
+        assert status == 202, body
+        return dict(body)
+
     async def agent_stats(self, agent_id: str) -> dict[str, Any]:
         status, body = await self.http("GET", f"{self.cloud.central_url}/agents/{agent_id}")
         assert status == 200, body
@@ -185,14 +196,9 @@ async def test_cloud_pushed_update_commits_then_a_broken_one_rolls_back(
         await _until(lambda: running("1.0.0"), 60, "release 1.0.0 online")
 
         # The cloud pushes 1.1.0: downloaded, verified, installed, tried, committed.
-        second = await asyncio.to_thread(make_bundle, tmp, key, "1.1.0", 2)
-        status, body = await w.http(
-            "POST",
-            f"{w.cloud.central_url}/agents/{agent_id}/update",
-            data=second.read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
+        body = await w.push_update(
+            agent_id, await asyncio.to_thread(make_bundle, tmp, key, "1.1.0", 2)
         )
-        assert status == 202, body
         assert body["state"] == "downloading" and body["running_version"] == "1.0.0"
 
         async def update_state(state_name: str, version: str) -> bool:
@@ -207,14 +213,8 @@ async def test_cloud_pushed_update_commits_then_a_broken_one_rolls_back(
         assert counter == 2
 
         # A broken 1.2.0 crash-loops and the arbiter brings 1.1.0 back.
-        third = await asyncio.to_thread(make_bundle, tmp, key, "1.2.0", 3, broken=True)
-        status, body = await w.http(
-            "POST",
-            f"{w.cloud.central_url}/agents/{agent_id}/update",
-            data=third.read_bytes(),
-            headers={"Content-Type": "application/octet-stream"},
-        )
-        assert status == 202, body
+        broken = await asyncio.to_thread(make_bundle, tmp, key, "1.2.0", 3, broken=True)
+        await w.push_update(agent_id, broken)
         await _until(lambda: update_state("rolled_back", "1.1.0"), 90, "1.2.0 rolled back")
         j, current, counter = await asyncio.to_thread(_on_disk, root)
         assert j.state == jr.State.ROLLED_BACK and j.attempts >= 2

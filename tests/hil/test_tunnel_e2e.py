@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
+from tests.viewer import Viewer
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 CAM_PW = "tunnel-pw"
@@ -44,45 +44,6 @@ def decode(url: str, frames: int) -> tuple[int, int, int]:
             if n >= frames:
                 break
         return n, w, h
-
-
-class Viewer:
-    """A consumer that keeps watching: reconnects after errors, records when frames arrive."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.frames: list[float] = []
-        self.opens = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(20)
-        assert not self._thread.is_alive()
-
-    def first_frame_after(self, t: float) -> float | None:
-        return next((f for f in self.frames if f > t), None)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.opens += 1
-            try:
-                with av.open(
-                    self.url,
-                    options={"rtsp_transport": "tcp", "timeout": "3000000"},
-                    timeout=5,
-                ) as container:
-                    for _ in container.decode(video=0):
-                        self.frames.append(time.monotonic())
-                        if self._stop.is_set():
-                            return
-            except (av.error.FFmpegError, OSError):
-                pass
-            self._stop.wait(0.5)  # a streamer's retry pace
 
 
 class World:
