@@ -109,7 +109,9 @@ LEAKS = SecretLeakHandler()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
-    logging.getLogger().addHandler(LEAKS)
+    # On the `agent` logger, not the root: the command-line entry points some tests run
+    # in-process (agent.log.setup) replace the root logger's handlers.
     agent_log = logging.getLogger("agent")
+    agent_log.addHandler(LEAKS)
     if agent_log.getEffectiveLevel() > logging.DEBUG:
         agent_log.setLevel(logging.DEBUG)
