@@ -24,7 +24,7 @@ Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 def host_port(text: str) -> tuple[str, int]:
     """Parse HOST:PORT (IPv6 as [addr]:port) for argparse."""
     host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdecimal() or not 0 < int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host.strip("[]"), int(port)
 

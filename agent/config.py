@@ -155,7 +155,7 @@ class AgentConfig:
 def parse_host_port(text: str, what: str) -> tuple[str, int]:
     host, sep, port = text.strip().rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+    if not sep or not host or not port.isdecimal() or not 0 <= int(port) < 65536:
         raise ConfigError(f"{what}: expected HOST:PORT, got {text!r}")
     return host, int(port)
 

@@ -340,9 +340,10 @@ def query_limit(text: str | None, default: int = LIMIT_MAX) -> int:
     if text is None:
         return default
     loc: Loc = ("query", "limit")
-    if not text.strip().lstrip("+-").isdigit() or len(text) > 10:
+    number = text.strip(" \t")
+    if re.fullmatch(r"[+-]?[0-9]{1,9}", number) is None:
         raise RequestInvalid([ErrorItem(loc, "Input should be a valid integer", "int_parsing")])
-    value = int(text)
+    value = int(number)
     if value < LIMIT_MIN:
         msg = f"Input should be greater than or equal to {LIMIT_MIN}"
         raise RequestInvalid([ErrorItem(loc, msg, "greater_than_equal")])

@@ -61,7 +61,7 @@ async def _wait(http: aiohttp.ClientSession, base_url: str, progress: Progress) 
             if state in ("Failed", "Invalid", "DownloadFailed"):
                 raise Unavailable(f"the camera reports the upgrade {state.lower()}")
             pct = fields.get("progress", "0").strip()
-            percent = min(100, int(pct)) if pct.isdigit() else 0
+            percent = min(100, int(pct)) if pct.isdecimal() else 0
             if percent != last:
                 last = percent
                 await progress("upload", percent, "camera writing the image")

@@ -119,7 +119,7 @@ class Resolution:
     @classmethod
     def parse(cls, text: str) -> Resolution:
         w, sep, h = text.lower().partition("x")
-        if not sep or not w.isdigit() or not h.isdigit():
+        if not sep or not w.isdecimal() or not h.isdecimal():
             raise ValueError(f"resolution must be WIDTHxHEIGHT, got {text!r}")
         return cls(int(w), int(h))
 

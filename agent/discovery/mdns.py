@@ -68,7 +68,7 @@ def onvif_candidates(service: MdnsService) -> list[tuple[str, int]]:
         ports.append(service.port)
     for key in PORT_KEYS:
         value = service.properties.get(key, "").strip()
-        if value.isdigit() and 0 < int(value) < 65536:
+        if value.isdecimal() and 0 < int(value) < 65536:
             ports.append(int(value))
     ports.append(80)
     hosts = sorted(service.addresses, key=lambda a: ":" in a)[:MAX_ADDRESSES]

@@ -338,9 +338,10 @@ def parse_session(value: str) -> tuple[str, int | None]:
     for param in params:
         key, _, val = param.partition("=")
         if key.strip().lower() == "timeout":
-            if not _is_number(val.strip()) or len(val.strip()) > 10:
+            number = val.strip()
+            if not _is_number(number) or len(number) > 10:
                 raise ProtocolError(f"invalid session timeout {val[:20]!r}")
-            timeout = int(val)
+            timeout = int(number)
     return ident, timeout
 
 

@@ -190,7 +190,8 @@ def _parse_line(session: SessionDescription, kind: str, value: str) -> None:
             media.connection = conn
     elif kind == "b":
         btype, _, bval = value.partition(":")
-        if not _is_number(bval.strip()):
+        bval = bval.strip(" \t")
+        if not _is_number(bval):
             raise ProtocolError(f"malformed b= line {value[:40]!r}")
         (media or session).bandwidths.append((btype, int(bval)))
     elif kind == "i":

@@ -83,7 +83,7 @@ class Notifier:
         if pid is not None and pid.strip() != str(os.getpid()):
             return None
         raw = os.environ.get("WATCHDOG_USEC", "")
-        if not raw.isdigit() or int(raw) <= 0:
+        if not raw.isdecimal() or int(raw) <= 0:
             return None
         return int(raw) / 2 / 1_000_000
 

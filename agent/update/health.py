@@ -21,7 +21,7 @@ def _flag(fields: Mapping[str, str], key: str) -> int | None:
     if value is None:
         return None
     value = value.strip()
-    return int(value) if value.isdigit() and len(value) <= 9 else 0
+    return int(value) if value.isdecimal() and len(value) <= 9 else 0
 
 
 @dataclass(frozen=True)

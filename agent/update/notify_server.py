@@ -144,7 +144,7 @@ class NotifyRelay:
         if self._sock is None:
             return
         usec = os.environ.get("WATCHDOG_USEC", "")
-        interval = int(usec) / 2e6 if usec.isdigit() and int(usec) > 0 else 1.0
+        interval = int(usec) / 2e6 if usec.isdecimal() and int(usec) > 0 else 1.0
         while True:
             await asyncio.sleep(min(interval, 5.0))
             if alive():

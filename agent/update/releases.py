@@ -188,7 +188,7 @@ class Releases:
         """Remove staging directories left by installs that died."""
         for path in self.releases_dir.glob(f"{_STAGING}*"):
             pid = path.name[len(_STAGING) :].split("-", 1)[0]
-            if pid.isdigit() and not _alive(int(pid)):
+            if pid.isdecimal() and not _alive(int(pid)):
                 shutil.rmtree(path, ignore_errors=True)
 
     def switch(self, name: str) -> None:

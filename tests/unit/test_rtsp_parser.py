@@ -255,3 +255,10 @@ def test_encode_interleaved_limits() -> None:
         encode_interleaved(256, b"")
     with pytest.raises(LimitExceeded):
         encode_interleaved(0, b"x" * 70000)
+
+
+def test_session_timeout_with_odd_whitespace() -> None:
+    # str.strip() removes "\x1e", int() does not: the number checked must be the one converted.
+    from agent.proto.rtsp import parse_session
+
+    assert parse_session("abc123;timeout=\x1e60\x1e") == ("abc123", 60)

@@ -168,3 +168,9 @@ def test_session_sdp_announces_tracks() -> None:
     assert video.attribute("framerate") == "25"
     assert audio.rtpmaps == {0: RtpMap(0, "PCMU", 8000)}
     assert all(m.attribute("recvonly") == "" for m in sdp.media)
+
+
+def test_bandwidth_with_odd_whitespace_is_refused_cleanly() -> None:
+    # Found by atheris: str.strip() removes "\x1e" but int() does not accept it.
+    with pytest.raises(ProtocolError):
+        SessionDescription.parse(b"v=0\na=:0\nb=:\x1e\x1e\x1e\x1e\x1e\x1e\x1e\x1e00\ni=\x08=:=")

@@ -123,7 +123,7 @@ def _parse_header(raw: bytes, max_size: int, expected_model: str | None) -> Firm
             raise InvalidArgument(
                 f"image is for model {model!r}, this camera is {expected_model!r}"
             )
-    if not fields["size"].isdigit():
+    if not fields["size"].isdecimal():
         raise InvalidArgument("firmware size is not a number")
     size = int(fields["size"])
     if size > max_size:
