@@ -23,6 +23,17 @@ def no_blocking_in_loop() -> Iterator[BlockBuster]:
         yield bb
 
 
+@pytest.fixture(autouse=True)
+def restore_root_logging() -> Iterator[None]:
+    """Command-line entry points run in-process (agent.log.setup) replace the root logger's
+    handlers with one on the test's captured stderr; put the previous ones back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 #: Reliability figures recorded by the fault, soak and fuzz tests in this session.
 _RELIABILITY: list[dict[str, object]] = []
 
