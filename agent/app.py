@@ -100,6 +100,7 @@ class Agent:
             logs=self.cloud.logs,
             download_origin=self.cloud.endpoint_origin,
             ssl=lambda: self.cloud.tls_context,
+            clock=self.cloud.cloud_time,
         )
         self.cloud.commands = self.commands
         self.cloud.audit = self.audit

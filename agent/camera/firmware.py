@@ -113,26 +113,47 @@ def _file_size(path: Path) -> int:
     return os.stat(path).st_size
 
 
+def vendor_session(username: str, password: str) -> aiohttp.ClientSession:
+    """An HTTP session with Digest for a vendor's firmware API (ISAPI, Dahua CGI)."""
+    timeout = aiohttp.ClientTimeout(total=UPLOAD_TIMEOUT, sock_connect=10, sock_read=IDLE_TIMEOUT)
+    return aiohttp.ClientSession(
+        timeout=timeout, middlewares=(aiohttp.DigestAuthMiddleware(username, password),)
+    )
+
+
+async def send_image(
+    http: aiohttp.ClientSession,
+    method: str,
+    url: str,
+    path: Path,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, bytes, str]:
+    """Send the image at `path` as the raw body, streamed from disk; (status, the first 4 KiB
+    of the answer, WWW-Authenticate). aiohttp errors are the caller's to map."""
+    stream = await asyncio.to_thread(path.open, "rb")
+    try:
+        async with http.request(
+            method,
+            url,
+            data=stream,
+            headers={"Content-Type": "application/octet-stream", **(headers or {})},
+        ) as resp:
+            body = await resp.content.read(4096)
+            return resp.status, body, resp.headers.get("WWW-Authenticate", "")
+    finally:
+        await asyncio.to_thread(stream.close)
+
+
 async def _post_once(
     uri: str, path: Path, authorization: str | None, digest: tuple[str, str] | None
 ) -> tuple[int, str, str]:
     """One POST of the file; (status, WWW-Authenticate, body text)."""
     timeout = aiohttp.ClientTimeout(total=UPLOAD_TIMEOUT, sock_read=IDLE_TIMEOUT)
     middlewares = (aiohttp.DigestAuthMiddleware(*digest),) if digest is not None else ()
-    headers = {"Content-Type": "application/octet-stream"}
-    if authorization is not None:
-        headers["Authorization"] = authorization
-    stream = await asyncio.to_thread(path.open, "rb")
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=timeout, middlewares=middlewares) as http,
-            http.post(uri, data=stream, headers=headers) as resp,
-        ):
-            body = await resp.content.read(4096)
-            challenge = resp.headers.get("WWW-Authenticate", "")
-            return resp.status, challenge, body.decode("utf-8", "replace")
-    finally:
-        await asyncio.to_thread(stream.close)
+    headers = {"Authorization": authorization} if authorization is not None else None
+    async with aiohttp.ClientSession(timeout=timeout, middlewares=middlewares) as http:
+        status, body, challenge = await send_image(http, "POST", uri, path, headers)
+    return status, challenge, body.decode("utf-8", "replace")
 
 
 async def post_image(uri: str, path: Path, size: int, username: str, password: str) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
-from agent.camera.firmware import check_upload_status
+from agent.camera.firmware import check_upload_status, send_image, vendor_session
 from agent.camera.firmware_isapi import Progress
 from agent.errors import ProtocolError, Unavailable
 
@@ -23,23 +23,15 @@ POLL = 0.5
 async def upgrade(
     base_url: str, path: Path, size: int, username: str, password: str, progress: Progress
 ) -> None:
-    timeout = aiohttp.ClientTimeout(total=600, sock_connect=10, sock_read=60)
-    auth = aiohttp.DigestAuthMiddleware(username, password)
-    async with aiohttp.ClientSession(timeout=timeout, middlewares=(auth,)) as http:
+    async with vendor_session(username, password) as http:
         await progress("upload", 0, f"{size} bytes over the Dahua CGI")
-        image = await asyncio.to_thread(path.open, "rb")
         try:
-            async with http.post(
-                base_url + UPLOAD,
-                data=image,
-                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-            ) as resp:
-                body = (await resp.content.read(4096)).decode(errors="replace")
-                check_upload_status(resp.status, body, "Dahua firmware upgrade")
+            status, body, _ = await send_image(
+                http, "POST", base_url + UPLOAD, path, {"Content-Length": str(size)}
+            )
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise Unavailable(f"Dahua upload failed: {type(exc).__name__}") from None
-        finally:
-            await asyncio.to_thread(image.close)
+        check_upload_status(status, body.decode(errors="replace"), "Dahua firmware upgrade")
         await progress("upload", 100, "image accepted")
         await _wait(http, base_url, progress)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import aiohttp
 
-from agent.camera.firmware import check_upload_status
+from agent.camera.firmware import check_upload_status, send_image, vendor_session
 from agent.errors import ProtocolError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,7 @@ async def upgrade(
     base_url: str, path: Path, size: int, username: str, password: str, progress: Progress
 ) -> None:
     """Upload the image and wait until the camera has written it (it then reboots)."""
-    timeout = aiohttp.ClientTimeout(total=600, sock_connect=10, sock_read=60)
-    auth = aiohttp.DigestAuthMiddleware(username, password)
-    async with aiohttp.ClientSession(timeout=timeout, middlewares=(auth,)) as http:
+    async with vendor_session(username, password) as http:
         await progress("upload", 0, f"{size} bytes over ISAPI")
         status = await _send(http, "PUT", base_url, path, size)
         if status == 405:
@@ -50,23 +48,15 @@ async def upgrade(
 async def _send(
     http: aiohttp.ClientSession, method: str, base_url: str, path: Path, size: int
 ) -> int:
-    image = await asyncio.to_thread(path.open, "rb")
     try:
-        async with http.request(
-            method,
-            base_url + UPDATE_PATH,
-            data=image,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
-        ) as resp:
-            body = await resp.content.read(4096)
-            if resp.status == 405:
-                return 405
-            _check(resp.status, body)
-            return resp.status
+        status, body, _ = await send_image(
+            http, method, base_url + UPDATE_PATH, path, {"Content-Length": str(size)}
+        )
     except (aiohttp.ClientError, TimeoutError) as exc:
         raise Unavailable(f"ISAPI upload failed: {type(exc).__name__}") from None
-    finally:
-        await asyncio.to_thread(image.close)
+    if status != 405:  # 405: the caller tries the other method
+        _check(status, body)
+    return status
 
 
 def _check(status: int, body: bytes) -> None:

@@ -118,8 +118,10 @@ class CommandRunner:
         logs: Callable[[], Awaitable[dict[str, Any]]] | None = None,
         download_origin: Callable[[], str | None] = lambda: None,
         ssl: Callable[[], Any] = lambda: True,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._inventory = inventory
+        self._clock = clock  # the cloud's wall clock, which `deadline_ms` is on
         self._audit = audit
         self._state = state
         self._logs = logs
@@ -145,7 +147,7 @@ class CommandRunner:
     ) -> dict[str, Any]:
         started = time.monotonic()
         try:
-            limit = _budget(command, payload)
+            limit = _budget(command, payload, self._clock())
             if command == "logs":
                 if self._logs is None:
                     raise CommandError("temporarily_unavailable", "logs are not available")
@@ -357,7 +359,7 @@ class CommandRunner:
         return result.path, result.sha256
 
 
-def _budget(command: str, payload: Mapping[str, Any]) -> float:
+def _budget(command: str, payload: Mapping[str, Any], now: float) -> float:
     limit = LIMITS.get(command)
     if limit is None:
         raise CommandError("invalid_request", f"unknown command {command[:64]!r}")
@@ -366,7 +368,7 @@ def _budget(command: str, payload: Mapping[str, Any]) -> float:
         return limit
     if isinstance(deadline, bool) or not isinstance(deadline, int):
         raise CommandError("invalid_request", "deadline_ms: expected an integer")
-    remaining = deadline / 1000 - time.time()
+    remaining = deadline / 1000 - now
     if remaining <= 0:
         raise CommandError("temporarily_unavailable", "deadline passed")
     return min(limit, remaining)

@@ -332,17 +332,14 @@ class CloudService:
                 raise CommandError(error_code(exc), str(exc)[:300]) from None
         if self.commands is None:
             raise ProtocolError(f"unknown command {command[:64]!r}")
-        return await self.commands.run(command, self._local_deadline(payload), event)
+        return await self.commands.run(command, payload, event)
 
-    def _local_deadline(self, payload: dict[str, Any]) -> dict[str, Any]:
-        """`deadline_ms` is on the cloud's clock: moved onto the local wall clock by the time left
-        on the cloud's (estimated at login on the monotonic clock), so a wrong or jumping local
-        clock neither expires nor stretches it."""
-        deadline = payload.get("deadline_ms")
+    def cloud_time(self) -> float:
+        """The cloud's wall clock now (estimated at login on the monotonic clock), so a wrong or
+        jumping local clock neither expires nor stretches `deadline_ms`; the local clock before
+        the first login."""
         server = self.control.counters.server_time() if self.control is not None else None
-        if server is None or isinstance(deadline, bool) or not isinstance(deadline, int):
-            return payload
-        return {**payload, "deadline_ms": int(deadline - server * 1000 + time.time() * 1000)}
+        return time.time() if server is None else server
 
     @property
     def tls_context(self) -> ssl.SSLContext:

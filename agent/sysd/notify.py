@@ -87,16 +87,29 @@ class Notifier:
             return None
         return int(raw) / 2 / 1_000_000
 
-    async def run_watchdog(self, health: Callable[[], Mapping[str, str]] | None = None) -> None:
+    async def run_watchdog(
+        self,
+        health: Callable[[], Mapping[str, str]] | None = None,
+        *,
+        alive: Callable[[], bool] | None = None,
+        max_interval: float | None = None,
+    ) -> None:
         """Ping WATCHDOG=1 (plus the fields `health()` returns) every `watchdog_interval()`
-        seconds (DEFAULT_WATCHDOG when unset) until cancelled. It runs on the event loop, so a
-        blocked loop stops the pings and the service manager sees it."""
+        seconds (DEFAULT_WATCHDOG when unset, at most `max_interval`) until cancelled, skipping
+        the pings while `alive()` says no (a supervisor vouching for its child). It runs on the
+        event loop, so a blocked loop stops the pings and the service manager sees it."""
         if not self.enabled:
             await asyncio.Event().wait()
         interval = self.watchdog_interval() or DEFAULT_WATCHDOG
+        if max_interval is not None:
+            interval = min(interval, max_interval)
         loop = asyncio.get_running_loop()
         due = loop.time()
         while True:
+            if alive is not None and not alive():
+                due = max(due + interval, loop.time())
+                await asyncio.sleep(due - loop.time())
+                continue
             extra: dict[str, str] = {}
             if health is not None:
                 try:

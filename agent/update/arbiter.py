@@ -20,10 +20,11 @@ from pathlib import Path
 
 from agent import log as agent_log
 from agent.errors import AgentError
+from agent.sysd.notify import Notifier
 from agent.update import journal as jr
 from agent.update.health import Baseline, Health
 from agent.update.journal import Journal, State
-from agent.update.notify_server import NotifyRelay, NotifyServer
+from agent.update.notify_server import NotifyServer
 from agent.update.releases import Releases
 
 log = logging.getLogger("agent.update.arbiter")  # also under `python -m`
@@ -35,6 +36,9 @@ BACKOFF_MAX = 30.0
 #: A child that ran this long resets the restart backoff, seconds.
 BACKOFF_RESET = 60.0
 TRIAL_BACKOFF = 1.0
+#: Longest pause between WATCHDOG=1 relayed to systemd: a tick skipped while the agent was
+#: briefly silent must not leave systemd's whole WatchdogSec without a ping.
+RELAY_MAX_INTERVAL = 5.0
 _X_FIELDS = ("X_ACTIVATED", "X_CONNECTED", "X_CAMERAS")
 
 
@@ -80,7 +84,7 @@ class Arbiter:
         self.opts = opts
         self.releases = Releases(opts.root, opts.trust)
         self.server = NotifyServer(self._on_notify)
-        self.relay = NotifyRelay(os.environ.get("NOTIFY_SOCKET"))
+        self.relay = Notifier()  # the outer supervisor (systemd), if there is one
         self.child: Child | None = None
         self.trial: Trial | None = None
         self.last_fields: dict[str, str] = {}  # health last reported by a non-trial child
@@ -141,7 +145,8 @@ class Arbiter:
             loop.add_signal_handler(sig, self._request_stop)
         loop.add_signal_handler(signal.SIGHUP, self._request_look)
         keepalive = asyncio.create_task(
-            self.relay.run_watchdog(self._pinging), name="watchdog relay"
+            self.relay.run_watchdog(alive=self._pinging, max_interval=RELAY_MAX_INTERVAL),
+            name="watchdog relay",
         )
         status = 0
         try:

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.state import write_atomic
+from agent.state import StateDir, write_atomic
 
 log = logging.getLogger(__name__)
 
@@ -162,21 +162,21 @@ def update_dir(root: Path) -> Path:
 def load(root: Path) -> Journal:
     """The journal under `root` (idle when there is none). A damaged journal is moved aside and
     reads as idle: the releases and the `current` link are what keep the device bootable."""
-    path = update_dir(root) / JOURNAL_FILE
+    directory = update_dir(root)
     try:
-        with open(path, "rb") as fh:
+        with open(directory / JOURNAL_FILE, "rb") as fh:
             raw = fh.read(MAX_JOURNAL + 1)
     except FileNotFoundError:
+        return Journal()
+    except IsADirectoryError:
+        StateDir(directory).move_aside(JOURNAL_FILE, "it is a directory")
         return Journal()
     try:
         if len(raw) > MAX_JOURNAL:
             raise ValueError("the journal is too large")
         return Journal.from_json(json.loads(raw))
     except (ValueError, TypeError) as exc:
-        aside = path.with_name(f"{JOURNAL_FILE}.corrupt-{int(time.time())}")
-        with contextlib.suppress(OSError):
-            os.replace(path, aside)
-        log.warning("update journal unreadable (%s); moved to %s", exc, aside.name)
+        StateDir(directory).move_aside(JOURNAL_FILE, str(exc))
         return Journal()
 
 

@@ -1,9 +1,9 @@
-"""The sd_notify protocol from the receiving side, and a relay to an outer NOTIFY_SOCKET.
+"""The sd_notify protocol from the receiving side (the sender is agent/sysd/notify.py).
 
 `NotifyServer` binds an AF_UNIX datagram socket in a private directory, reads it with the
 event loop and hands each message (newline-separated K=V, at most 4 KiB) to a callback,
 with the sender's pid from SO_PASSCRED; messages from other processes than the expected one
-are dropped. `NotifyRelay` sends messages to the socket systemd gave us, if any.
+are dropped.
 """
 
 from __future__ import annotations
@@ -37,10 +37,6 @@ def parse(data: bytes) -> dict[str, str]:
         if sep and key and len(fields) < MAX_FIELDS:
             fields[key] = value
     return fields
-
-
-def encode(fields: dict[str, str]) -> bytes:
-    return "\n".join(f"{k}={v}" for k, v in fields.items()).encode()
 
 
 class NotifyServer:
@@ -116,44 +112,4 @@ class NotifyServer:
             self._dir = None
 
 
-class NotifyRelay:
-    """Sends notify messages to the outer supervisor (NOTIFY_SOCKET), if there is one."""
-
-    def __init__(self, address: str | None) -> None:
-        self._address: str | None = None
-        self._sock: socket.socket | None = None
-        if address and address[0] in "/@":
-            self._address = "\0" + address[1:] if address[0] == "@" else address
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.setblocking(False)
-
-    @property
-    def enabled(self) -> bool:
-        return self._sock is not None
-
-    def send(self, **fields: str) -> None:
-        if self._sock is None or self._address is None:
-            return
-        try:
-            self._sock.sendto(encode(fields), self._address)
-        except OSError as exc:
-            log.debug("cannot notify the supervisor: %s", exc)
-
-    async def run_watchdog(self, alive: Callable[[], bool]) -> None:
-        """Send WATCHDOG=1 every WATCHDOG_USEC/2 (1 s when unset) while `alive()` says so."""
-        if self._sock is None:
-            return
-        usec = os.environ.get("WATCHDOG_USEC", "")
-        interval = int(usec) / 2e6 if usec.isdecimal() and int(usec) > 0 else 1.0
-        while True:
-            await asyncio.sleep(min(interval, 5.0))
-            if alive():
-                self.send(WATCHDOG="1")
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-
-
-__all__ = ["MAX_MESSAGE", "NotifyRelay", "NotifyServer", "encode", "parse"]
+__all__ = ["MAX_MESSAGE", "NotifyServer", "parse"]

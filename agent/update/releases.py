@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 
 from agent.errors import InvalidArgument
 from agent.state import fsync_dir
+from agent.update.journal import update_dir
 from firmware_tools.bundle import MANIFEST_NAME, MAX_MANIFEST, ReleaseCounter, extract
 from firmware_tools.keys import BundleError, TrustStore
 from firmware_tools.manifest import Manifest
@@ -64,12 +65,12 @@ class Releases:
         env_trust = os.environ.get("CAMERA_AGENT_TRUST", "")
         default = Path(env_trust) if env_trust.startswith("/") else self.root / "trust"
         self.trust_dir = trust_dir or default
-        self.downloads = self.root / "update" / "downloads"
+        self.downloads = update_dir(self.root) / "downloads"
 
     # Reading.
 
     def counter(self) -> ReleaseCounter:
-        return ReleaseCounter(self.root / "update" / COUNTER_FILE)
+        return ReleaseCounter(update_dir(self.root) / COUNTER_FILE)
 
     def trust(self) -> TrustStore:
         """The trusted keys of this root; BundleError('unknown-key') when there are none."""
@@ -263,14 +264,14 @@ class Releases:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         self.switch(name)
-        (self.root / "update").mkdir(mode=0o700, parents=True, exist_ok=True)
+        update_dir(self.root).mkdir(mode=0o700, parents=True, exist_ok=True)
         return name
 
     def bootstrap(self, bundle: Path, *, hardware: str | None = None) -> str:
         """Install `bundle`, make it current and accept its release counter."""
         name, manifest = self.install(bundle, hardware=hardware)
         self.switch(name)
-        (self.root / "update").mkdir(mode=0o700, parents=True, exist_ok=True)
+        update_dir(self.root).mkdir(mode=0o700, parents=True, exist_ok=True)
         self.counter().accept(manifest.release)
         return name
 

@@ -293,8 +293,8 @@ class Updater:
             nonlocal last
             if self._on_bytes is not None:
                 self._on_bytes("download", done, total)
-            if done and os.environ.get("CAMERA_AGENT_UPDATE_CRASH_AT") == "download-partial":
-                os._exit(137)
+            if done:
+                _crash_point("download-partial")
             if done - last >= PROGRESS_STEP or (total is not None and done >= total):
                 last = done
 

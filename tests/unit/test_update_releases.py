@@ -199,3 +199,20 @@ def test_trusted_keys_can_live_outside_the_root(
     assert Releases(root).install(bundle)[1].version == "1.0.0"
     monkeypatch.delenv("CAMERA_AGENT_TRUST")
     assert Releases(root, elsewhere).trust_dir == elsewhere
+
+
+def test_an_unusable_journal_reads_as_idle_and_is_kept_aside(tmp_path: Path) -> None:
+    from agent.update import journal as jr
+
+    for bad in ("dir", b"{not json", b"[]", b"x" * (jr.MAX_JOURNAL + 1)):
+        root = tmp_path / f"root-{len(list(tmp_path.iterdir()))}"
+        path = jr.update_dir(root) / jr.JOURNAL_FILE
+        path.parent.mkdir(parents=True)
+        if bad == "dir":
+            path.mkdir()
+        else:
+            assert isinstance(bad, bytes)
+            path.write_bytes(bad)
+        assert jr.load(root).state == jr.State.IDLE
+        assert not path.exists()
+        assert list(path.parent.glob(f"{jr.JOURNAL_FILE}.corrupt-*"))

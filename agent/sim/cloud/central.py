@@ -100,15 +100,20 @@ def cluster_openmetrics(stats: dict[str, Any]) -> str:
     return "\n".join([*lines, "# EOF", ""])
 
 
+def request_agent(state: CloudState, auth: Auth, request: web.Request) -> Agent:
+    """The agent a `/agents/{id}/...` request names, after the credentials check; 404 else."""
+    auth.check(request)
+    try:
+        return state.agent(request.match_info["id"])
+    except NotFound:
+        raise ApiError(404, "agent not found", "not_found") from None
+
+
 def routes(state: CloudState, hub: Hub, auth: Auth, started_at: float) -> web.RouteTableDef:
     table = web.RouteTableDef()
 
     def _agent(request: web.Request) -> Agent:
-        auth.check(request)
-        try:
-            return state.agent(request.match_info["id"])
-        except NotFound:
-            raise ApiError(404, "agent not found", "not_found") from None
+        return request_agent(state, auth, request)
 
     @table.get(f"{BASE}/agents")
     async def _agents(request: web.Request) -> web.Response:

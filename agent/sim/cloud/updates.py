@@ -25,10 +25,9 @@ from typing import Any
 
 from aiohttp import web
 
-from agent.errors import NotFound
 from agent.sim.cloud import commands
 from agent.sim.cloud.api import ApiError, Auth
-from agent.sim.cloud.central import BASE
+from agent.sim.cloud.central import BASE, request_agent
 from agent.sim.cloud.endpoint import Hub
 from agent.sim.cloud.firmware import CHUNK, Image, ImageWriter
 from agent.sim.cloud.state import CloudState
@@ -123,11 +122,7 @@ def routes(state: CloudState, hub: Hub, auth: Auth, updates: AgentUpdates) -> we
 
     @table.post(f"{BASE}/agents/{{id}}/update")
     async def _update(request: web.Request) -> web.Response:
-        auth.check(request)
-        try:
-            agent = state.agent(request.match_info["id"])
-        except NotFound:
-            raise ApiError(404, "agent not found", "not_found") from None
+        agent = request_agent(state, auth, request)
         apply = request.query.get("apply", "true")
         if apply not in ("true", "false"):
             raise ApiError(400, "apply: true or false", "invalid_argument")
