@@ -5,27 +5,47 @@ VENV := .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: all sysdeps benchdeps test fuzz reliability lint fmt demo bench bundle clean install uninstall
+.PHONY: all venvdeps sysdeps benchdeps test fuzz reliability lint fmt demo bench bundle clean install uninstall
 
 all: test
 
-# System packages the targets rely on, installed only when missing (needs root on a fresh box).
-sysdeps:
-	@missing=""; \
-	$(PYTHON) -c 'import ensurepip, venv' 2>/dev/null || missing="$$missing python3-venv"; \
-	command -v ip >/dev/null || missing="$$missing iproute2"; \
-	command -v chromium >/dev/null || missing="$$missing chromium"; \
-	command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+# System packages, per target, each list written once as PACKAGE:COMMAND pairs (the package is
+# missing when COMMAND is; `ensurepip` stands for the interpreter's ensurepip and venv modules).
+#   venvdeps   .venv and `make demo`: python3-venv only (PyAV brings its own FFmpeg libraries)
+#   sysdeps    `make test`, `make reliability`: also iproute2 (network namespaces), chromium
+#              (the status page in a browser) and systemd (systemd-analyze: the install test)
+#   benchdeps  `make bench`: the baselines ffmpeg (-c copy) and socat; optional
+VENV_PACKAGES := python3-venv:ensurepip
+TEST_PACKAGES := iproute2:ip chromium:chromium systemd:systemd-analyze
+BENCH_PACKAGES := ffmpeg:ffmpeg socat:socat
+
+# $(call ensure,WHAT,PACKAGE:COMMAND ...,required|optional): install the missing packages with
+# apt-get as root; anyone else gets their names (and, when required, an error).
+define ensure
+	@have() { if [ "$$1" = ensurepip ]; then $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; \
+	          else command -v "$$1" >/dev/null; fi; }; \
+	missing=""; \
+	for pair in $(2); do have "$${pair#*:}" || missing="$$missing $${pair%%:*}"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "installing system packages:$$missing"; \
-	  if [ "$$(id -u)" != 0 ]; then echo "run as root, or install:$$missing" >&2; exit 1; fi; \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    if [ "$(3)" = optional ]; then echo "$(1): not installed:$$missing (going on without)" >&2; exit 0; fi; \
+	    echo "$(1) needs:$$missing; run as root, or install them" >&2; exit 1; \
+	  fi; \
+	  echo "$(1): installing$$missing"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+venvdeps:
+	$(call ensure,make .venv (and demo),$(VENV_PACKAGES),required)
+
+sysdeps: venvdeps
+	$(call ensure,make test,$(TEST_PACKAGES),required)
 
 # The virtual environment; rebuilt when pyproject.toml changes.
 $(VENV): pyproject.toml
-	@$(MAKE) --no-print-directory sysdeps
+	@$(MAKE) --no-print-directory venvdeps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -51,7 +71,7 @@ fuzz: $(VENV)
 # The fault, soak, fuzz and security tests; their figures fill the tables of docs/reliability.md.
 RELIABILITY_TESTS := tests/hil/test_faults_cloud_camera.py tests/hil/test_faults_agent.py \
 	tests/hil/test_soak_short.py tests/hil/test_security.py tests/hil/test_security_netns.py \
-	tests/fuzz tests/hil/test_zz_no_secrets_in_logs.py
+	tests/fuzz tests/hil/test_log_secrets.py
 reliability: $(VENV) sysdeps
 	rm -f build/reliability.json
 	$(BIN)/pytest -q -p no:cacheprovider $(RELIABILITY_TESTS)
@@ -69,17 +89,9 @@ fmt: $(VENV)
 demo: $(VENV)
 	$(BIN)/camera-agent demo
 
-# Baselines the benchmarks compare against (ffmpeg -c copy, socat).
+# Baselines the benchmarks compare against (ffmpeg -c copy, socat); optional.
 benchdeps:
-	@missing=""; \
-	command -v ffmpeg >/dev/null || missing="$$missing ffmpeg"; \
-	command -v socat >/dev/null || missing="$$missing socat"; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then echo "benchmarks compare against:$$missing (not installed; some baselines fall back)" >&2; exit 0; fi; \
-	  echo "installing benchmark baselines:$$missing"; \
-	  DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
-	fi
+	$(call ensure,make bench,$(BENCH_PACKAGES),optional)
 
 bench: $(VENV) benchdeps
 	$(BIN)/python -m tests.bench

@@ -26,6 +26,9 @@ Example file:
 
     [cloud]
     activation_url = "https://activation.example.net"
+    activation_hosts = ["example.net"]   # activation servers a QR code may name before
+                                  # activation: these hosts and names under them (empty = any
+                                  # https host); the activation_url is always allowed
     ca_file = "/etc/camera-agent/ca.pem"   # optional extra CA bundle
     pin_sha256 = "..."            # optional: SHA-256 (hex) of the server certificate
 
@@ -71,6 +74,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.net.urls import parse_probe
 from agent.secret import Credentials, Secret
 
 DEFAULT_CONFIG = Path("/etc/camera-agent/agent.toml")
@@ -93,6 +97,7 @@ class DiscoveryConfig:
 @dataclass(frozen=True)
 class CloudConfig:
     activation_url: str | None = None
+    activation_hosts: tuple[str, ...] = ()  # QR activation servers allowed; empty: any https
     ca_file: Path | None = None
     pin_sha256: str | None = None  # hex SHA-256 of the server certificate (DER)
 
@@ -160,6 +165,14 @@ def parse_host_port(text: str, what: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _probe(text: str) -> tuple[str, int]:
+    """A `[discovery] probe` address, parsed as `--probe` is (agent.net.urls.parse_probe)."""
+    try:
+        return parse_probe(text)
+    except ValueError as exc:
+        raise ConfigError(f"discovery.probe: {exc}") from None
+
+
 def check_url(url: str, what: str = "cloud.activation_url") -> str:
     """An http(s) URL with a host, without credentials; trailing slash removed."""
     from urllib.parse import urlsplit
@@ -217,6 +230,18 @@ def _credentials(item: Any, where: str) -> Credentials:
     if not isinstance(username, str) or not username or not isinstance(password, str):
         raise ConfigError(f"{where} entries need a username and a password (strings)")
     return Credentials(username, Secret(password))
+
+
+def _activation_host(text: str) -> str:
+    from agent.errors import ProtocolError
+    from agent.proto.cloud import host_pattern
+
+    try:
+        return host_pattern(text)
+    except ProtocolError as exc:
+        raise ConfigError(
+            f"cloud.activation_hosts: {exc} (give names like example.net, without scheme or port)"
+        ) from None
 
 
 def _check_subnet(cidr: str) -> str:
@@ -281,7 +306,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         )
     if "probe" in disc:
         probes = _strings(disc, "probe", "discovery")
-        d = replace(d, probe=tuple(parse_host_port(p, "discovery.probe") for p in probes))
+        d = replace(d, probe=tuple(_probe(p) for p in probes))
     if "interval" in disc:
         interval = float(_typed(disc, "interval", (int, float), "discovery"))
         if not 10 <= interval <= 86400:
@@ -294,10 +319,13 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         d = replace(d, discovery_port=port)
     cfg = replace(cfg, discovery=d)
     cloud = _table(data, "cloud")
-    _check_keys(cloud, {"activation_url", "ca_file", "pin_sha256"}, "[cloud]")
+    _check_keys(cloud, {"activation_url", "activation_hosts", "ca_file", "pin_sha256"}, "[cloud]")
     c = cfg.cloud
     if "activation_url" in cloud:
         c = replace(c, activation_url=check_url(_typed(cloud, "activation_url", str, "cloud")))
+    if "activation_hosts" in cloud:
+        hosts = _strings(cloud, "activation_hosts", "cloud")
+        c = replace(c, activation_hosts=tuple(_activation_host(h) for h in hosts))
     if "ca_file" in cloud:
         c = replace(c, ca_file=Path(_typed(cloud, "ca_file", str, "cloud")))
     if "pin_sha256" in cloud:
@@ -472,6 +500,10 @@ def load(
         cfg = replace(cfg, cloud=replace(cfg.cloud, activation_url=url))
     if env.get("CAMERA_AGENT_API_TOKEN"):
         cfg = replace(cfg, api_token=Secret(env["CAMERA_AGENT_API_TOKEN"]))
+    if "CAMERA_AGENT_ACTIVATION_HOSTS" in env:  # comma separated; empty: any https host
+        names = [h.strip() for h in env["CAMERA_AGENT_ACTIVATION_HOSTS"].split(",") if h.strip()]
+        hosts = tuple(_activation_host(h) for h in names)
+        cfg = replace(cfg, cloud=replace(cfg.cloud, activation_hosts=hosts))
     return cfg
 
 

@@ -7,8 +7,9 @@ cameras (WS-Discovery), reads the QR code from the camera's video, activates its
 to the cloud; then it binds the other two cameras from their own QR codes. Each camera's video is
 pulled the way the cloud streamer does, through the agent's tunnel, and decoded with FFmpeg
 (PyAV); the agent's own RTSP server (restream) and local API are exercised as well. The demo then
-prints the URLs to open (cloud page, RTSP through the tunnel and from the restream server, local
-API) and keeps everything running. Nothing leaves the machine.
+prints the URLs to open (cloud page, RTSP through the tunnel and from the restream server, the
+agent's status page and local API; each one fetched first), the agent's state directory and the
+commands that inspect it, and keeps everything running. Nothing leaves the machine.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import shlex
+import shutil
 import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -42,6 +46,40 @@ USERNAME, PASSWORD = "admin", "demo-pass"
 RESTREAM_USER = "viewer"
 #: Seconds the agent may take for each step (activation, binding a camera, the tunnel).
 STEP_TIMEOUT = 60.0
+#: Seconds each printed URL may take to answer the demo's own check.
+URL_CHECK_TIMEOUT = 10.0
+#: Paths of the agent's local HTTP server printed for the user (each answers GET with 200).
+AGENT_PAGES = ("/", "/metrics")
+API_PATHS = ("/api/v1/hello", "/api/v1/cameras", "/api/v1/status", "/api/v1/openapi.json")
+
+
+def cli_command() -> str:
+    """This program as the user can type it again (for the commands the demo prints)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    if Path(argv0).name == "camera-agent":
+        return shlex.quote(argv0)
+    return f"{shlex.quote(sys.executable)} -m agent"
+
+
+def agent_urls(root: str, camera_id: str | None) -> list[tuple[str, str]]:
+    """(label, URL) of the agent's pages and local API under `root` (http://HOST:PORT)."""
+    urls = [("Agent status page", root + AGENT_PAGES[0]), ("Agent metrics", root + AGENT_PAGES[1])]
+    urls += [("Agent local API", root + path) for path in API_PATHS]
+    if camera_id is not None:
+        urls.append(("Camera control", f"{root}/api/v1/onvif/{camera_id}/image"))
+    return urls
+
+
+def log_command(state: Path) -> str:
+    """The command that prints the audit log of the agent whose state is in `state`."""
+    return f"{cli_command()} log --state-dir {shlex.quote(str(state))}"
+
+
+def inspect_commands(state: Path, api_port: int) -> list[str]:
+    """The commands that show what the demo's agent did (status, audit log)."""
+    where = shlex.quote(str(state))
+    status = f"{cli_command()} status --api 127.0.0.1:{api_port} --state-dir {where}"
+    return [status, log_command(state)]
 
 
 def pull_frames(url: str, frames: int, timeout: float = 15.0) -> tuple[int, int, int, float]:
@@ -190,6 +228,17 @@ class Demo:
         self.check(brightness == 80 and bool(pos) and pos["x"] > 0, "camera control failed")
 
     async def run(self) -> int:
+        state = await asyncio.to_thread(self.state_dir)
+        try:
+            return await self._run(state)
+        finally:
+            if self.args.state_dir is None:
+                await asyncio.to_thread(shutil.rmtree, state, True)
+            else:
+                print(f"== the agent's state is kept in {state}; its audit log:")
+                print(f"   {log_command(state)}")
+
+    async def _run(self, state: Path) -> int:
         await self.cloud.start()
         await self.fleet.start()
         print(
@@ -199,31 +248,69 @@ class Demo:
             print(f"== {cam.config.name}: ONVIF {cam.device_url}")
         await self.discover()
         first = await self.show_qr(self.fleet.cameras[0], "Front door")
-        with tempfile.TemporaryDirectory(prefix="camera-agent-demo-") as state:
-            task = self.start_agent(Path(state))
-            agent = self.agent
-            assert agent is not None
-            try:
-                await asyncio.wait_for(agent.ready.wait(), 20)
-                base = f"http://127.0.0.1:{agent.api.port}/api/v1"
-                print(f"== agent started with no token; local API at {base}/")
-                streams = [await self.wait_stream(first)]
-                await self.json("POST", f"{base}/activation/scan", {"seconds": 120})
-                print("== agent asked (POST /activation/scan) to bind more cameras by QR code")
-                for i, cam in enumerate(self.fleet.cameras[1:], start=2):
-                    token = await self.show_qr(cam, f"Camera {i}")
-                    streams.append(await self.wait_stream(token))
-                await self.show_all(base, streams)
-                if self.args.once:
-                    print("== demo " + ("passed" if self.ok else "FAILED"))
-                    return 0 if self.ok else 1
-                print("== demo " + ("passed" if self.ok else "FAILED") + "; running until Ctrl-C")
-                await self.forever(task)
+        task = self.start_agent(state)
+        agent = self.agent
+        assert agent is not None
+        try:
+            await asyncio.wait_for(agent.ready.wait(), 20)
+            base = f"http://127.0.0.1:{agent.api.port}/api/v1"
+            print(f"== agent started with no token; local API at {base}/hello")
+            streams = [await self.wait_stream(first)]
+            await self.json("POST", f"{base}/activation/scan", {"seconds": 120})
+            print("== agent asked (POST /activation/scan) to bind more cameras by QR code")
+            for i, cam in enumerate(self.fleet.cameras[1:], start=2):
+                token = await self.show_qr(cam, f"Camera {i}")
+                streams.append(await self.wait_stream(token))
+            await self.show_all(base, streams)
+            self.show_state(state, agent.api.port)
+            if self.args.once:
+                print("== demo " + ("passed" if self.ok else "FAILED"))
                 return 0 if self.ok else 1
-            finally:
-                self.stop.set()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(task, 10)
+            print(
+                "== demo " + ("passed" if self.ok else "FAILED") + "; running until Ctrl-C",
+                flush=True,
+            )
+            await self.forever(task)
+            return 0 if self.ok else 1
+        finally:
+            self.stop.set()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, 10)
+
+    def state_dir(self) -> Path:
+        """The agent's state directory: --state-dir (new or empty), else a temporary one."""
+        if self.args.state_dir is None:
+            return Path(tempfile.mkdtemp(prefix="camera-agent-demo-"))
+        path = Path(self.args.state_dir).absolute()
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if any(path.iterdir()):
+            raise DemoError(f"--state-dir {path} is not empty (the demo starts a new agent)")
+        return path
+
+    def show_state(self, state: Path, api_port: int) -> None:
+        kept = (
+            "kept after the demo"
+            if self.args.state_dir is not None
+            else "removed when the demo stops; keep it with --state-dir DIR"
+        )
+        print(f"Agent state directory:    {state}   ({kept})")
+        print("Inspect the agent (status, the audit log of camera changes):")
+        for command in inspect_commands(state, api_port):
+            print(f"   {command}")
+
+    async def check_urls(self, urls: list[tuple[str, str]]) -> None:
+        """GET every URL about to be printed: each must answer 200."""
+        timeout = aiohttp.ClientTimeout(total=URL_CHECK_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as http:
+            for label, url in urls:
+                try:
+                    async with http.get(url) as r:
+                        status = r.status
+                        await r.read()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    self.check(False, f"{label} {url}: {exc or type(exc).__name__}")
+                    continue
+                self.check(status == 200, f"{label} {url}: HTTP {status}")
 
     async def show_all(self, base: str, streams: list[dict[str, Any]]) -> None:
         agent = self.agent
@@ -252,11 +339,14 @@ class Demo:
             f"== tunnels: {tunnels.get('opened', 0)} opened, {tunnels.get('refused', 0)} refused, "
             f"{tunnels.get('bytes_out', 0) / 1e6:.1f} MB camera -> cloud"
         )
-        print()
-        print(f"Cloud status page:        {self.cloud.url}/")
         root = base.removesuffix("/api/v1")
-        print(f"Agent status page:        {root}/   (metrics: {root}/metrics)")
-        print(f"Agent local API:          {base}/   (OpenAPI: {base}/openapi.json)")
+        urls = [("Cloud status page", f"{self.cloud.url}/"), *agent_urls(root, cams[0]["id"])]
+        await self.check_urls(urls)
+        print()
+        shown = ""
+        for label, url in urls:
+            print(f"{(label + ':') if label != shown else '':25} {url}")
+            shown = label
         print("Through the agent tunnel (what the cloud streamer pulls; try ffplay or VLC):")
         for url in tunnel_urls:
             print(f"   ffplay -rtsp_transport tcp '{url}'")
@@ -284,17 +374,28 @@ def _with_path(url: str, path: str) -> str:
     return urlunsplit(parts._replace(path=path))
 
 
+class DemoError(Exception):
+    """The demo cannot run as asked (message for the user)."""
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cameras", type=int, default=3, help="how many simulated cameras (1-8)")
     p.add_argument("--frames", type=int, default=50, help="video frames to pull per stream")
     p.add_argument(
         "--once", action="store_true", help="exit after the checks instead of running on"
     )
+    p.add_argument(
+        "--state-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the agent's state (activation, inventory, audit log) in DIR, new or empty, "
+        "after the demo (default: a temporary directory, removed at the end)",
+    )
 
 
 async def run(args: argparse.Namespace) -> int:
     if not 1 <= args.cameras <= 8 or args.frames < 1:
-        print("camera-agent demo: --cameras must be 1..8 and --frames positive")
+        print("camera-agent demo: --cameras must be 1..8 and --frames positive", file=sys.stderr)
         return 2
     if logging.getLogger().level > logging.DEBUG:
         # Per-session server chatter would drown the demo's own lines.
@@ -303,6 +404,9 @@ async def run(args: argparse.Namespace) -> int:
     demo = Demo(args)
     try:
         return await demo.run()
+    except DemoError as exc:
+        print(f"camera-agent demo: {exc}", file=sys.stderr)
+        return 2
     except (TimeoutError, RuntimeError, aiohttp.ClientError, OSError) as exc:
         print(f"== demo FAILED: {exc or type(exc).__name__}")
         return 1

@@ -183,6 +183,12 @@ def update_lines(update: Any) -> list[str]:
     return [line + release]
 
 
+def _stream_line(stream: dict[str, Any]) -> str:
+    name = stream.get("stream_name") or "(unnamed)"
+    camera = stream.get("camera_id")
+    return f"  stream {name} <- camera {camera}" if camera else f"  stream {name}: no camera bound"
+
+
 def format_status(data: dict[str, Any]) -> str:
     act = data.get("activation") or {}
     lines = [
@@ -192,10 +198,7 @@ def format_status(data: dict[str, Any]) -> str:
         "activation: "
         + (f"activated as agent {act.get('agent_id')}" if act.get("activated") else "waiting"),
     ]
-    lines.extend(
-        f"  stream {s.get('stream_name')} <- camera {s.get('camera_id')}"
-        for s in act.get("streams", [])
-    )
+    lines.extend(_stream_line(s) for s in act.get("streams") or [] if isinstance(s, dict))
     if data.get("running", True):
         lines.append(_conn_line("endpoint", data.get("endpoint")))
         lines.append(_conn_line("streampoint", data.get("streampoint")))

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from agent.cli import HelpFormatter
 from agent.progress import ProgressBar, progress_bar, terminal
 from firmware_tools import bundle
 from firmware_tools import manifest as manifest_format
@@ -31,44 +32,117 @@ from firmware_tools.keys import (
 )
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="camera-agent-fw", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="camera-agent-fw",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Every command has --help. See docs/updates.md.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    k = sub.add_parser("keygen", help="write DIR/private.pem (0600) and DIR/public.pem")
-    k.add_argument("dir", type=Path)
+    def command(name: str, help_text: str) -> argparse.ArgumentParser:
+        description = help_text[0].upper() + help_text[1:] + "."
+        return sub.add_parser(
+            name, help=help_text, description=description, formatter_class=HelpFormatter
+        )
 
-    s = sub.add_parser("sign", help="certify a new public key with the old private key")
-    s.add_argument("--key", type=Path, required=True, help="old private key")
-    s.add_argument("new_key", type=Path, help="new public key (PEM)")
-    s.add_argument("-o", "--output", type=Path, required=True, help="*.rotation.json to write")
+    k = command("keygen", "write DIR/private.pem (0600) and DIR/public.pem")
+    k.add_argument("dir", type=Path, metavar="DIR", help="directory for the new key pair")
 
-    b = sub.add_parser("build", help="build a signed bundle")
-    b.add_argument("--key", type=Path, required=True)
-    b.add_argument("--product", required=True)
-    b.add_argument("--version", required=True)
-    b.add_argument("--release", type=int, required=True, help="monotonic release counter")
-    b.add_argument("--payload", type=Path, required=True, help="file or directory")
-    b.add_argument("--hardware", action="append", default=[], help="target profile (repeat)")
-    b.add_argument("--min-agent-version")
-    b.add_argument("--allow-downgrade", action="store_true")
-    b.add_argument("--expires-release", type=int, help="refuse once a device passed this")
-    b.add_argument("--rotation", type=Path, action="append", default=[], help="*.rotation.json")
-    b.add_argument("-o", "--output", type=Path, required=True)
+    s = command("sign", "certify a new public key with the old private key (key rotation)")
+    s.add_argument("--key", type=Path, required=True, metavar="PEM", help="old private key")
+    s.add_argument("new_key", type=Path, metavar="NEW_KEY", help="new public key (PEM)")
+    s.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="PATH", help="*.rotation.json to write"
+    )
 
-    v = sub.add_parser("verify", help="verify a bundle (exit 0 when valid)")
-    v.add_argument("--trust", type=Path, action="append", required=True, help="public key or dir")
-    v.add_argument("--product")
-    v.add_argument("--hardware")
-    v.add_argument("--min-release", type=int, default=0)
-    v.add_argument("--counter-file", type=Path, help="read the accepted release counter here")
-    v.add_argument("--agent-version")
-    v.add_argument("--max-size", type=int, default=bundle.DEFAULT_MAX_SIZE)
-    v.add_argument("--extract", type=Path, help="also unpack the payload into this new dir")
-    v.add_argument("bundle", type=Path)
+    b = command("build", "build a signed bundle")
+    b.add_argument(
+        "--key", type=Path, required=True, metavar="PEM", help="private key that signs the bundle"
+    )
+    b.add_argument("--product", required=True, help="product name, e.g. camera-agent")
+    b.add_argument("--version", required=True, help="version of the payload, e.g. 1.4.0")
+    b.add_argument(
+        "--release", type=int, required=True, metavar="N", help="monotonic release counter"
+    )
+    b.add_argument(
+        "--payload", type=Path, required=True, metavar="PATH", help="file or directory to carry"
+    )
+    b.add_argument(
+        "--hardware",
+        action="append",
+        default=[],
+        metavar="PROFILE",
+        help="target hardware profile, repeatable (none: any hardware)",
+    )
+    b.add_argument(
+        "--min-agent-version",
+        metavar="VERSION",
+        help="oldest agent version that may install it (none: any)",
+    )
+    b.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="may be installed over a higher release (a deliberate rollback release)",
+    )
+    b.add_argument(
+        "--expires-release",
+        type=int,
+        metavar="N",
+        help="refused once a device has accepted a release above N (none: never)",
+    )
+    b.add_argument(
+        "--rotation",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="*.rotation.json chaining the signing key to a trusted one, repeatable",
+    )
+    b.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="PATH", help="bundle file to write"
+    )
 
-    i = sub.add_parser("inspect", help="print the manifest (not verified)")
-    i.add_argument("bundle", type=Path)
+    v = command("verify", "verify a bundle (exit 0 when valid)")
+    v.add_argument(
+        "--trust",
+        type=Path,
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="trusted public key, or a directory of them, repeatable",
+    )
+    v.add_argument("--product", help="refuse a bundle for another product")
+    v.add_argument("--hardware", metavar="PROFILE", help="refuse a bundle not for this hardware")
+    v.add_argument(
+        "--min-release", type=int, default=0, metavar="N", help="refuse releases below N"
+    )
+    v.add_argument(
+        "--counter-file",
+        type=Path,
+        metavar="PATH",
+        help="read the accepted release counter here (refuse releases below it)",
+    )
+    v.add_argument(
+        "--agent-version",
+        metavar="VERSION",
+        help="running agent version, checked against the bundle's minimum",
+    )
+    v.add_argument(
+        "--max-size",
+        type=int,
+        default=bundle.DEFAULT_MAX_SIZE,
+        metavar="BYTES",
+        help="refuse a larger bundle or payload",
+    )
+    v.add_argument(
+        "--extract", type=Path, metavar="DIR", help="also unpack the payload into this new dir"
+    )
+    v.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle file")
+
+    i = command("inspect", "print the manifest as JSON (not verified)")
+    i.add_argument("bundle", type=Path, metavar="BUNDLE", help="bundle file")
     return p
 
 
@@ -163,7 +237,7 @@ def _build(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``camera-agent-fw`` / ``python -m firmware_tools``."""
-    args = _parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
         return _run(args)
     except BrokenPipeError:  # the reader went away (`... | head`): not an error of ours

@@ -432,16 +432,24 @@ class FakeRecord:
     paused: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        return {  # every field of agent.discovery.records.CameraRecord.to_json()
             "run_state": "paused" if self.paused else "running",
             "id": self.id,
             "address": self.address,
             "xaddr": f"http://{self.address}/onvif/device_service",
             "manufacturer": self.manufacturer,
             "model": self.model,
+            "firmware_version": "1.0",
+            "serial_number": "FK1-0001",
+            "hardware_id": "HW-1",
             "state": self.state,
+            "reason": "",
+            "profiles": [],
             "snapshot_uri": None,
             "ptz": True,
+            "imaging": True,
+            "endpoint_reference": f"urn:uuid:{self.id}",
+            "last_seen": None,
             "sources": ["config"],
         }
 

@@ -40,6 +40,7 @@ FORBIDDEN = "forbidden"
 METHOD_NOT_ALLOWED = "method_not_allowed"
 PAYLOAD_TOO_LARGE = "payload_too_large"
 UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+CAMERA_PAUSED = "camera_paused"
 
 #: The `status` codes a 400 may carry.
 BAD_REQUEST_CODES = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.api import validation as v
-from agent.api.errors import BAD_REQUEST_CODES
+from agent.api.errors import BAD_REQUEST_CODES, CAMERA_PAUSED
 from agent.camera.models import PtzMove, PtzZoom, StreamProfile
 
 Schema = dict[str, Any]
@@ -39,77 +39,127 @@ def _obj(props: dict[str, Schema], required: tuple[str, ...] = (), **extra: Any)
     return schema
 
 
+def _answer(props: dict[str, Schema], required: tuple[str, ...] | None = None) -> Schema:
+    """An answer object: every field it may carry is listed, nothing else; all of them are
+    always present unless `required` names fewer."""
+    return _obj(props, tuple(props) if required is None else required, additionalProperties=False)
+
+
+def _nullable(schema: Schema) -> Schema:
+    """`schema` or null: an optional request field may be sent as null (the same as absent)."""
+    out = dict(schema)
+    kind = out.get("type")
+    if isinstance(kind, str):
+        out["type"] = [kind, "null"]
+    if "enum" in out:
+        out["enum"] = [*out["enum"], None]
+    return out
+
+
+def _body(
+    props: dict[str, Schema],
+    required: tuple[str, ...] = (),
+    *,
+    one_of_needed: bool = False,
+    example: dict[str, Any] | None = None,
+) -> Schema:
+    """A request body: unknown fields are ignored and an optional field may be null. With
+    `one_of_needed`, at least one optional field must be given (not null). `example` is a body
+    a camera of the usual ranges accepts (the contract test sends it to the simulated one)."""
+    fields = {k: v if k in required else _nullable(v) for k, v in props.items()}
+    schema = _obj(fields, required)
+    if one_of_needed:
+        schema["anyOf"] = [
+            {"required": [k], "properties": {k: props[k]}} for k in props if k not in required
+        ]
+    if example is not None:
+        schema["examples"] = [example]
+    return schema
+
+
 NUMBER: Schema = {"type": "number"}
 STRING: Schema = {"type": "string"}
+BOOLEAN: Schema = {"type": "boolean"}
+INTEGER: Schema = {"type": "integer"}
+NULLABLE_STRING: Schema = {"type": ["string", "null"]}
 INT32: Schema = {"type": "integer", "format": "int32", "minimum": v.INT_MIN, "maximum": v.INT_MAX}
 PORT: Schema = {"type": "integer", "minimum": v.PORT_MIN, "maximum": v.PORT_MAX}
+UUID: Schema = {"type": "string", "format": "uuid"}
+#: A camera id in a request: any form of a UUID validation.camera_id reads.
+CAMERA_ID: Schema = {"type": "string", "pattern": v.CAMERA_ID_PATTERN}
+#: Free-form objects: state reports of other parts of the agent (see docs/api.md).
+REPORT: Schema = {"type": ["object", "null"]}
 
 
 def _enum(values: tuple[str, ...] | list[str]) -> Schema:
     return {"type": "string", "enum": list(values)}
 
 
+def _array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
 def _error(codes: tuple[str, ...], http_status: int) -> Schema:
-    return _obj(
+    return _answer(
         {
             "status": _enum(codes),
             "status_code": {"type": "integer", "const": http_status},
             "detail": STRING,
-        },
-        ("status", "status_code", "detail"),
+        }
     )
 
 
-RANGE = _obj({"min_val": NUMBER, "max_val": NUMBER}, ("min_val", "max_val"))
+RANGE = _answer({"min_val": NUMBER, "max_val": NUMBER})
 RESOLUTION_STRING: Schema = {
     "type": "string",
     "pattern": v.RESOLUTION_PATTERN,
     "examples": list(COMMON_RESOLUTIONS),
 }
-XY = _obj({"x": NUMBER, "y": NUMBER}, ("x", "y"))
-XY_RANGE = _obj({"x": _ref("Range"), "y": _ref("Range")})
+XY = _answer({"x": NUMBER, "y": NUMBER})
+XY_RANGE = _answer({"x": _ref("Range"), "y": _ref("Range")}, ())
+SOURCES = ("wsd", "mdns", "probe", "config", "state")
+CAMERA_STATES = ("online", "unauthorized", "unreachable", "not_onvif", "error")
 
 
 def _mode_setting(modes: tuple[str, ...]) -> Schema:
-    return _obj(
-        {"current_mode": _enum(modes), "supported_modes": {"type": "array", "items": _enum(modes)}},
-        ("current_mode", "supported_modes"),
-    )
+    return _answer({"current_mode": _enum(modes), "supported_modes": _array(_enum(modes))})
 
 
 def _ranged_value() -> Schema:
-    return _obj(
-        {"current_value": NUMBER, "supported_range": _ref("Range")},
-        ("current_value", "supported_range"),
-    )
+    return _answer({"current_value": NUMBER, "supported_range": _ref("Range")})
 
 
 SCHEMAS: dict[str, Schema] = {
     "Range": RANGE,
-    "StatusOk": _obj({"status": {"type": "string", "const": "ok"}}, ("status",)),
+    "StatusOk": _answer({"status": {"type": "string", "const": "ok"}}),
     "BadRequest": _error(BAD_REQUEST_CODES, 400),
     "Unauthorized": _error(("unauthorized",), 401),
     "Forbidden": _error(("forbidden",), 403),
     "NotFound": _error(("not_found",), 404),
+    "Conflict": _error((CAMERA_PAUSED,), 409),
     "PayloadTooLarge": _error(("payload_too_large",), 413),
     "UnsupportedMediaType": _error(("unsupported_media_type",), 415),
     "InternalError": _error(("internal_error",), 500),
     "Unavailable": _error(("temporarily_unavailable",), 503),
-    "ValidationError": _obj(
-        {
-            "loc": {"type": "array", "items": {"type": ["string", "integer"]}},
-            "msg": STRING,
-            "type": STRING,
-        },
-        ("loc", "msg", "type"),
+    "ValidationError": _answer(
+        {"loc": _array({"type": ["string", "integer"]}), "msg": STRING, "type": STRING}
     ),
-    "HTTPValidationError": _obj(
-        {"detail": {"type": "array", "items": _ref("ValidationError")}}, ("detail",)
-    ),
-    "Hello": _obj({"message": STRING, "version": STRING}, ("message", "version")),
-    "CameraRecord": _obj(
+    "HTTPValidationError": _answer({"detail": _array(_ref("ValidationError"))}),
+    "Hello": _answer({"message": STRING, "version": STRING}),
+    "CameraProfile": _answer(
         {
-            "id": {"type": "string", "format": "uuid"},
+            "token": STRING,
+            "name": STRING,
+            "encoding": STRING,
+            "width": INTEGER,
+            "height": INTEGER,
+            "fps": NUMBER,
+            "rtsp_uri": STRING,
+        }
+    ),
+    "CameraRecord": _answer(
+        {
+            "id": UUID,
             "address": STRING,
             "xaddr": STRING,
             "manufacturer": STRING,
@@ -117,76 +167,71 @@ SCHEMAS: dict[str, Schema] = {
             "firmware_version": STRING,
             "serial_number": STRING,
             "hardware_id": STRING,
-            "state": STRING,
+            "state": _enum(CAMERA_STATES),
             "reason": STRING,
-            "profiles": {"type": "array", "items": {"type": "object"}},
-            "snapshot_uri": {"type": ["string", "null"]},
-            "ptz": {"type": "boolean"},
+            "profiles": _array(_ref("CameraProfile")),
+            "snapshot_uri": NULLABLE_STRING,
+            "ptz": BOOLEAN,
+            "imaging": BOOLEAN,
             "endpoint_reference": STRING,
             "last_seen": {"type": ["number", "null"]},
-            "sources": {"type": "array", "items": STRING},
+            "sources": _array(_enum(SOURCES)),
             "run_state": _enum(("running", "paused")),
-        },
-        ("id",),
+        }
     ),
-    "RunStateRequest": _obj({"run_state": _enum(("running", "paused"))}, ("run_state",)),
-    "CameraList": _obj(
+    "RunStateRequest": _body(
+        {"run_state": _enum(("running", "paused"))}, ("run_state",), example={"run_state": "paused"}
+    ),
+    "CameraList": _answer(
         {
-            "pagination": _obj({"cursor": STRING}),
-            "cameras": {"type": "array", "items": _ref("CameraRecord")},
-        },
-        ("pagination", "cameras"),
+            "pagination": _answer({"cursor": STRING}, ()),
+            "cameras": _array(_ref("CameraRecord")),
+        }
     ),
-    "DeviceInfo": _obj(
+    "DeviceInfo": _answer(
         dict.fromkeys(
             ("manufacturer", "model", "firmware_version", "serial_number", "hardware_id"), STRING
-        ),
-        ("manufacturer", "model", "firmware_version", "serial_number", "hardware_id"),
+        )
     ),
-    "PortSetting": _obj({"port": PORT, "enabled": {"type": "boolean"}}, ("port", "enabled")),
-    "NetworkPorts": _obj({k: _ref("PortSetting") for k in ("http", "https", "rtsp")}),
-    "NetworkUpdate": _obj(dict.fromkeys(("http", "https", "rtsp"), PORT)),
-    "UserInfo": _obj({"user_name": STRING, "user_level": STRING}, ("user_name", "user_level")),
-    "UserList": _obj({"users": {"type": "array", "items": _ref("UserInfo")}}, ("users",)),
-    "PasswordUpdate": _obj(
-        {"password": {"type": "string", "maxLength": v.PASSWORD_MAX}}, ("password",)
+    "PortSetting": _answer({"port": INTEGER, "enabled": BOOLEAN}),
+    "NetworkPorts": _answer({k: _ref("PortSetting") for k in ("http", "https", "rtsp")}),
+    "NetworkUpdate": _body(
+        dict.fromkeys(("http", "https", "rtsp"), PORT),
+        one_of_needed=True,
+        example={"http": 8080, "rtsp": 8554},
     ),
-    "Resolution": _obj(
-        {"width": {"type": "integer"}, "height": {"type": "integer"}}, ("width", "height")
+    "UserInfo": _answer({"user_name": STRING, "user_level": STRING}),
+    "UserList": _answer({"users": _array(_ref("UserInfo"))}),
+    "PasswordUpdate": _body(
+        {"password": {"type": "string", "minLength": v.PASSWORD_MIN, "maxLength": v.PASSWORD_MAX}},
+        ("password",),
+        example={"password": "n3w-Secret!"},
     ),
-    "SupportedEncoder": _obj(
+    "Resolution": _answer({"width": INTEGER, "height": INTEGER}),
+    "SupportedEncoder": _answer(
         {
             "name": STRING,
-            "supported_resolutions": {"type": "array", "items": _ref("Resolution")},
+            "supported_resolutions": _array(_ref("Resolution")),
             "framerate_range": _ref("Range"),
             "bitrate_range": _ref("Range"),
             "gov_length_range": _ref("Range"),
         },
         ("name", "supported_resolutions", "framerate_range", "bitrate_range"),
     ),
-    "StreamInfo": _obj(
+    "StreamInfo": _answer(
         {
-            "name": STRING,
-            "link": {"type": "string", "minLength": 1, "maxLength": 65536},
-            "current_encoder": _enum(v.ENCODERS),
-            "current_resolution": RESOLUTION_STRING,
-            "current_framerate": {"type": "integer"},
-            "current_bitrate": {"type": "integer"},
+            "name": _enum([p.value for p in StreamProfile]),
+            "link": STRING,
+            "current_encoder": {"type": "string", "examples": list(v.ENCODERS)},  # as reported
+            "current_resolution": {"type": "string", "pattern": "^[0-9]+x[0-9]+$"},
+            "current_framerate": INTEGER,
+            "current_bitrate": INTEGER,
             "current_gov_length": {"type": ["integer", "null"]},
-            "supported_encoders": {"type": "array", "items": _ref("SupportedEncoder")},
-        },
-        (
-            "name",
-            "link",
-            "current_encoder",
-            "current_resolution",
-            "current_framerate",
-            "current_bitrate",
-            "supported_encoders",
-        ),
+            "supported_encoders": _array(_ref("SupportedEncoder")),
+        }
     ),
-    "StreamList": _obj({"streams": {"type": "array", "items": _ref("StreamInfo")}}, ("streams",)),
-    "EncoderUpdate": _obj(
+    "StreamList": _answer({"streams": _array(_ref("StreamInfo"))}),
+    "EncoderUpdate": _body(
         {
             "stream_profile": _enum([p.value for p in StreamProfile]),
             "encoder": _enum(v.ENCODERS),
@@ -196,9 +241,17 @@ SCHEMAS: dict[str, Schema] = {
             "gov_length": INT32,
         },
         ("stream_profile", "encoder", "resolution", "framerate", "bitrate"),
+        example={
+            "stream_profile": "SUB_STREAM_1",
+            "encoder": "H264",
+            "resolution": "640x360",
+            "framerate": 15,
+            "bitrate": 512,
+            "gov_length": 30,
+        },
     ),
     "RangedValue": _ranged_value(),
-    "ImageInfo": _obj(
+    "ImageInfo": _answer(
         {
             "brightness": _ref("RangedValue"),
             "color_saturation": _ref("RangedValue"),
@@ -206,48 +259,45 @@ SCHEMAS: dict[str, Schema] = {
             "sharpness": _ref("RangedValue"),
             "backlight_compensation": _mode_setting(v.ON_OFF),
             "ir_cut_filter": _mode_setting(v.IR_MODES),
-            "exposure": _obj(
-                {"current_range": _ref("Range"), "supported_range": _ref("Range")},
-                ("current_range", "supported_range"),
-            ),
-            "white_balance": _obj(
+            "exposure": _answer({"current_range": _ref("Range"), "supported_range": _ref("Range")}),
+            "white_balance": _answer(
                 {
                     "current_mode": _enum(v.WB_MODES),
                     "current_cr_gain_value": NUMBER,
                     "current_cb_gain_value": NUMBER,
-                    "supported_modes": {"type": "array", "items": _enum(v.WB_MODES)},
-                    "supported_range": _obj(
-                        {"cr_gain": _ref("Range"), "cb_gain": _ref("Range")},
-                        ("cr_gain", "cb_gain"),
+                    "supported_modes": _array(_enum(v.WB_MODES)),
+                    "supported_range": _answer(
+                        {"cr_gain": _ref("Range"), "cb_gain": _ref("Range")}
                     ),
-                },
-                (
-                    "current_mode",
-                    "current_cr_gain_value",
-                    "current_cb_gain_value",
-                    "supported_modes",
-                    "supported_range",
-                ),
+                }
             ),
-            "wide_dynamic_range": _obj(
+            "wide_dynamic_range": _answer(
                 {
                     "current_mode": _enum(v.ON_OFF),
                     "current_value": NUMBER,
-                    "supported_modes": {"type": "array", "items": _enum(v.ON_OFF)},
+                    "supported_modes": _array(_enum(v.ON_OFF)),
                     "supported_range": _ref("Range"),
-                },
-                ("current_mode", "current_value", "supported_modes", "supported_range"),
+                }
             ),
-        }
+        },
+        (),  # a camera reports only what it supports
     ),
-    "ValueUpdate": _obj({"value": NUMBER}, ("value",)),
-    "BacklightUpdate": _obj({"mode": _enum(v.ON_OFF)}, ("mode",)),
-    "IrCutFilterUpdate": _obj({"mode": _enum(v.IR_MODES)}, ("mode",)),
-    "WideDynamicRangeUpdate": _obj({"mode": _enum(v.ON_OFF), "value": NUMBER}),
-    "WhiteBalanceUpdate": _obj({"mode": _enum(v.WB_MODES), "cr_gain": NUMBER, "cb_gain": NUMBER}),
-    "PtzInfo": _obj(
+    "ValueUpdate": _body({"value": NUMBER}, ("value",), example={"value": 60}),
+    "BacklightUpdate": _body({"mode": _enum(v.ON_OFF)}, ("mode",), example={"mode": "ON"}),
+    "IrCutFilterUpdate": _body({"mode": _enum(v.IR_MODES)}, ("mode",), example={"mode": "AUTO"}),
+    "WideDynamicRangeUpdate": _body(
+        {"mode": _enum(v.ON_OFF), "value": NUMBER},
+        one_of_needed=True,
+        example={"mode": "ON", "value": 60},
+    ),
+    "WhiteBalanceUpdate": _body(
+        {"mode": _enum(v.WB_MODES), "cr_gain": NUMBER, "cb_gain": NUMBER},
+        one_of_needed=True,
+        example={"mode": "MANUAL", "cr_gain": 100, "cb_gain": 90},
+    ),
+    "PtzInfo": _answer(
         {
-            "pan_tilt": _obj(
+            "pan_tilt": _answer(
                 {
                     "current_position": XY,
                     "default_speed_range": XY,
@@ -255,23 +305,32 @@ SCHEMAS: dict[str, Schema] = {
                 },
                 ("supported_range",),
             ),
-            "zoom": _obj({"default_speed_value": NUMBER, "supported_range": XY_RANGE}),
+            "zoom": _answer({"default_speed_value": NUMBER, "supported_range": XY_RANGE}, ()),
             "max_num_of_presets": {"type": "integer", "minimum": 0},
-            "home_supported": {"type": "boolean"},
-        },
-        ("pan_tilt", "zoom", "max_num_of_presets", "home_supported"),
+            "home_supported": BOOLEAN,
+        }
     ),
-    "PtzStep": _obj(
+    "PtzStep": _body(
         {
             "move": _enum([m.value for m in PtzMove]),
             "zoom": _enum([z.value for z in PtzZoom]),
             "step": {"type": "integer", "minimum": v.STEP_MIN, "maximum": v.STEP_MAX},
         },
         ("step",),
+        one_of_needed=True,
+        example={"move": "RIGHT_UP", "zoom": "ZOOM_IN", "step": 3},
     ),
-    "PresetList": _obj({"presets": {"type": "array", "items": STRING}}, ("presets",)),
-    "PresetName": _obj(
-        {"preset_name": {"type": "string", "maxLength": v.PRESET_NAME_MAX}}, ("preset_name",)
+    "PresetList": _answer({"presets": _array(STRING)}),
+    "PresetName": _body(
+        {
+            "preset_name": {
+                "type": "string",
+                "minLength": v.PRESET_NAME_MIN,
+                "maxLength": v.PRESET_NAME_MAX,
+            }
+        },
+        ("preset_name",),
+        example={"preset_name": "gate"},
     ),
 }
 
@@ -280,6 +339,7 @@ _ERROR_REFS = {
     401: ("Missing or wrong bearer token", "Unauthorized"),
     403: ("Request not addressed to a loopback host (no token configured)", "Forbidden"),
     404: ("Not Found", "NotFound"),
+    409: ("The camera is paused", "Conflict"),
     413: ("Request body too large", "PayloadTooLarge"),
     415: ("Request body is not application/json", "UnsupportedMediaType"),
     422: ("Validation Error", "HTTPValidationError"),
@@ -291,7 +351,7 @@ CAMERA_ID_PARAM: Schema = {
     "name": "camera_id",
     "in": "path",
     "required": True,
-    "schema": {"type": "string", "format": "uuid"},
+    "schema": CAMERA_ID,
 }
 
 _CAMERA_400 = """In addition, the following status codes are defined for 400 response:
@@ -359,10 +419,19 @@ def _onvif_paths() -> dict[str, Schema]:
         "name": "username",
         "in": "path",
         "required": True,
-        "schema": {"type": "string", "maxLength": v.MAX_USERNAME},
+        "schema": {"type": "string", "maxLength": v.MAX_USERNAME, "examples": ["admin"]},
     }
     password = _set("set_user_password", "Update camera user password", "ok", "PasswordUpdate")
     password["parameters"] = [CAMERA_ID_PARAM, user_param]
+    create = _set("ptz_preset_create", "Create PTZ preset", "ok", "PresetName", ptz=True)
+    same_preset = {
+        "parameters": {"camera_id": "$request.path.camera_id"},
+        "requestBody": {"preset_name": "$request.body#/preset_name"},
+    }
+    create["responses"]["200"]["links"] = {
+        "ApplyPreset": {"operationId": "ptz_preset_apply", **same_preset},
+        "DeletePreset": {"operationId": "ptz_preset_delete", **same_preset},
+    }
     image_set = {
         name: {"put": _set(f"set_image_{name}", f"Update camera image {name}", "ok", "ValueUpdate")}
         for name in ("brightness", "contrast", "saturation", "sharpness")
@@ -414,7 +483,7 @@ def _onvif_paths() -> dict[str, Schema]:
             "get": _get("get_ptz_presets", "Get PTZ presets", "ok", "PresetList", ptz=True)
         },
         f"{p}/ptz/preset": {
-            "post": _set("ptz_preset_create", "Create PTZ preset", "ok", "PresetName", ptz=True),
+            "post": create,
             "delete": _set("ptz_preset_delete", "Delete PTZ preset", "ok", "PresetName", ptz=True),
         },
         f"{p}/ptz/preset/apply": {
@@ -502,49 +571,50 @@ def _core_paths() -> dict[str, Schema]:
 
 
 def _agent_paths() -> dict[str, Schema]:
-    from agent.api.routes_agent import ACTIVATION_CODES, MAX_SCAN_SECONDS, MAX_TOKEN
+    from agent.api.routes_agent import ACTIVATION_CODES
 
-    nullable_str = {"type": ["string", "null"]}
-    activation_view = _obj(
+    activation_view = _answer(
         {
-            "activated": {"type": "boolean"},
+            "activated": BOOLEAN,
             "state": STRING,
-            "agent_id": nullable_str,
-            "streams": {
-                "type": "array",
-                "items": _obj({"stream_name": nullable_str, "camera_id": nullable_str}),
-            },
-            "activation_url": nullable_str,
+            "agent_id": NULLABLE_STRING,
+            "streams": _array(
+                _answer({"stream_name": NULLABLE_STRING, "camera_id": NULLABLE_STRING})
+            ),
+            "activation_url": NULLABLE_STRING,
             "last_error": STRING,
         },
-        ("activated", "state"),
+        ("activated", "state"),  # all but these are left out while the cloud service is off
     )
-    any_obj = {"type": ["object", "null"]}
-    status = _obj(
+    status = _answer(
         {
             "version": STRING,
             "uptime_s": NUMBER,
             "activation": activation_view,
-            "endpoint": any_obj,
-            "streampoint": any_obj,
-            "qr_scan": any_obj,
-            "relay": any_obj,
-            "health": any_obj,
-            "cameras": _obj(
+            "endpoint": REPORT,
+            "streampoint": REPORT,
+            "qr_scan": REPORT,
+            "relay": REPORT,
+            "health": REPORT,
+            "update": REPORT,
+            "hardware": REPORT,
+            "cameras": _answer(
                 {
-                    "total": {"type": "integer"},
-                    "by_state": {"type": "object", "additionalProperties": {"type": "integer"}},
-                },
-                ("total", "by_state"),
+                    "total": INTEGER,
+                    "by_state": {"type": "object", "additionalProperties": INTEGER},
+                }
             ),
-        },
-        ("version", "uptime_s", "activation", "cameras"),
+        }
     )
-    request = _obj(
+    request = _body(
         {
-            "token": {"type": "string", "minLength": 1, "maxLength": MAX_TOKEN},
-            "activation_url": STRING,
-            "camera_id": {"type": "string", "format": "uuid"},
+            "token": {"type": "string", "minLength": 1, "maxLength": v.MAX_TOKEN},
+            "activation_url": {
+                "type": "string",
+                "maxLength": v.MAX_URL,
+                "pattern": v.ACTIVATION_URL_PATTERN,
+            },
+            "camera_id": CAMERA_ID,
         },
         ("token",),
     )
@@ -553,9 +623,12 @@ def _agent_paths() -> dict[str, Schema]:
     SCHEMAS.setdefault("ActivationRequest", request)
     SCHEMAS.setdefault(
         "ActivationResult",
-        _obj(
-            {"status": STRING, "agent_id": STRING, "stream_name": nullable_str},
-            ("status", "agent_id"),
+        _answer(
+            {
+                "status": {"type": "string", "const": "ok"},
+                "agent_id": STRING,
+                "stream_name": NULLABLE_STRING,
+            }
         ),
     )
     SCHEMAS.setdefault("ActivationRefused", _error(ACTIVATION_CODES, 400))
@@ -575,11 +648,14 @@ def _agent_paths() -> dict[str, Schema]:
     }
     SCHEMAS.setdefault(
         "ScanRequest",
-        _obj({"seconds": {"type": "integer", "minimum": 1, "maximum": MAX_SCAN_SECONDS}}),
+        _body(
+            {"seconds": {"type": "integer", "minimum": 1, "maximum": v.MAX_SCAN_SECONDS}},
+            example={"seconds": v.DEFAULT_SCAN_SECONDS},
+        ),
     )
     SCHEMAS.setdefault(
         "ScanResult",
-        _obj({"status": STRING, "seconds": {"type": "integer"}}, ("status", "seconds")),
+        _answer({"status": {"type": "string", "const": "ok"}, "seconds": INTEGER}),
     )
     scan = _operation(
         "activation_scan",
@@ -592,14 +668,15 @@ def _agent_paths() -> dict[str, Schema]:
     )
     SCHEMAS.setdefault(
         "WebRtcOffer",
-        _obj(
-            {"type": _enum(("offer",)), "sdp": {"type": "string", "maxLength": 65536}},
+        _body(
+            {
+                "type": _enum(("offer",)),
+                "sdp": {"type": "string", "maxLength": v.MAX_SDP_CHARS, "pattern": v.SDP_PATTERN},
+            },
             ("type", "sdp"),
         ),
     )
-    SCHEMAS.setdefault(
-        "WebRtcAnswer", _obj({"type": _enum(("answer",)), "sdp": STRING}, ("type", "sdp"))
-    )
+    SCHEMAS.setdefault("WebRtcAnswer", _answer({"type": _enum(("answer",)), "sdp": STRING}))
     webrtc = _operation(
         "webrtc_offer",
         "Live view: send an SDP offer, get the answer (WHEP-style)",
@@ -607,15 +684,19 @@ def _agent_paths() -> dict[str, Schema]:
         "WebRtcAnswer",
         params=(CAMERA_ID_PARAM,),
         body="WebRtcOffer",
-        errors=(400, 401, 403, 404, 413, 415, 422, 500, 503),
+        errors=(400, 401, 403, 404, 409, 413, 415, 422, 500, 503),
         tags=("cameras",),
         description=(
             "The camera's H.264 is sent without transcoding. A raw offer "
             "(Content-Type: application/sdp) is answered 201 with the raw SDP answer, as WHEP "
-            "does. 503 while the camera is paused or the live view is at its session limit."
+            "does. The offer is printable ASCII lines (else 422); 400 for an offer the live view "
+            "cannot use (no H.264, too many lines or candidates); 409 while the camera is paused; "
+            "503 while the live view is at its session limit."
         ),
     )
-    webrtc["requestBody"]["content"]["application/sdp"] = {"schema": {"type": "string"}}
+    webrtc["requestBody"]["content"]["application/sdp"] = {
+        "schema": {"type": "string", "maxLength": v.MAX_OFFER_BYTES, "pattern": v.SDP_PATTERN}
+    }
     webrtc["responses"]["201"] = {
         "description": "The SDP answer (raw SDP request)",
         "content": {"application/sdp": {"schema": {"type": "string"}}},

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
 from typing import Any, Protocol
 
@@ -11,12 +10,8 @@ from aiohttp import web
 
 from agent.api.context import DIRECTORY, VERSION, read_json
 from agent.api.errors import error_response
-from agent.api.validation import ErrorItem, RequestInvalid
+from agent.api.validation import activation_body, scan_body
 from agent.errors import AgentError, ConfigError, Unavailable
-
-#: Longest activation token accepted.
-MAX_TOKEN = 256
-MAX_URL = 2048
 
 #: Activation refusals as the `status` of a 400 answer.
 ACTIVATION_CODES = (
@@ -124,33 +119,8 @@ async def get_activation(request: web.Request) -> web.Response:
     return web.json_response(_activation_view(_cloud(request)))
 
 
-def _activation_body(body: Any) -> tuple[str, str | None, str | None]:
-    if not isinstance(body, dict):
-        raise RequestInvalid(
-            [ErrorItem(("body",), "Input should be a valid dictionary", "dict_type")]
-        )
-    errors: list[ErrorItem] = []
-    token = body.get("token")
-    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN:
-        errors.append(
-            ErrorItem(("body", "token"), f"a string of 1..{MAX_TOKEN} characters", "string_type")
-        )
-    url = body.get("activation_url")
-    if url is not None and (not isinstance(url, str) or not 0 < len(url) <= MAX_URL):
-        errors.append(ErrorItem(("body", "activation_url"), "a URL string", "string_type"))
-    camera = body.get("camera_id")
-    if camera is not None:
-        try:
-            camera = str(uuid.UUID(str(camera)))
-        except ValueError:
-            errors.append(ErrorItem(("body", "camera_id"), "a valid UUID", "uuid_parsing"))
-    if errors:
-        raise RequestInvalid(errors)
-    return str(token), url, camera
-
-
 async def post_activation(request: web.Request) -> web.Response:
-    token, url, camera = _activation_body(await read_json(request))
+    token, url, camera = activation_body(await read_json(request))
     cloud = _cloud(request)
     if cloud is None:
         return error_response(503, "temporarily_unavailable", "the cloud service is not running")
@@ -170,22 +140,9 @@ async def post_activation(request: web.Request) -> web.Response:
     )
 
 
-#: Longest scan window the API accepts, seconds.
-MAX_SCAN_SECONDS = 3600
-
-
 async def post_scan(request: web.Request) -> web.Response:
     """Look for further activation QR codes on unbound cameras (an NVR binds more cameras)."""
-    body = await read_json(request)
-    seconds = body.get("seconds", 600) if isinstance(body, dict) else None
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int)
-        or not 1 <= seconds <= MAX_SCAN_SECONDS
-    ):
-        raise RequestInvalid(
-            [ErrorItem(("body", "seconds"), f"an integer in 1..{MAX_SCAN_SECONDS}", "int_type")]
-        )
+    seconds = scan_body(await read_json(request))
     cloud = _cloud(request)
     if cloud is None:
         return error_response(503, "temporarily_unavailable", "the cloud service is not running")

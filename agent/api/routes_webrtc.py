@@ -3,6 +3,8 @@
 The body is the viewer's SDP offer, either raw (`Content-Type: application/sdp`, answered 201 with
 the SDP answer, as WHEP does) or JSON `{"type": "offer", "sdp": "..."}` (answered 200 with
 `{"type": "answer", "sdp": "..."}`). The camera's H.264 goes to the viewer without transcoding.
+An offer that is not printable ASCII lines is a 422; one the live view cannot use (no H.264,
+too many lines or candidates) a 400; a paused camera is a 409.
 """
 
 from __future__ import annotations
@@ -12,13 +14,13 @@ from typing import Protocol
 from aiohttp import web
 
 from agent.api.context import DIRECTORY, CameraMissing, read_json
-from agent.api.errors import PAYLOAD_TOO_LARGE, error_response
+from agent.api.errors import CAMERA_PAUSED, INVALID_ARGUMENT, error_response
 from agent.api.routes_core import shed_response
-from agent.api.validation import ErrorItem, RequestInvalid, camera_id
+from agent.api.validation import MAX_OFFER_BYTES, camera_id, offer_body, offer_text
 from agent.errors import LimitExceeded, NotFound, Unavailable
 
-#: Largest SDP offer accepted, bytes.
-MAX_OFFER = 64 * 1024
+#: Largest raw SDP offer accepted, bytes.
+MAX_OFFER = MAX_OFFER_BYTES
 
 
 class LiveView(Protocol):
@@ -40,19 +42,8 @@ async def _offer(request: web.Request) -> tuple[str, bool]:
         raw = await request.content.read(MAX_OFFER + 1)
         if len(raw) > MAX_OFFER:
             raise web.HTTPRequestEntityTooLarge(max_size=MAX_OFFER, actual_size=len(raw))
-        try:
-            return raw.decode("utf-8"), True
-        except UnicodeDecodeError:
-            raise RequestInvalid(
-                [ErrorItem(("body",), "SDP must be UTF-8 text", "string_unicode")]
-            ) from None
-    body = await read_json(request)
-    sdp = body.get("sdp") if isinstance(body, dict) else None
-    if not isinstance(body, dict) or body.get("type") != "offer" or not isinstance(sdp, str):
-        raise RequestInvalid(
-            [ErrorItem(("body", "sdp"), 'expected {"type": "offer", "sdp": str}', "value_error")]
-        )
-    return sdp, False
+        return offer_text(raw), True
+    return offer_body(await read_json(request)), False
 
 
 async def post_offer(request: web.Request) -> web.Response:
@@ -67,15 +58,17 @@ async def post_offer(request: web.Request) -> web.Response:
         url = directory.stream_url(cid)
     except NotFound as exc:
         raise CameraMissing(cid) from exc
-    if record.to_json().get("run_state") == "paused":
-        raise Unavailable("the camera is paused")
+    if record.to_json().get("run_state") == "paused":  # the user's choice: not a server fault
+        return error_response(
+            409, CAMERA_PAUSED, "The camera is paused: resume it (PUT .../run_state) to watch it"
+        )
     live: LiveView | None = request.app.get(WEBRTC)  # type: ignore[assignment]
     if live is None:
         raise Unavailable("live view is not running")
     try:
         answer = await live.answer(offer, url)
-    except LimitExceeded as exc:
-        return error_response(413, PAYLOAD_TOO_LARGE, str(exc))
+    except LimitExceeded as exc:  # too many lines, candidates, media sections: unusable
+        return error_response(400, INVALID_ARGUMENT, str(exc))
     if raw:
         return web.Response(
             status=201,

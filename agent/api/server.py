@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler, Middleware
 
 from agent.api import errors
@@ -48,6 +49,7 @@ from agent.api.validation import MAX_BODY, InsufficientArguments, RequestInvalid
 from agent.audit import AuditLog
 from agent.camera.models import CameraControl
 from agent.errors import AgentError, ConfigError
+from agent.log import LogOnce
 from agent.secret import Secret
 
 log = logging.getLogger(__name__)
@@ -58,6 +60,10 @@ DEFAULT_CALL_TIMEOUT = 15.0
 SHUTDOWN_TIMEOUT = 2.0
 #: Routes answered without a token.
 OPEN_PATHS = frozenset({"/api/v1/hello"})
+#: Seconds between two log lines about malformed HTTP requests; the ones between are counted.
+BAD_REQUEST_LOG_INTERVAL = 60.0
+#: Longest reason for a malformed request shown in the log.
+_MAX_REASON = 80
 
 
 class CameraRecordLike(Protocol):
@@ -115,39 +121,90 @@ def _bearer(header: str) -> bytes | None:
     return value.strip().encode("utf-8", "surrogateescape")
 
 
-#: Local API calls that change a camera, recorded in the audit log.
-_AUDITED_METHODS = frozenset({"PUT", "POST", "DELETE"})
+#: Methods of the local API calls that change something: every call of one is audited.
+_AUDITED_METHODS = frozenset({"PUT", "POST", "DELETE", "PATCH"})
+#: Paths whose calls change nothing (watching a camera live) and are not audited.
+_NOT_AUDITED = ("/api/v1/webrtc/",)
+
+
+def _outcome(response: web.StreamResponse) -> tuple[str, str]:
+    """(error code, error text) of an answer: ("", "") for a success. The code is the error
+    model's `status` (the HTTP reason's for 422 and aiohttp's own errors)."""
+    status = response.status
+    if status < 400:
+        return "", ""
+    code = response.reason.lower().replace(" ", "_")
+    detail = ""
+    body = response.body if isinstance(response, web.Response) else None
+    if isinstance(body, bytes):
+        with contextlib.suppress(ValueError):
+            doc = json.loads(body)
+            if isinstance(doc, dict):
+                if isinstance(doc.get("status"), str):
+                    code = doc["status"]
+                detail = _detail_text(doc.get("detail"))
+    text = f"HTTP {status} {code}"
+    return code, f"{text}: {detail}" if detail else text
+
+
+def _detail_text(detail: object) -> str:
+    """The error model's detail; for a validation failure, where and what (never the input)."""
+    if isinstance(detail, str):
+        return detail
+    if isinstance(detail, list):
+        items = [d for d in detail if isinstance(d, dict)]
+        return "; ".join(
+            f"{'.'.join(str(p) for p in d.get('loc', ()))}: {d.get('type', '?')}" for d in items[:5]
+        )
+    return ""
 
 
 def _audited(audit: AuditLog) -> Middleware:
-    """Record every camera-changing call (who: the local API; what; result) in the audit log."""
+    """Record every call that changes something (who: the local API; what; outcome: the HTTP
+    status and error code answered) in the audit log, failed ones included. It runs outside
+    the error middleware, so it sees the answer a failure became; the entry is on disk before
+    the answer is sent. Unknown routes and methods change nothing and are not recorded."""
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        response = await handler(request)
-        camera_id = request.match_info.get("camera_id")
-        if request.method not in _AUDITED_METHODS or camera_id is None:
-            return response
-        if request.path.startswith("/api/v1/webrtc/"):
-            return response  # watching changes nothing
         route = request.match_info.route.resource
-        template = route.canonical if route is not None else request.path
-        args: dict[str, Any] = {}
-        if request.can_read_body or request.body_exists:
-            with contextlib.suppress(ValueError, web.HTTPException, UnicodeDecodeError):
-                body = await request.json()
-                args = body if isinstance(body, dict) else {"body": body}
-        status = response.status
-        await audit.record(
-            source="local_api",
-            command=f"{request.method} {template.removeprefix('/api/v1')}",
-            camera_id=camera_id,
-            args=args,
-            error="" if status < 400 else f"HTTP {status}",
-        )
+        if (
+            request.method not in _AUDITED_METHODS
+            or route is None
+            or request.path.startswith(_NOT_AUDITED)
+        ):
+            return await handler(request)
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:  # passed on by the error middleware (below 400)
+            code, error = _outcome(exc)
+            await _record(audit, request, route.canonical, exc.status, code, error)
+            raise
+        code, error = _outcome(response)
+        await _record(audit, request, route.canonical, response.status, code, error)
         return response
 
     return middleware
+
+
+async def _record(
+    audit: AuditLog, request: web.Request, template: str, status: int, code: str, error: str
+) -> None:
+    """One audit entry for a call: its JSON body as the arguments (sanitized by the log)."""
+    args: dict[str, Any] = {}
+    if request.body_exists:
+        with contextlib.suppress(ValueError, web.HTTPException, UnicodeDecodeError):
+            body = await request.json()
+            args = body if isinstance(body, dict) else {"body": body}
+    await audit.record(
+        source="local_api",
+        command=f"{request.method} {template.removeprefix('/api/v1')}",
+        camera_id=request.match_info.get("camera_id"),
+        args=args,
+        error=error,
+        status=status,
+        code=code,
+    )
 
 
 def _guard(token: Secret | None) -> Middleware:
@@ -223,9 +280,13 @@ def build_app(
         raise ConfigError("the API token must not be empty")
     if call_timeout <= 0:
         raise ConfigError("the API call timeout must be positive")
-    middlewares = [error_middleware, _guard(token)]
-    if audit is not None:
-        middlewares.append(_audited(audit))
+    # Outermost first: the guard refuses before anything is read or recorded; the audit sees
+    # the answer the error middleware made of a failure.
+    middlewares = [
+        _guard(token),
+        *([_audited(audit)] if audit is not None else []),
+        error_middleware,
+    ]
     app = web.Application(client_max_size=MAX_BODY, middlewares=middlewares)
     app[DIRECTORY] = directory
     app[VERSION] = version
@@ -256,6 +317,42 @@ def build_app(
     return app
 
 
+def _reason(exc: HttpProcessingError) -> str:
+    """What the HTTP parser refused, without the bytes it quotes (they may hold a token)."""
+    first = str(exc.message).split("\n", 1)[0]
+    first = first.split(":", 1)[0].split("'", 1)[0].split('"', 1)[0].strip()
+    shown = "".join(c if c.isprintable() and c.isascii() else "?" for c in first[:_MAX_REASON])
+    return shown or type(exc).__name__
+
+
+class _ServerLog(logging.LoggerAdapter[logging.Logger]):
+    """The logger aiohttp's request handler gets. A malformed request (a NUL in a header, an
+    overlong line...) becomes one WARNING line of the agent's, without traceback or the bytes
+    sent, at most once per BAD_REQUEST_LOG_INTERVAL (the rest are counted): anyone who can
+    reach the port could otherwise fill the journal. Anything else passes on unchanged."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self._once = LogOnce(log, interval)
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if isinstance(exc, tuple):
+            exc = exc[1]
+        if not isinstance(exc, HttpProcessingError):
+            super().log(level, msg, *args, **kwargs)
+            return
+        peer = args[0] if args and isinstance(args[0], str) else "?"
+        self._once.log(
+            logging.WARNING if level >= logging.WARNING else level,
+            f"bad-request-{level >= logging.WARNING}",
+            "malformed HTTP request from %s answered %s: %s",
+            peer,
+            exc.code,
+            _reason(exc),
+        )
+
+
 class ApiServer:
     """Serves one application on host:port (port 0 picks a free one)."""
 
@@ -264,12 +361,17 @@ class ApiServer:
         self._host = host
         self._port = port
         self._runner: web.AppRunner | None = None
+        self._server_log = _ServerLog(BAD_REQUEST_LOG_INTERVAL)
 
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("API server already started")
         runner = web.AppRunner(
-            self._app, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT, handle_signals=False
+            self._app,
+            access_log=None,
+            shutdown_timeout=SHUTDOWN_TIMEOUT,
+            handle_signals=False,
+            logger=self._server_log,
         )
         await runner.setup()
         try:

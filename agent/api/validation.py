@@ -2,7 +2,10 @@
 
 Errors are collected as FastAPI/pydantic-style items (`loc`, `msg`, `type`) and raised together
 as `RequestInvalid`, which the server turns into a 422. The input value is never echoed back
-(a body may carry a password). Unknown body fields are ignored.
+(a body may carry a password). Unknown body fields are ignored; `null` is an absent field.
+
+The rules are those of the OpenAPI document (`agent/api/openapi.py` builds it from the limits
+and patterns below): a body the document's JSON Schema accepts passes, any other is a 422.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
 #: Longest path username accepted.
 MAX_USERNAME = 64
+PASSWORD_MIN = 1
 PASSWORD_MAX = 16
+PRESET_NAME_MIN = 1
 PRESET_NAME_MAX = 64
 STEP_MIN = 1
 STEP_MAX = 10
@@ -33,6 +38,9 @@ PORT_MAX = 65535
 ENCODERS = ("H264", "H265", "MPEG4", "JPEG")
 RESOLUTION_PATTERN = r"^[1-9][0-9]{0,4}x[1-9][0-9]{0,4}$"
 _RESOLUTION_RE = re.compile(RESOLUTION_PATTERN)
+#: A camera id: a UUID, hex digits in any case, its four hyphens optional, `urn:uuid:` allowed.
+CAMERA_ID_PATTERN = r"^(?:urn:uuid:)?[0-9A-Fa-f]{8}(?:-?[0-9A-Fa-f]{4}){3}-?[0-9A-Fa-f]{12}$"
+_CAMERA_ID_RE = re.compile(CAMERA_ID_PATTERN)
 ON_OFF = ("ON", "OFF")
 IR_MODES = ("ON", "OFF", "AUTO")
 WB_MODES = ("AUTO", "MANUAL")
@@ -95,12 +103,17 @@ def parse_json(raw: bytes) -> Any:
     raise RequestInvalid([item])
 
 
+def _canonical_uuid(text: str) -> str | None:
+    if _CAMERA_ID_RE.fullmatch(text) is None:
+        return None
+    return str(uuid.UUID(text))
+
+
 def camera_id(text: str) -> str:
-    """The canonical form of a path camera id, which must be a UUID."""
-    try:
-        return str(uuid.UUID(text))
-    except ValueError:
-        pass
+    """The canonical form of a path camera id, which must be a UUID (CAMERA_ID_PATTERN)."""
+    canonical = _canonical_uuid(text)
+    if canonical is not None:
+        return canonical
     raise RequestInvalid(
         [ErrorItem(("path", "camera_id"), "Input should be a valid UUID", "uuid_parsing")]
     )
@@ -111,6 +124,18 @@ def username(text: str) -> str:
         msg = f"String should have at most {MAX_USERNAME} characters"
         raise RequestInvalid([ErrorItem(("path", "username"), msg, "string_too_long")])
     return text
+
+
+def integral(value: Any) -> int | None:
+    """The integer a decoded JSON value stands for, or None. As in JSON Schema, a number
+    without a fractional part is an integer (`7`, `7.0`, `7e0`); booleans are not numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
 
 
 def _choices(allowed: Sequence[str]) -> str:
@@ -150,10 +175,11 @@ class Fields:
     def integer(
         self, name: str, *, required: bool, lo: int = INT_MIN, hi: int = INT_MAX
     ) -> int | None:
-        present, value = self._get(name, required)
+        present, raw = self._get(name, required)
         if not present:
             return None
-        if isinstance(value, bool) or not isinstance(value, int):
+        value = integral(raw)
+        if value is None:
             self._fail(name, "Input should be a valid integer", "int_type")
             return None
         if value < lo:
@@ -180,18 +206,34 @@ class Fields:
             return None
         return result
 
-    def string(self, name: str, *, required: bool, max_length: int | None = None) -> str | None:
+    def string(
+        self, name: str, *, required: bool, min_length: int = 0, max_length: int | None = None
+    ) -> str | None:
         present, value = self._get(name, required)
         if not present:
             return None
         if not isinstance(value, str):
             self._fail(name, "Input should be a valid string", "string_type")
             return None
+        if len(value) < min_length:
+            msg = f"String should have at least {min_length} character{'s' * (min_length > 1)}"
+            self._fail(name, msg, "string_too_short")
+            return None
         if max_length is not None and len(value) > max_length:
             msg = f"String should have at most {max_length} characters"
             self._fail(name, msg, "string_too_long")
             return None
         return value
+
+    def uuid(self, name: str, *, required: bool) -> str | None:
+        """A UUID string (CAMERA_ID_PATTERN), in its canonical form."""
+        value = self.string(name, required=required)
+        if value is None:
+            return None
+        canonical = _canonical_uuid(value)
+        if canonical is None:
+            self._fail(name, "Input should be a valid UUID", "uuid_parsing")
+        return canonical
 
     def choice(self, name: str, allowed: Sequence[str], *, required: bool) -> str | None:
         value = self.string(name, required=required)
@@ -202,8 +244,15 @@ class Fields:
             return None
         return value
 
-    def pattern(self, name: str, regex: re.Pattern[str], *, required: bool) -> str | None:
-        value = self.string(name, required=required)
+    def pattern(
+        self,
+        name: str,
+        regex: re.Pattern[str],
+        *,
+        required: bool,
+        max_length: int | None = None,
+    ) -> str | None:
+        value = self.string(name, required=required, max_length=max_length)
         if value is None:
             return None
         if not regex.fullmatch(value):
@@ -239,7 +288,7 @@ def network_body(body: Any) -> NetworkUpdate:
 
 def password_body(body: Any) -> str:
     f = Fields(body)
-    password = f.string("password", required=True, max_length=PASSWORD_MAX)
+    password = f.string("password", required=True, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
     f.check()
     assert password is not None
     return password
@@ -324,10 +373,74 @@ def ptz_body(body: Any) -> tuple[PtzMove | None, PtzZoom | None, int]:
 
 def preset_body(body: Any) -> str:
     f = Fields(body)
-    name = f.string("preset_name", required=True, max_length=PRESET_NAME_MAX)
+    name = f.string(
+        "preset_name", required=True, min_length=PRESET_NAME_MIN, max_length=PRESET_NAME_MAX
+    )
     f.check()
     assert name is not None
     return name
+
+
+#: Activation: the token's length, the activation URL (http or https, a host without user
+#: information, then an optional path, query or fragment of printable ASCII).
+MAX_TOKEN = 256
+MAX_URL = 2048
+ACTIVATION_URL_PATTERN = r"^https?://[A-Za-z0-9._~%!$&'()*+,;=:\[\]-]+(?:[/?#][!-~]*)?$"
+_ACTIVATION_URL_RE = re.compile(ACTIVATION_URL_PATTERN)
+
+
+def activation_body(body: Any) -> tuple[str, str | None, str | None]:
+    """(token, activation URL or None, canonical camera id or None)."""
+    f = Fields(body)
+    token = f.string("token", required=True, min_length=1, max_length=MAX_TOKEN)
+    url = f.pattern("activation_url", _ACTIVATION_URL_RE, required=False, max_length=MAX_URL)
+    camera = f.uuid("camera_id", required=False)
+    f.check()
+    assert token is not None
+    return token, url, camera
+
+
+#: Seconds `POST /activation/scan` looks for QR codes: the default and the longest.
+DEFAULT_SCAN_SECONDS = 600
+MAX_SCAN_SECONDS = 3600
+
+
+def scan_body(body: Any) -> int:
+    f = Fields(body)
+    seconds = f.integer("seconds", required=False, lo=1, hi=MAX_SCAN_SECONDS)
+    f.check()
+    return DEFAULT_SCAN_SECONDS if seconds is None else seconds
+
+
+#: WebRTC offers. SDP is printable ASCII in lines (RFC 8866 text fields may be UTF-8, but
+#: browsers and WHEP clients send ASCII); a raw offer is at most MAX_OFFER_BYTES, the `sdp` of
+#: a JSON offer at most MAX_SDP_CHARS (so that its JSON, escapes included, stays under MAX_BODY).
+SDP_PATTERN = r"^[\r\n -~]*$"
+_SDP_RE = re.compile(SDP_PATTERN)
+MAX_OFFER_BYTES = 64 * 1024
+MAX_SDP_CHARS = 32_000
+
+
+def offer_body(body: Any) -> str:
+    """The SDP of a JSON offer `{"type": "offer", "sdp": "..."}`."""
+    f = Fields(body)
+    f.choice("type", ("offer",), required=True)
+    sdp = f.pattern("sdp", _SDP_RE, required=True, max_length=MAX_SDP_CHARS)
+    f.check()
+    assert sdp is not None
+    return sdp
+
+
+def offer_text(raw: bytes) -> str:
+    """The SDP of a raw offer (`Content-Type: application/sdp`); its size is the caller's."""
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or _SDP_RE.fullmatch(text) is None:
+        msg = f"SDP should match pattern '{SDP_PATTERN}'"
+        raise RequestInvalid([ErrorItem(("body",), msg, "string_pattern_mismatch")])
+    return text
 
 
 LIMIT_MIN = 10

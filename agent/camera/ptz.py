@@ -9,7 +9,6 @@ continuous move; a SetPreset refused while moving is retried once after the came
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -274,8 +273,7 @@ class PtzControl:
         task, self._safety = self._safety, None
         if task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait([task])  # a cancellation of the caller itself goes through
 
     @property
     def safety_armed(self) -> bool:

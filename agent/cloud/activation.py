@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiohttp
@@ -66,6 +66,12 @@ class TokenExpired(ActivationError):
     code = "token_expired"
 
 
+class NotThisAgent(ActivationError):
+    """A bind (the agent is activated already) was answered for another agent or endpoint."""
+
+    code = "refused"
+
+
 _ERRORS: dict[str, tuple[type[ActivationError], str]] = {
     "invalid_request": (InvalidRequest, "the activation server says the request is malformed"),
     "bad_signature": (BadSignature, "the activation server did not accept the agent's signature"),
@@ -78,7 +84,8 @@ _STATUS = {400: "invalid_request", 404: "token_unknown", 409: "token_used", 410:
 
 @dataclass
 class Activation:
-    """What a 200 answer gave, as kept in `activation.json`."""
+    """What a 200 answer gave, as kept in `activation.json`. `activation_url` is the activation
+    server it came from ("" in a document saved without it)."""
 
     agent_id: str
     activation_url: str
@@ -125,7 +132,7 @@ class Activation:
                     )
         return cls(
             agent_id=_need_str(data, "agent_id"),
-            activation_url=_need_str(data, "activation_url"),
+            activation_url=_opt_str(data, "activation_url"),
             endpoint_url=_need_str(data, "endpoint_url"),
             streampoint={
                 "hostname": _need_str(sp, "hostname"),
@@ -142,6 +149,11 @@ def _need_str(obj: dict[str, Any], key: str) -> str:
     if not isinstance(val, str) or not val or len(val) > 4096:
         raise ProtocolError(f"activation field {key!r} missing or not a string")
     return val
+
+
+def _opt_str(obj: dict[str, Any], key: str) -> str:
+    val = obj.get(key)
+    return val if isinstance(val, str) and len(val) <= 4096 else ""
 
 
 def load(state: StateDir) -> Activation | None:
@@ -250,26 +262,63 @@ async def activate(
             status = resp.status
     except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
         raise Unavailable(f"activation server {activation_url} unreachable: {exc}") from None
-    answer = parse_answer(status, raw)
+    try:
+        answer = parse_answer(status, raw)
+    except ActivationError as exc:
+        if token not in str(exc):
+            raise
+        # The server's message is shown and logged: it must not carry the token back.
+        raise type(exc)(str(exc).replace(token, "<token>"), exc.code) from None
+    stream: dict[str, str | None] = {
+        "token": token,
+        "stream_name": answer.stream_name,
+        "camera_id": camera["id"] if camera else None,
+    }
     prior = await asyncio.to_thread(load, state)
-    streams: list[dict[str, str | None]] = []
-    if prior is not None and prior.agent_id == answer.agent_id:
-        streams = [s for s in prior.streams if s.get("token") != token]
-    streams.append(
-        {
-            "token": token,
-            "stream_name": answer.stream_name,
-            "camera_id": camera["id"] if camera else None,
-        }
-    )
-    act = Activation(
-        agent_id=answer.agent_id,
-        activation_url=activation_url,
-        endpoint_url=answer.endpoint_url,
-        streampoint={"hostname": answer.streampoint_hostname, "url": answer.streampoint_url},
-        server_id=answer.server_id,
-        activated_at_ms=int(time.time() * 1000),
+    if prior is None:
+        act = Activation(
+            agent_id=answer.agent_id,
+            activation_url=activation_url,
+            endpoint_url=answer.endpoint_url,
+            streampoint={"hostname": answer.streampoint_hostname, "url": answer.streampoint_url},
+            server_id=answer.server_id,
+            activated_at_ms=int(time.time() * 1000),
+            streams=[stream],
+        )
+    else:
+        act = bound(prior, answer, stream, activation_url)
+    try:
+        await asyncio.to_thread(save, state, act)
+    except OSError as exc:
+        # Accepted by the server but not kept: the same request later gets the same answer.
+        raise Unavailable(f"the activation could not be saved: {exc.strerror or exc}") from None
+    return act
+
+
+def bound(
+    prior: Activation,
+    answer: codec.ActivationResult,
+    stream: dict[str, str | None],
+    activation_url: str,
+) -> Activation:
+    """The activation after a bind: `prior` with one more stream, nothing else. A bind never
+    changes who the agent is or where it connects: an answer for another agent id or endpoint
+    raises NotThisAgent."""
+    if answer.agent_id != prior.agent_id:
+        raise NotThisAgent(
+            f"the activation server answered for agent {answer.agent_id[:64]}, but this agent is "
+            f"{prior.agent_id}: an activated agent binds further cameras only on its own cloud"
+        )
+    if answer.endpoint_url != prior.endpoint_url:
+        raise NotThisAgent(
+            f"the activation server answered another endpoint for agent {prior.agent_id}: "
+            "an activated agent binds further cameras only on its own cloud"
+        )
+    token = stream["token"]
+    streams = [s for s in prior.streams if s.get("token") != token]
+    streams.append(stream)
+    return replace(
+        prior,
+        activation_url=prior.activation_url or activation_url,
         streams=streams[-MAX_STREAMS:],
     )
-    await asyncio.to_thread(save, state, act)
-    return act

@@ -100,6 +100,12 @@ def error_code(exc: BaseException) -> str:
     return "internal_error"
 
 
+def _internal(exc: Exception) -> CommandError:
+    """A failure no error code covers: `internal_error`, naming only the exception's class (its
+    text may hold an address, a path or worse)."""
+    return CommandError("internal_error", f"internal error ({type(exc).__name__})")
+
+
 @dataclass
 class _Queue:
     lock: asyncio.Lock
@@ -141,6 +147,10 @@ class CommandRunner:
         except CommandError:
             self.failed_count += 1
             raise
+        except Exception as exc:  # a fault of ours: logged once, answered without its text
+            self.failed_count += 1
+            log.exception("command %s failed", command[:64])
+            raise _internal(exc) from None
 
     async def _run(
         self, command: str, payload: Mapping[str, Any], event: Event | None
@@ -163,6 +173,9 @@ class CommandRunner:
             return await self._on_camera(command, camera_id, payload, limit, event, started)
         except CommandError as exc:
             error = str(exc)
+            raise
+        except Exception as exc:
+            error = str(_internal(exc))
             raise
         finally:
             if command in CHANGES:

@@ -34,6 +34,18 @@ MAX_HANDLING = 8
 SILENCE_TIMEOUT = 90.0
 #: Heartbeat periods without any message (pongs included) before the connection is dead.
 MISSED_HEARTBEATS = 3
+#: Seconds the endpoint's commands still running get to end once their connection is gone.
+HANDLER_STOP_TIMEOUT = 2.0
+#: The error code of a command that failed inside the agent (commands.md, Errors).
+INTERNAL_ERROR = "internal_error"
+
+
+def cancelling() -> bool:
+    """Whether the current task is being cancelled. A TaskGroup whose child failed raises the
+    child's error instead of the CancelledError it got meanwhile; a loop that handles that error
+    checks this before going round again."""
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def silence_timeout(heartbeat_s: float) -> float:
@@ -151,6 +163,8 @@ class ControlConnection(Link):
             async with aiohttp.ClientSession() as session:
                 while not self._stopped:
                     await self._once(session)
+                    if cancelling():
+                        raise asyncio.CancelledError
                     if self.stopped:
                         break
                     self._set(ControlState.BACKOFF)
@@ -213,9 +227,10 @@ class ControlConnection(Link):
         tasks = list(self._handling)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
+        if tasks:  # asyncio.wait: a cancellation of this task still goes through
+            _, late = await asyncio.wait(tasks, timeout=HANDLER_STOP_TIMEOUT)
+            for task in late:
+                log.warning("endpoint command %s did not stop when cancelled", task.get_name())
 
     async def _introduce(self) -> None:
         try:
@@ -311,13 +326,15 @@ class ControlConnection(Link):
                     busy = codec.Error("busy", "too many requests in progress")
                     await send(ws, codec.Response(msg.id, False, {}, busy), self.counters)
                     return
-                task = asyncio.create_task(self._handle(ws, msg))
+                task = asyncio.create_task(self._handle(ws, msg), name=f"command {msg.id}")
                 self._handling.add(task)
                 task.add_done_callback(self._handling.discard)
             case _:
                 await self._bad_message(ws, codec.ERR_INVALID_MESSAGE, "unexpected message", None)
 
     async def _handle(self, ws: aiohttp.ClientWebSocketResponse, req: codec.Request) -> None:
+        """Run one endpoint request and send its one response: the result, the AgentError's
+        code and message, or `internal_error` (the exception class only) for anything else."""
         h = self._handlers
         after: Callable[[], Awaitable[None]] | None = None
         try:
@@ -340,10 +357,29 @@ class ControlConnection(Link):
             reply = codec.Response(req.id, True, result)
         except AgentError as exc:
             reply = codec.Response(req.id, False, {}, codec.Error(_code(exc), str(exc)[:200]))
-        with contextlib.suppress(ConnectionError, aiohttp.ClientError):
-            await send(ws, reply, self.counters)
+        except Exception as exc:  # a fault of ours: answered, logged once with its traceback
+            log.exception("endpoint command %s failed", req.command[:64])
+            reply = _internal_error(req.id, exc)
+        with contextlib.suppress(ConnectionError, aiohttp.ClientError):  # nobody to answer
+            try:
+                await send(ws, reply, self.counters)
+            except (ConnectionError, aiohttp.ClientError):
+                raise
+            except Exception as exc:  # a result that cannot be encoded
+                log.exception("endpoint command %s: answer not sent", req.command[:64])
+                await send(ws, _internal_error(req.id, exc), self.counters)
         if after is not None:
-            await after()
+            try:
+                await after()
+            except Exception:
+                log.exception("endpoint command %s: follow-up failed", req.command[:64])
+
+
+def _internal_error(request_id: int, exc: Exception) -> codec.Response:
+    """The answer to a request that failed inside the agent: the exception's class only (its
+    text may hold an address or worse)."""
+    error = codec.Error(INTERNAL_ERROR, f"internal error ({type(exc).__name__})")
+    return codec.Response(request_id, False, {}, error)
 
 
 def codec_str(payload: dict[str, Any], key: str) -> str:

@@ -20,9 +20,11 @@ import av
 import zxingcpp
 
 from agent.discovery.records import CameraRecord, CameraState
+from agent.media.remux import redact
 from agent.net.backoff import Backoff
 from agent.net.urls import with_credentials
 from agent.proto import cloud as codec
+from agent.secret import mask
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +190,12 @@ class QrScanner:
                 back = self._backoff.setdefault(rec.id, Backoff(base=2.0, cap=120.0))
                 wait = back.next_delay()
                 self._not_before[rec.id] = time.monotonic() + wait
-                log.info("QR scan of camera %s failed (%s); retry in %.0f s", rec.id, exc, wait)
+                log.info(
+                    "QR scan of camera %s failed (%s); retry in %.0f s",
+                    rec.id,
+                    _error_text(exc, url),
+                    wait,
+                )
                 return
             finally:
                 self.scanning.discard(rec.id)
@@ -200,3 +207,8 @@ class QrScanner:
             return
         with contextlib.suppress(asyncio.QueueFull):
             self.sightings.put_nowait(Sighting(camera_id, payload))
+
+
+def _error_text(exc: BaseException, url: str) -> str:
+    """A stream error for the log: PyAV names the URL it opened, credentials included."""
+    return mask(str(exc).replace(url, redact(url)))

@@ -18,7 +18,7 @@ import socket
 import ssl
 import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +37,15 @@ from agent.cloud.streampoint import Streampoint
 from agent.cloud.tunnel_policy import TunnelPolicy
 from agent.discovery.inventory import Inventory
 from agent.discovery.records import CameraState
-from agent.errors import AgentError, ConfigError, InvalidArgument, NotFound, ProtocolError
+from agent.errors import (
+    AgentError,
+    ConfigError,
+    InvalidArgument,
+    NotFound,
+    ProtocolError,
+    Unavailable,
+)
+from agent.net.backoff import Backoff
 from agent.proto import cloud as codec
 from agent.state import StateDir
 
@@ -54,6 +62,13 @@ MAX_BIND_WINDOW = 3600.0
 #: Seconds a new data connection may take to log in before a redirect is refused.
 STREAMPOINT_TIMEOUT = 15.0
 
+#: Seconds between looks for a stream activated without a camera and an online camera for it.
+UNBOUND_POLL = 1.0
+#: Backoff (base and cap, seconds) before asking an unreachable activation server again to
+#: bind a camera to a stream activated without one.
+UNBOUND_RETRY_BASE = 2.0
+UNBOUND_RETRY_CAP = 60.0
+
 
 class CloudService:
     """Owns identity, activation, QR scanning, control and data connections."""
@@ -64,6 +79,7 @@ class CloudService:
         inventory: Inventory | None = None,
         *,
         activation_url: str | None = None,
+        activation_hosts: Sequence[str] = (),
         ca_file: str | None = None,
         pin_sha256: str | None = None,
         serial: str | None = None,
@@ -85,6 +101,8 @@ class CloudService:
             lambda: inventory.cameras() if inventory is not None else []
         )
         self.activation_url = activation_url
+        #: Hosts a QR code's activation URL may name before activation (empty: any https).
+        self.activation_hosts = tuple(activation_hosts)
         self._ca_file = ca_file
         self._pin = parse_pin(pin_sha256)
         # verifying, with no CA yet: _identity() loads the real one in a thread
@@ -117,9 +135,13 @@ class CloudService:
             "state": "activated" if act is not None else "waiting_for_activation",
             "agent_id": act.agent_id if act else None,
             "server_id": act.server_id if act else None,
-            "streams": [dict(s) for s in act.streams] if act else [],
+            # without their tokens: status feeds API answers and log lines
+            "streams": [
+                {"stream_name": s.get("stream_name"), "camera_id": s.get("camera_id")}
+                for s in (act.streams if act else [])
+            ],
             "public_key": self.identity.public_key_b64 if self.identity else None,
-            "activation_url": act.activation_url if act else self.activation_url,
+            "activation_url": (act.activation_url if act else None) or self.activation_url,
             "endpoint": self.control.status() if self.control else None,
             "streampoint": self.streampoint.status() if self.streampoint else None,
             "qr_scan": self.scanner.status() if self.scanner else None,
@@ -153,9 +175,15 @@ class CloudService:
                 self.last_error = str(exc)
                 raise
             self.last_error = ""
-            first = self.activation is None or self.activation.agent_id != result.agent_id
+            first = self.activation is None
             self.activation = result
-        log.info("activated as agent %s, stream %s", result.agent_id, result.streams[-1])
+        stream = result.streams[-1]  # never logged whole: it holds the token
+        log.info(
+            "activated as agent %s: stream %s, camera %s",
+            result.agent_id,
+            stream.get("stream_name"),
+            stream.get("camera_id") or "none yet",
+        )
         if first:
             self._changed.set()
         return result
@@ -205,8 +233,18 @@ class CloudService:
 
     async def _try_sighting(self, seen: Sighting) -> None:
         url = seen.payload.url
-        if url is not None and not codec.activation_url_allowed(url, self.activation_url):
-            log.warning("QR code names an activation URL that is not allowed; ignored")
+        if url is not None and not codec.activation_url_allowed(
+            url, self.activation_url, hosts=self.activation_hosts
+        ):
+            log.warning(
+                "QR code of camera %s names activation server %s, which is not allowed "
+                "(https only, http to loopback or private addresses, [cloud] activation_hosts); "
+                "ignored",
+                seen.camera_id,
+                codec.origin_text(url),
+            )
+            if self.scanner is not None:
+                self.scanner.ignore(seen.payload.token)
             return
         try:
             await self.activate(seen.payload.token, url, seen.camera_id)
@@ -234,9 +272,11 @@ class CloudService:
                 conn = group.create_task(control.run())
                 reset = group.create_task(self._reset.wait())
                 binder = group.create_task(self._bind_loop())
+                typed = group.create_task(self._bind_typed())
                 await asyncio.wait((conn, reset), return_when=asyncio.FIRST_COMPLETED)
                 reset.cancel()
                 binder.cancel()
+                typed.cancel()
                 await control.stop()
         finally:
             self.control = None
@@ -272,17 +312,87 @@ class CloudService:
             self.scanner = None
 
     async def _bind_sighting(self, scanner: QrScanner, seen: Sighting) -> None:
-        url = seen.payload.url
-        if url is not None and not codec.activation_url_allowed(url, self.activation_url):
-            log.warning("QR code names an activation URL that is not allowed; ignored")
-            scanner.ignore(seen.payload.token)
-            return
-        try:
-            await self.activate(seen.payload.token, url, seen.camera_id)
-            log.info("camera %s bound to a new stream", seen.camera_id)
-        except AgentError as exc:
-            log.warning("binding camera %s from its QR code failed: %s", seen.camera_id, exc)
+        url = self.bind_url(seen.payload.url)
+        if url is not None:
+            try:
+                await self.activate(seen.payload.token, url, seen.camera_id)
+            except AgentError as exc:
+                log.warning("binding camera %s from its QR code failed: %s", seen.camera_id, exc)
         scanner.ignore(seen.payload.token)
+
+    def bind_url(self, url: str | None) -> str | None:
+        """The activation URL with which a QR code seen by the activated agent may bind a camera
+        (`url` from the code, or None when it names none): only the activation server of the
+        current activation (same scheme, host and port), so a code held up to a camera can add
+        a stream there but never move the agent to another cloud. None, logged, otherwise."""
+        act = self.activation
+        pinned = (act.activation_url if act is not None else "") or self.activation_url
+        if not pinned:
+            log.warning(
+                "QR code ignored: the activation server of this agent is not known (its "
+                "activation was saved without it); set [cloud] activation_url"
+            )
+            return None
+        if url is None:
+            return pinned
+        if not codec.activation_url_allowed(url, pinned=pinned):
+            log.warning(
+                "QR code names activation server %s, but this agent is activated on %s: "
+                "refused (further cameras bind only on the agent's own activation server)",
+                codec.origin_text(url),
+                codec.origin_text(pinned),
+            )
+            return None
+        return url
+
+    async def _bind_typed(self) -> None:
+        """Bind each stream activated without a camera (a typed token: `activate --token`, or
+        the local API while no camera was online) to the first online camera no stream has,
+        once there is one. The cloud is told as at activation: the same token again, now with
+        the camera (protocol.md 3)."""
+        refused: set[str] = set()
+        backoff = Backoff(base=UNBOUND_RETRY_BASE, cap=UNBOUND_RETRY_CAP)
+        not_before = 0.0
+        while True:
+            token = self._unbound_token(refused)
+            camera = self._free_camera() if token is not None else None
+            if token is not None and camera is not None and time.monotonic() >= not_before:
+                try:
+                    await self.activate(token, None, camera)
+                    backoff.reset()
+                except NotFound:
+                    pass  # the camera went away meanwhile: the next one is taken
+                except Unavailable as exc:
+                    not_before = time.monotonic() + backoff.next_delay()
+                    log.warning("binding camera %s to its stream: %s; will retry", camera, exc)
+                except AgentError as exc:
+                    refused.add(token)
+                    log.warning(
+                        "the stream activated without a camera cannot be bound to camera %s: %s",
+                        camera,
+                        exc,
+                    )
+            await asyncio.sleep(UNBOUND_POLL)
+
+    def _unbound_token(self, skip: set[str]) -> str | None:
+        """The token of the first stream without a camera, unless in `skip`."""
+        act = self.activation
+        for stream in act.streams if act is not None else []:
+            token = stream.get("token")
+            if stream.get("camera_id") is None and token and token not in skip:
+                return token
+        return None
+
+    def _free_camera(self) -> str | None:
+        """The first online camera (with a stream profile) that no stream is bound to."""
+        act = self.activation
+        if self.inventory is None or act is None:
+            return None
+        bound = {s.get("camera_id") for s in act.streams}
+        for rec in self.inventory.cameras():
+            if rec.state == CameraState.ONLINE and rec.profiles and rec.id not in bound:
+                return rec.id
+        return None
 
     # ------------------------------------------------------------------ handlers
 

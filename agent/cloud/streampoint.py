@@ -4,14 +4,13 @@ asks for (binary messages, docs/tunnel.md). Reconnects forever with the §6 back
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from typing import Any
 
 import aiohttp
 
-from agent.cloud.control import ControlState, Link, silence_timeout
+from agent.cloud.control import ControlState, Link, cancelling, silence_timeout
 from agent.cloud.identity import Identity
 from agent.cloud.link import TlsPolicy, login, send
 from agent.errors import AuthError, ProtocolError
@@ -91,16 +90,22 @@ class Streampoint(Link):
 
     async def close(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+        try:
+            if task is not None:
+                task.cancel()
                 await task
-        self._set(ControlState.DISCONNECTED)
+        except asyncio.CancelledError:
+            if cancelling():  # this caller is cancelled too, not only the connection's task
+                raise
+        finally:
+            self._set(ControlState.DISCONNECTED)
 
     async def _run(self) -> None:
         async with aiohttp.ClientSession() as session:
             while True:
                 await self._once(session)
+                if cancelling():
+                    raise asyncio.CancelledError
                 if self._replaced:
                     # The server took a newer data connection of ours instead (a streampoint
                     # switch): reconnecting would knock that one out.

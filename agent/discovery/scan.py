@@ -12,6 +12,7 @@ import ipaddress
 import json
 import logging
 import sys
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
@@ -39,6 +40,21 @@ log = logging.getLogger(__name__)
 DETAIL_CONCURRENCY = 16
 #: Largest subnet `--subnet` accepts (hosts probed by unicast).
 MAX_SUBNET_HOSTS = 4096
+
+#: `camera-agent discover` exit status: at least one camera answered and its details were read.
+EXIT_FOUND = 0
+#: Bad arguments (argparse's status).
+EXIT_USAGE = 2
+#: No camera answered (none found by WS-Discovery, every --probe address silent).
+EXIT_NOTHING_FOUND = 3
+#: Cameras answered but none is usable: credentials refused, not ONVIF, or errors.
+EXIT_NONE_USABLE = 4
+EXIT_STATUS_HELP = (
+    f"Exit status: {EXIT_FOUND} at least one usable camera was found (its details were read); "
+    f"1 an error stopped the search; {EXIT_USAGE} bad arguments; {EXIT_NOTHING_FOUND} no "
+    f"camera answered; {EXIT_NONE_USABLE} cameras answered but none is usable (every one "
+    "refused the credentials, is not ONVIF or failed)."
+)
 
 
 @dataclass
@@ -184,9 +200,19 @@ def format_table(cams: Sequence[FoundCamera]) -> str:
     return "\n".join(lines)
 
 
+def exit_status(cams: Sequence[FoundCamera]) -> int:
+    """`discover`'s exit status for what it found (see EXIT_STATUS_HELP)."""
+    if any(c.state is CameraState.ONLINE for c in cams):
+        return EXIT_FOUND
+    if all(c.state is CameraState.UNREACHABLE for c in cams):
+        return EXIT_NOTHING_FOUND
+    return EXIT_NONE_USABLE
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from agent.cli import add_camera_arguments
 
+    p.epilog = EXIT_STATUS_HELP
     p.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
     p.add_argument("--timeout", type=float, default=3.0, help="seconds to wait for answers")
     add_camera_arguments(p, extra=" (for cameras that ignore discovery)")
@@ -203,7 +229,7 @@ async def run(args: argparse.Namespace) -> int:
             subnet_hosts(cidr)
     except ValueError as exc:
         print(f"camera-agent discover: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     cams = await discover(
         timeout=args.timeout,
         probes=args.probe,
@@ -218,4 +244,11 @@ async def run(args: argparse.Namespace) -> int:
         print(json.dumps([c.to_json() for c in cams], indent=2))
     else:
         print(format_table(cams))
-    return 0
+    status = exit_status(cams)
+    if status == EXIT_NOTHING_FOUND:
+        print("camera-agent discover: no camera answered", file=sys.stderr)
+    elif status == EXIT_NONE_USABLE:
+        states = Counter(str(c.state) for c in cams)
+        summary = ", ".join(f"{n} {state}" for state, n in sorted(states.items()))
+        print(f"camera-agent discover: no usable camera ({summary})", file=sys.stderr)
+    return status

@@ -7,7 +7,6 @@ which maps a URL path ("/live/main", no query, no trailing slash) to a `MediaSou
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import logging
 import re
@@ -150,8 +149,7 @@ class RtspServer:
             self._server.close()
         if self._watchdog is not None:
             self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            await asyncio.wait([self._watchdog])  # a cancellation of stop() itself goes through
             self._watchdog = None
         tasks = [t for t in self._connections.values() if t is not None]
         for conn in list(self._connections):

@@ -175,6 +175,9 @@ class MuxPeer:
                 if self._ping_every > 0:
                     group.create_task(self._pinger())
         except* ConnectionError as eg:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # cancelled meanwhile: that comes first
+                raise asyncio.CancelledError from None
             raise eg.exceptions[0] from None
         finally:
             self.close()

@@ -10,10 +10,13 @@ import base64
 import binascii
 import ipaddress
 import json
+import re
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import yarl
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
@@ -598,21 +601,126 @@ def parse_qr(text: str) -> QrPayload | None:
     return QrPayload(token=token, url=one("url"), ssid=one("ssid"), psk=one("psk"))
 
 
-def activation_url_allowed(url: str, configured: str | None = None) -> bool:
-    """Whether the agent may use an activation URL read from a QR code (protocol.md 2)."""
-    if configured is not None and url.rstrip("/") == configured.rstrip("/"):
-        return True
+#: Longest activation URL considered.
+MAX_URL = 2048
+#: One DNS label in its ASCII (IDNA) form.
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+_HTTP_PORTS = {"http": 80, "https": 443}
+
+
+def _canonical_host(raw: str) -> str | None:
+    """`raw` (a host as the HTTP client connects to it: IDNA ASCII form) in the form hosts are
+    compared in: lower case, without a trailing dot; an IP address in its standard text. None
+    when it is neither a host name nor an IP address."""
+    host = raw.lower()
+    if host.endswith("."):
+        host = host[:-1]
     try:
-        parts = urllib.parse.urlsplit(url)
-        host = parts.hostname
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    labels = host.split(".")
+    if len(host) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
+        return None
+    if labels[-1].isdecimal():
+        return None  # "2.7", "127.1": IPv4 shorthand a resolver may take as an address
+    return host
+
+
+def host_pattern(text: str) -> str:
+    """An `activation_hosts` entry (a host name, a suffix of host names, or an IP address) in
+    the form hosts are compared in; ProtocolError if it is none of these."""
+    name = text.strip() if isinstance(text, str) else ""
+    try:
+        raw = yarl.URL.build(scheme="https", host=name).raw_host if name else None
+    except ValueError:
+        raw = None
+    host = _canonical_host(raw) if raw else None
+    if host is None:
+        raise ProtocolError(f"{name[:100]!r} is not a host name or an IP address")
+    return host
+
+
+def url_origin(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL as the HTTP client reaches it, the host in the
+    form of `host_pattern`; None for another scheme, a URL with credentials or an invalid
+    host or port."""
+    if not isinstance(url, str) or len(url) > MAX_URL:
+        return None
+    try:
+        if "@" in urllib.parse.urlsplit(url).netloc:
+            return None
+        parsed = yarl.URL(url)
+        port = parsed.port
+        raw = parsed.raw_host
+    except (ValueError, TypeError):
+        return None
+    scheme = parsed.scheme.lower()
+    if scheme not in _HTTP_PORTS or not raw or port is None or not 0 < port < 65536:
+        return None
+    host = _canonical_host(raw)
+    return None if host is None else (scheme, host, port)
+
+
+def origin_text(url: str) -> str:
+    """`scheme://host:port` of a URL for a log line (never its path or query), or a stand-in."""
+    origin = url_origin(url)
+    if origin is None:
+        return "an unusable URL"
+    scheme, host, port = origin
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def host_allowed(host: str, patterns: Sequence[str]) -> bool:
+    """Whether `host` (canonical, see `url_origin`) is one of `patterns` or a name under one
+    of them: "example.net" allows "example.net" and "a.example.net", not "badexample.net". An
+    IP address matches only itself. Invalid patterns match nothing."""
+    host_is_ip = _is_ip(host)
+    for text in patterns:
+        try:
+            pattern = host_pattern(text)
+        except ProtocolError:
+            continue
+        if host == pattern:
+            return True
+        if not host_is_ip and not _is_ip(pattern) and host.endswith("." + pattern):
+            return True
+    return False
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
     except ValueError:
         return False
-    if not host or parts.username is not None or parts.password is not None:
+    return True
+
+
+def activation_url_allowed(
+    url: str,
+    configured: str | None = None,
+    *,
+    hosts: Sequence[str] = (),
+    pinned: str | None = None,
+) -> bool:
+    """Whether the agent may use an activation URL read from a QR code (protocol.md 2).
+
+    `pinned` (an activated agent): only the activation server of the current activation, same
+    scheme, host and port. Otherwise the `configured` activation server is always allowed; any
+    other must be `https://` (or `http://` to a loopback or private address) and, when `hosts`
+    (`[cloud] activation_hosts`) is not empty, on one of those hosts. No URL with credentials."""
+    origin = url_origin(url)
+    if origin is None:
         return False
-    if parts.scheme == "https":
+    if pinned is not None:
+        return origin == url_origin(pinned)
+    if configured is not None and origin == url_origin(configured):
         return True
-    if parts.scheme != "http":
+    scheme, host, _ = origin
+    if hosts and not host_allowed(host, hosts):
         return False
+    if scheme == "https":
+        return True
     if host == "localhost":
         return True
     try:

@@ -25,11 +25,10 @@ from agent.update import journal as jr
 from agent.update.health import Baseline, Health
 from agent.update.journal import Journal, State
 from agent.update.notify_server import NotifyServer
-from agent.update.releases import Releases
+from agent.update.releases import DEFAULT_ROOT, TRUST_HELP, Releases
 
 log = logging.getLogger("agent.update.arbiter")  # also under `python -m`
 
-DEFAULT_ROOT = Path("/opt/camera-agent")
 EX_CONFIG = 78  # sysexits: no usable release
 BASELINE_FILE = "baseline.json"
 BACKOFF_MAX = 30.0
@@ -428,8 +427,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the agent from an install root; try new releases, commit or roll back.",
         usage="%(prog)s --root ROOT [options] -- AGENT_ARGS...",
     )
-    p.add_argument("--root", type=Path, default=DEFAULT_ROOT, help="install root")
-    p.add_argument("--trust", type=Path, default=None, help="trusted keys (default ROOT/trust)")
+    p.add_argument(
+        "--root", type=Path, default=DEFAULT_ROOT, help=f"install root (default: {DEFAULT_ROOT})"
+    )
+    p.add_argument(
+        "--trust",
+        type=Path,
+        default=None,
+        help=TRUST_HELP,
+    )
     p.add_argument("--deadline", type=float, default=300.0, help="seconds to become healthy")
     p.add_argument("--stable", type=float, default=60.0, help="seconds of health to commit")
     p.add_argument("--max-attempts", type=int, default=3, help="trial launches before rollback")

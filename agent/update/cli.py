@@ -23,19 +23,22 @@ from agent.errors import AgentError, ConfigError
 from agent.progress import progress_bar
 from agent.status import update_lines
 from agent.update import journal as jr
-from agent.update.releases import Releases
+from agent.update.releases import DEFAULT_ROOT, TRUST_HELP, Releases
 from agent.update.updater import OnBytes, Updater
 
-DEFAULT_ROOT = Path("/opt/camera-agent")
 LABELS = {"download": "downloading", "verify": "verifying", "install": "installing"}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="TOML config (as for `run`)")
     p.add_argument(
-        "--root", default=None, help="install root (default: [update] root, else /opt/camera-agent)"
+        "--root", default=None, help=f"install root (default: [update] root, else {DEFAULT_ROOT})"
     )
-    p.add_argument("--trust", default=None, help="trusted keys (default ROOT/trust)")
+    p.add_argument(
+        "--trust",
+        default=None,
+        help=TRUST_HELP,
+    )
     sub = p.add_subparsers(dest="update_command", metavar="STEP", required=True)
     sub.add_parser(
         "status", help="show the update journal and the installed releases"

@@ -51,6 +51,15 @@ _STAGING = ".install-"
 _CHUNK = 64 * 1024
 
 
+#: The install root and trusted keys of the installed service (systemd/camera-agent.service).
+DEFAULT_ROOT = Path("/var/lib/camera-agent/install")
+DEFAULT_TRUST = Path("/etc/camera-agent/trust")
+TRUST_HELP = (
+    f"trusted keys (default: CAMERA_AGENT_TRUST, else {DEFAULT_TRUST} for the default root, "
+    "else ROOT/trust)"
+)
+
+
 class Releases:
     """The releases under one install root."""
 
@@ -62,8 +71,14 @@ class Releases:
         self.releases_dir = self.root / "releases"
         # Trusted keys: ROOT/trust, or a directory the agent cannot write (CAMERA_AGENT_TRUST,
         # e.g. /etc/camera-agent/trust when the install root is in the agent's state directory).
+        # The installed service's root keeps its keys in /etc/camera-agent/trust (DEFAULT_TRUST).
         env_trust = os.environ.get("CAMERA_AGENT_TRUST", "")
-        default = Path(env_trust) if env_trust.startswith("/") else self.root / "trust"
+        if env_trust.startswith("/"):
+            default = Path(env_trust)
+        elif self.root == DEFAULT_ROOT:
+            default = DEFAULT_TRUST
+        else:
+            default = self.root / "trust"
         self.trust_dir = trust_dir or default
         self.downloads = update_dir(self.root) / "downloads"
 

@@ -7,7 +7,10 @@ baseline is `STREAMS` processes of
 `ffmpeg -rtsp_transport tcp -i SRC -c copy -f rtsp -rtsp_transport tcp DST`, same source and
 receivers. A third phase measures the floor of PyAV itself: a bare demux/mux loop per stream,
 one thread each, in one Python process, without any relay code. CPU comes from /proc (user +
-system) over `SECONDS` after a warm-up and is divided by `STREAMS`.
+system) over `SECONDS` after a warm-up and is divided by `STREAMS`. Memory is PSS
+(psutil `memory_full_info().pss`, from /proc/PID/smaps_rollup) summed over the relaying
+processes: pages the `STREAMS` ffmpeg processes share (the binary, its libraries) count once, not
+once per process as RSS would count them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,9 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
+
+import psutil
 
 from tests.bench.bench_sim import _start_sim, _stop
 from tests.bench.common import Figure, free_port, proc_cpu_seconds, proc_rss_mib
@@ -79,8 +85,15 @@ def _receivers(ports: list[int]) -> list[subprocess.Popen[bytes]]:
     return procs
 
 
-def _measure(cmds: list[list[str]], ports: list[int]) -> tuple[float, float]:
-    """(CPU cores per stream, RSS MiB) of `cmds` relaying to receivers on `ports`."""
+@dataclass(frozen=True)
+class Usage:
+    cores: float  # CPU per stream
+    pss: float  # MiB, summed over the relaying processes
+    rss: float  # MiB, summed likewise (shared pages counted once per process)
+
+
+def _measure(cmds: list[list[str]], ports: list[int]) -> Usage:
+    """CPU and memory of `cmds` relaying to receivers on `ports`."""
     receivers = _receivers(ports)
     procs = [
         subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for c in cmds
@@ -90,10 +103,11 @@ def _measure(cmds: list[list[str]], ports: list[int]) -> tuple[float, float]:
         cpu0 = sum(proc_cpu_seconds(p.pid) for p in procs)
         time.sleep(SECONDS)
         cpu = sum(proc_cpu_seconds(p.pid) for p in procs) - cpu0
+        pss = sum(psutil.Process(p.pid).memory_full_info().pss for p in procs) / 2**20
         rss = sum(proc_rss_mib(p.pid) for p in procs)
         if any(p.poll() is not None for p in procs + receivers):
             raise RuntimeError("a relay or receiver exited during the measurement")
-        return cpu / SECONDS / len(ports), rss
+        return Usage(cpu / SECONDS / len(ports), pss, rss)
     finally:
         for p in procs + receivers:
             _stop(p)
@@ -117,17 +131,15 @@ def run() -> list[Figure]:
     run_for = str(WARMUP + SECONDS + 5)
     try:
         ports = [free_port() for _ in range(STREAMS)]
-        relay, relay_rss = _measure(
-            [[sys.executable, "-c", _RELAY, src, run_for, *_targets(ports)]], ports
-        )
+        relay = _measure([[sys.executable, "-c", _RELAY, src, run_for, *_targets(ports)]], ports)
         ports = [free_port() for _ in range(STREAMS)]
         cmds = []
         for target in _targets(ports):
             cmd = ["ffmpeg", "-loglevel", "error", "-rtsp_transport", "tcp", "-i", src]
             cmds.append([*cmd, "-c", "copy", "-f", "rtsp", "-rtsp_transport", "tcp", target])
-        base, base_rss = _measure(cmds, ports)
+        base = _measure(cmds, ports)
         ports = [free_port() for _ in range(STREAMS)]
-        bare, _ = _measure([[sys.executable, "-c", _BARE, src, run_for, *_targets(ports)]], ports)
+        bare = _measure([[sys.executable, "-c", _BARE, src, run_for, *_targets(ports)]], ports)
     finally:
         _stop(sim)
     bench = "push relay"
@@ -137,27 +149,30 @@ def run() -> list[Figure]:
         Figure(
             bench,
             "CPU per relayed stream",
-            relay,
+            relay.cores,
             "cores",
-            base,
+            base.cores,
             base_name,
             note=f"{what}; {STREAMS} relays in one agent process (interpreter and loop included)",
         ),
         Figure(
             bench,
             "CPU per stream, bare PyAV demux/mux loop (floor of the relay)",
-            bare,
+            bare.cores,
             "cores",
-            base,
+            base.cores,
             base_name,
             note=f"{what}; one thread per stream, no relay code",
         ),
         Figure(
             bench,
-            f"RSS of the relay process ({STREAMS} streams)",
-            relay_rss,
+            f"PSS of the relay process ({STREAMS} streams)",
+            relay.pss,
             "MiB",
-            base_rss,
-            f"{STREAMS} ffmpeg processes",
+            base.pss,
+            f"{STREAMS} ffmpeg processes, PSS summed",
+            note=f"RSS for comparison: the relay process {relay.rss:.1f} MiB, the {STREAMS} "
+            f"ffmpeg processes summed {base.rss:.1f} MiB (their shared pages counted "
+            f"{STREAMS} times); the bare PyAV loop's PSS {bare.pss:.1f} MiB",
         ),
     ]

@@ -19,7 +19,8 @@ class Figure:
 
     @property
     def ratio(self) -> float | None:
-        if self.baseline in (None, 0):
+        """value / baseline; None without a positive baseline (a ratio to it means nothing)."""
+        if self.baseline is None or self.baseline <= 0:
             return None
         return self.value / self.baseline
 

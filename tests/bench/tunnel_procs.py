@@ -1,14 +1,18 @@
 """The processes of the tunnel benchmark, one role per process (`python -m tests.bench.tunnel_procs
 ROLE ...`). Each prints one JSON line when ready (its ports), the sink a second one with results.
 
-- source: a "camera": a TCP server that sends every connection `--total` bytes as fast as it can,
-  or `--chunk`-byte chunks every `--every` seconds, each chunk starting with its send time
-  (CLOCK_MONOTONIC ns, big-endian u64).
+- source: `--ports N` "cameras": TCP servers that send every connection `--total` bytes as fast
+  as they can, or `--chunk`-byte chunks every `--every` seconds, each chunk starting with its send
+  time (CLOCK_MONOTONIC ns, big-endian u64).
 - sink: opens `--streams` connections to a port and reads them (bulk: counts bytes until EOF;
   paced: measures each chunk's send -> last-byte-received delay for `--seconds`).
 - streamer: the streamer side: a WebSocket server with a `MuxPeer(Role.STREAMPOINT)` per agent
-  login, and a TCP port whose clients are tunnelled to `--target`.
-- agent: the real `agent.cloud.streampoint.Streampoint`, logged in to the streamer.
+  login, and a TCP port whose clients are tunnelled to the `--target`s in turn (one RTSP tunnel
+  per client, as a streamer pulls one camera stream per tunnel).
+- agent: the real `agent.cloud.streampoint.Streampoint`, logged in to the streamer, built as the
+  daemon builds it (agent/cloud/service.py): its resolver is a `TunnelPolicy` over an inventory
+  of the `--camera` HOST:PORT RTSP endpoints with the default `[tunnel]` settings (open burst and
+  rate, idle timeout), and it counts bytes per camera.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from aiohttp import WSMsgType, web
 from agent.cloud.identity import Identity
 from agent.cloud.link import TlsPolicy, ssl_context
 from agent.cloud.streampoint import Streampoint
+from agent.cloud.tunnel_policy import TunnelPolicy
+from agent.config import TunnelConfig
+from agent.discovery.records import CameraRecord, CameraState
 from agent.net.memory import tune_allocator
 from agent.net.tunnel import MAX_MESSAGE, MuxPeer
 from agent.proto import cloud as codec
@@ -106,10 +113,15 @@ class _Source(asyncio.Protocol):
 
 async def source(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Source(args), "127.0.0.1", 0, backlog=128)
-    _ready(port=server.sockets[0].getsockname()[1], pid=os.getpid())
+    servers = [
+        await loop.create_server(lambda: _Source(args), "127.0.0.1", 0, backlog=128)
+        for _ in range(args.ports)
+    ]
+    ports = [server.sockets[0].getsockname()[1] for server in servers]
+    _ready(port=ports[0], ports=ports, pid=os.getpid())
     await _until_stopped()
-    server.close()
+    for server in servers:
+        server.close()
 
 
 # ---------------------------------------------------------------------------- sink
@@ -198,8 +210,9 @@ class _Pending(asyncio.Protocol):
 
 
 class _Hub:
-    def __init__(self, target: Target) -> None:
-        self.target = target
+    def __init__(self, targets: list[Target]) -> None:
+        self.targets = targets
+        self.opened = 0
         self.peer: MuxPeer | None = None
         self.ws: web.WebSocketResponse | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -214,7 +227,9 @@ class _Hub:
         if self.peer is None:
             transport.abort()
             return
-        await self.peer.open(self.target, transport)
+        target = self.targets[self.opened % len(self.targets)]
+        self.opened += 1
+        await self.peer.open(target, transport)
 
     async def handle(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(max_msg_size=2 * MAX_MESSAGE, heartbeat=None)
@@ -243,8 +258,8 @@ class _Hub:
 
 
 async def streamer(args: argparse.Namespace) -> None:
-    host, port = args.target.rsplit(":", 1)
-    hub = _Hub(Target(host, int(port), TargetKind.RTSP))
+    targets = [Target(h, int(p), TargetKind.RTSP) for h, p in map(_host_port, args.target)]
+    hub = _Hub(targets)
     app = web.Application()
     app.router.add_get("/agent/v1/streampoint", hub.handle)
     runner = web.AppRunner(app)
@@ -282,17 +297,38 @@ async def streamer(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------- agent
 
 
+def _host_port(text: str) -> tuple[str, int]:
+    host, port = text.rsplit(":", 1)
+    return host, int(port)
+
+
+def _cameras(endpoints: list[str]) -> list[CameraRecord]:
+    """One online camera per RTSP endpoint (its ONVIF address is elsewhere, as on a camera)."""
+    out = []
+    for i, (host, port) in enumerate(map(_host_port, endpoints)):
+        rec = CameraRecord(f"bench-{i}", f"http://{host}:80/onvif/device_service")
+        rec.state = CameraState.ONLINE
+        rec.profiles = [{"token": "main", "rtsp_uri": f"rtsp://{host}:{port}/live/main"}]
+        out.append(rec)
+    return out
+
+
 async def agent(args: argparse.Namespace) -> None:
     if not args.plain_malloc:
         tune_allocator()  # as `camera-agent run` does
     tls = TlsPolicy(ssl_context(args.ca)) if args.ca else None
+    cameras = _cameras(args.camera)
+    settings = TunnelConfig()  # the daemon's defaults ([tunnel] in agent.toml)
+    policy = TunnelPolicy(lambda: cameras, burst=settings.open_burst, rate=settings.open_rate)
     sp = Streampoint(
         "bench",
         args.url,
         "bench-agent",
         Identity.generate(),
         tls=tls,
-        resolver=lambda t: (t.host, t.port),
+        resolver=policy.resolve,
+        idle_timeout=settings.idle_timeout,
+        target_bytes={},
     )
     sp.start()
     await sp.wait_ready(10)
@@ -313,7 +349,9 @@ def main(argv: list[str]) -> None:
     ap.add_argument("--streams", type=int, default=1)
     ap.add_argument("--seconds", type=float, default=5.0)
     ap.add_argument("--warmup", type=float, default=1.0)
-    ap.add_argument("--target", default="")
+    ap.add_argument("--ports", type=int, default=1, help="source: how many cameras")
+    ap.add_argument("--target", action="append", default=[], help="streamer: HOST:PORT")
+    ap.add_argument("--camera", action="append", default=[], help="agent: HOST:PORT (RTSP)")
     ap.add_argument("--url", default="")
     ap.add_argument("--tls", default="", help="streamer: serve wss, write the CA to this file")
     ap.add_argument("--ca", default="", help="agent: CA file for wss")

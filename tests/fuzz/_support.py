@@ -1,18 +1,24 @@
-"""Shared settings, mutation strategies and input counting for the fuzz tests.
+"""Shared settings, mutation strategies and input and crash counting for the fuzz tests.
 
 `FUZZ_EXAMPLES=N` multiplies every test's example budget (`make fuzz` sets it).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from collections.abc import Callable, Sequence
 from datetime import timedelta
+from typing import ParamSpec, TypeVar
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+from hypothesis.errors import HypothesisException
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 #: Example multiplier for long runs.
 #: Multiplier of every test's nominal input count: 0.5 in `make test`, FUZZ_EXAMPLES for a
@@ -36,20 +42,64 @@ def fuzz_settings(examples: int) -> settings:
 
 
 class InputCount:
-    """Counts the inputs one parser family was fed in this session."""
+    """Counts the inputs one parser family was fed in this session, and the crashes.
 
-    def __init__(self, parser: str) -> None:
+    Wrap the function that handles one input with `@COUNT.fuzzes` (under `@given` when it is the
+    test itself); the module's last test calls `COUNT.record(record_reliability)`. The handler
+    catches the parser's documented errors where it calls the parser (or names them in
+    `documented`: such an error ends the input); anything else that escapes it is a crash, an
+    assertion failure of the handler's invariants included.
+    """
+
+    def __init__(self, parser: str, documented: tuple[type[BaseException], ...] = ()) -> None:
         self.parser = parser
+        self.documented = documented
         self.inputs = 0
+        self.crashes = 0
+        #: Distinct crashes: exception type and where it was raised.
+        self.crash_kinds: list[str] = []
 
-    def hit(self, n: int = 1) -> None:
-        self.inputs += n
+    def fuzzes(self, handle: Callable[P, R]) -> Callable[P, R | None]:
+        """`handle` counted: one input per call; a documented error ends the input, anything
+        else is a crash (counted, then raised for hypothesis to report)."""
+
+        @functools.wraps(handle)
+        def counted(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            self.inputs += 1
+            try:
+                return handle(*args, **kwargs)
+            except self.documented:
+                return None
+            except HypothesisException:
+                raise  # hypothesis' own control flow (assume, draws), not the parser's
+            except Exception as exc:
+                self.crashes += 1
+                kind = _where(exc)
+                if kind not in self.crash_kinds:
+                    self.crash_kinds.append(kind)
+                raise
+
+        return counted
 
     def record(self, record_reliability: Callable[..., None]) -> None:
-        """Record the count (crashes=0: any crash has already failed its test)."""
+        """Record the counts; a counter that saw a crash fails instead (no figure)."""
         if self.inputs == 0:
             pytest.skip(f"no {self.parser} fuzz test ran in this session")
-        record_reliability("fuzz", self.parser, inputs=self.inputs, crashes=0)
+        kinds = len(self.crash_kinds)
+        assert self.crashes == 0, (
+            f"{self.parser}: {self.crashes} crashing inputs, {kinds} kind{'s' * (kinds != 1)} "
+            f"of crash: " + "; ".join(self.crash_kinds)
+        )
+        record_reliability("fuzz", self.parser, inputs=self.inputs, crashes=self.crashes)
+
+
+def _where(exc: BaseException) -> str:
+    """`Type: message at file:line` of the innermost frame that raised it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    at = f" at {os.path.basename(tb.tb_frame.f_code.co_filename)}:{tb.tb_lineno}" if tb else ""
+    return f"{type(exc).__name__}: {str(exc)[:120]}{at}"
 
 
 _NUMBER = re.compile(rb"\d+")

@@ -48,8 +48,8 @@ SEEDS = [
 ]
 
 
+@COUNT.fuzzes
 def _decode(data: bytes | str) -> None:
-    COUNT.hit()
     with contextlib.suppress(ProtocolError):
         decode(data)
     id_ = request_id_of(data)

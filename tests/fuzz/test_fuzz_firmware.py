@@ -53,8 +53,8 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes, bytes]:
     return root, data, manifest
 
 
+@COUNT.fuzzes
 def _verify(root: Path, data: bytes) -> None:
-    COUNT.hit()
     path = root / "mutated.bundle"
     path.write_bytes(data)
     with contextlib.suppress(BundleError):
@@ -105,9 +105,9 @@ def test_rebuilt_tars(work: tuple[Path, bytes, bytes], data: st.DataObject) -> N
 
 @fuzz_settings(1500)
 @given(st.data())
+@COUNT.fuzzes
 def test_manifests(work: tuple[Path, bytes, bytes], data: st.DataObject) -> None:
     _, _, manifest = work
-    COUNT.hit()
     raw = data.draw(st.one_of(mutated([manifest]), st.binary(max_size=200)))
     try:
         parsed = Manifest.from_bytes(raw)

@@ -28,8 +28,8 @@ _H265 = [b"\x40\x01\x0c\x01", b"\x42\x01\x01\x01", b"\x44\x01\xc1", b"\x26\x01\x
 SEEDS = [join_annexb(_H264), join_annexb(_H265), b"\x00\x00\x01" + b"\x00\x00\x01".join(_H264)]
 
 
+@COUNT.fuzzes
 def _nals(data: bytes) -> None:
-    COUNT.hit()
     try:
         nals = split_annexb(data)
     except ProtocolError:
@@ -73,8 +73,8 @@ def test_random_bytes(data: bytes) -> None:
         ),
     )
 )
+@COUNT.fuzzes
 def test_sprop_values(value: str) -> None:
-    COUNT.hit()
     with contextlib.suppress(ProtocolError):
         parse_sprop_parameter_sets(value)
 

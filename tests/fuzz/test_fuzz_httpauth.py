@@ -30,8 +30,8 @@ SEEDS = [
 ]
 
 
+@COUNT.fuzzes
 def _headers(value: str) -> None:
-    COUNT.hit()
     try:
         for scheme, params in parse_challenges([value]):
             if scheme.lower() == "digest":

@@ -19,8 +19,8 @@ SEEDS = [
 ]
 
 
+@COUNT.fuzzes
 def _parse(text: str) -> None:
-    COUNT.hit()
     payload = parse_qr(text)  # None when not ours: never raises
     if payload is None:
         return

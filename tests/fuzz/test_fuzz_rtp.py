@@ -40,8 +40,8 @@ def _seeds() -> list[bytes]:
 SEEDS = _seeds()
 
 
+@COUNT.fuzzes
 def _parse(data: bytes, unit: H264Depacketizer) -> None:
-    COUNT.hit()
     is_rtcp(data)
     try:
         packet = RtpPacket.parse(data)

@@ -49,8 +49,8 @@ SEEDS = [
 _LIMIT = MAX_HEADER_BYTES + MAX_LINE + MAX_BODY + MAX_FRAME + 16
 
 
+@COUNT.fuzzes
 def _feed(data: bytes, cuts: list[int]) -> None:
-    COUNT.hit()
     parser = RtspParser()
     try:
         for chunk in splits(data, cuts):
@@ -101,8 +101,8 @@ def test_huge_lengths(headers: int, length: int) -> None:
 
 @fuzz_settings(1500)
 @given(st.text(max_size=200))
+@COUNT.fuzzes
 def test_header_values(value: str) -> None:
-    COUNT.hit()
     headers: CIMultiDict[str] = CIMultiDict(
         {"CSeq": value, "Session": value, "Transport": value, "RTP-Info": value}
     )

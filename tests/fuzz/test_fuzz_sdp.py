@@ -26,8 +26,8 @@ SEEDS = [
 ]
 
 
+@COUNT.fuzzes
 def _parse(data: bytes | str) -> None:
-    COUNT.hit()
     try:
         sdp = SessionDescription.parse(data)
     except ProtocolError:
@@ -65,8 +65,8 @@ def test_huge_documents(line: str, factor: int) -> None:
 
 @fuzz_settings(1500)
 @given(st.text(max_size=80))
+@COUNT.fuzzes
 def test_attributes(value: str) -> None:
-    COUNT.hit()
     for parse in (parse_rtpmap, parse_fmtp):
         with contextlib.suppress(ProtocolError):
             parse(value)

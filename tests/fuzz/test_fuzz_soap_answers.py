@@ -32,8 +32,8 @@ SEEDS = [
 ]
 
 
+@COUNT.fuzzes
 def _check(status: int, body: bytes) -> None:
-    COUNT.hit()
     with contextlib.suppress(AgentError):  # AuthError, Unavailable, ProtocolError, a fault
         check_answer(status, body)
 

@@ -33,8 +33,8 @@ SEEDS = [
 ]
 
 
+@COUNT.fuzzes
 def _decode(data: bytes, cuts: list[int]) -> None:
-    COUNT.hit()
     decoder = Decoder()
     try:
         for chunk in splits(data, cuts):
@@ -77,8 +77,8 @@ def test_random_bytes(data: bytes, cuts: list[int]) -> None:
         st.integers(1, 5000).map(lambda n: b"[" * n),
     )
 )
+@COUNT.fuzzes
 def test_json_bodies(data: bytes) -> None:
-    COUNT.hit()
     _body(data)
 
 

@@ -41,8 +41,8 @@ SEEDS = [
 ]
 
 
+@COUNT.fuzzes
 def _parse(data: bytes) -> None:
-    COUNT.hit()
     try:
         message = parse(data)
     except ProtocolError:

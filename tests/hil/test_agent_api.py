@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -24,6 +25,7 @@ import pytest
 
 from agent.api.openapi import openapi_document
 from agent.app import Agent
+from agent.audit import read_entries
 from agent.config import AgentConfig, DiscoveryConfig
 from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
@@ -395,3 +397,91 @@ async def test_webrtc_live_view_through_the_local_api(stack: Stack) -> None:
         assert (frames[-1].width, frames[-1].height) == (1280, 720)  # the main H.264 stream
     finally:
         await pc.close()
+
+
+async def test_every_attempted_change_is_audited_with_its_outcome(stack: Stack) -> None:
+    """Failed changes are recorded too, with the HTTP status and the error code answered, on
+    disk before the answer is sent; reads and live views are not recorded."""
+    cid = stack.id_of(stack.cam)
+    base = f"/api/v1/onvif/{cid}"
+    unknown = str(uuid.uuid4())
+    locked = stack.id_of(stack.fleet.cameras[1])  # its password is not configured
+    calls: list[tuple[str, str, Any, int, str]] = [
+        ("PUT", f"{base}/image/brightness", {"value": 42}, 200, ""),
+        ("PUT", f"{base}/image/brightness", {"value": 101}, 400, "onvif_invalid_argument"),
+        ("PUT", f"{base}/image/brightness", {"value": "bright"}, 422, "unprocessable_entity"),
+        ("PUT", f"/api/v1/onvif/{unknown}/image/brightness", {"value": 5}, 404, "not_found"),
+        ("PUT", f"/api/v1/onvif/{locked}/image/brightness", {"value": 5}, 400,
+         "onvif_unauthenticated"),
+        ("POST", f"{base}/ptz/preset/apply", {"preset_name": "nowhere"}, 400,
+         "onvif_invalid_argument"),
+    ]  # fmt: skip
+    audit = stack.agent.audit
+    before = len(audit.entries())
+    for method, path, body, status, _ in calls:
+        reply = await stack.call(method, path, body)
+        assert reply.status == status, (path, reply.body)
+        # Recorded before the answer: the entry is on disk when the client has its reply.
+        on_disk = await asyncio.to_thread(read_entries, audit.path) if audit.path else []
+        assert len(on_disk) == before + 1, (path, on_disk[-1:])
+        before += 1
+    # Camera down: the change fails with 503 and is recorded as such.
+    stack.cam.schedule_reboot(3.0)
+    await _wait(lambda: not stack.cam.online, 5)
+    down = await stack.onvif("PUT", "/image/contrast", {"value": 10})
+    assert down.status == 503
+    calls.append(("PUT", f"{base}/image/contrast", {"value": 10}, 503, "temporarily_unavailable"))
+    # Reads, watching and unknown routes are not changes.
+    assert (await stack.onvif("GET", "/image")).status == 503
+    assert (await stack.call("PUT", "/api/v1/nothing-here", {"x": 1}, check=False)).status == 404
+    entries = audit.entries()[-len(calls) :]
+    assert len(audit.entries()) == before + 1
+    for (method, path, body, status, code), entry in zip(calls, entries, strict=True):
+        assert entry["source"] == "local_api"
+        assert entry["command"].startswith(f"{method} /onvif/{{camera_id}}/")
+        assert entry["camera_id"] == path.split("/")[4]
+        assert entry["status"] == status, entry
+        assert entry["args"] == body
+        if status == 200:
+            assert entry["result"] == "ok" and entry["error"] == "" and "code" not in entry
+        else:
+            assert entry["result"] == "error" and entry["code"] == code, entry
+            assert entry["error"].startswith(f"HTTP {status} {code}"), entry
+    assert await asyncio.to_thread(read_entries, audit.path) == audit.entries()
+    await _wait(lambda: stack.cam.online, 15)
+
+
+async def test_malformed_requests_log_one_line_without_traceback(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A NUL in a header (or in the request line) makes the HTTP parser fail. The agent answers
+    400 and logs one line per BAD_REQUEST_LOG_INTERVAL, no traceback and not the bytes sent (a
+    header may hold a token); the API keeps answering."""
+    port = stack.agent.api.port
+    requests = [
+        b"GET /api/v1/hello HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Junk: a\x00b\r\n\r\n",
+        b"GET /api/v1/hello HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Authorization: Bearer sec-api-token-7f3a\x00\r\n\r\n",
+        b"GET /api/v1/he\x00llo HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+    ]
+    caplog.set_level(logging.DEBUG)
+    for i in range(60):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(requests[i % len(requests)])
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(200), 5)
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert answer.startswith(b"HTTP/1.") and b" 400 " in answer.split(b"\r\n")[0], answer
+    hello = await stack.call("GET", "/api/v1/hello")
+    assert hello.status == 200
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    about = [r for r in loud if "malformed HTTP request" in r.getMessage()]
+    assert len(about) == 1, [r.getMessage() for r in loud]
+    assert not [r for r in loud if r.name.startswith("aiohttp")], [r.getMessage() for r in loud]
+    assert all(r.exc_info is None and r.exc_text is None for r in caplog.records)
+    assert "Traceback" not in caplog.text
+    assert "sec-api-token-7f3a" not in caplog.text
+    assert "\x00" not in caplog.text

@@ -4,6 +4,9 @@ small endpoint built on the shared codec, all on 127.0.0.1."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import logging
 import os
 import secrets
 import signal
@@ -16,13 +19,17 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from agent.audit import AuditLog
 from agent.cloud import activation as am
+from agent.cloud.commands import CommandRunner
+from agent.cloud.control import ControlConnection, ControlHandlers
 from agent.cloud.service import CloudService
 from agent.errors import ProtocolError
 from agent.proto import cloud as codec
 from agent.sim.cloud import activation as sim_activation
 from agent.sim.cloud.state import CloudState
 from agent.state import StateDir
+from tests.fakes import FakeDirectory, FakeRecord
 
 
 class Cloud:
@@ -182,3 +189,305 @@ def _check_clean(state: StateDir) -> None:
     assert not list(state.path.glob("*.invalid"))
     if act is None:
         assert not state.file(am.DOCUMENT).exists()
+
+
+# ---------------------------------------------------------------- one reply per command
+
+SENT = "internal detail 4711"  # text of the injected faults: never in an answer
+
+
+class Faults:
+    """Endpoint commands handled by an agent-side handler that fails in ways no AgentError
+    covers; `hang` never ends unless cancelled."""
+
+    def __init__(self) -> None:
+        self.started = asyncio.Event()
+        self.winding = asyncio.Event()
+        self.wind_down = 0.0
+        self.cancelled = 0
+        self.on_start: Any = None
+        self.release = asyncio.Event()
+
+    async def command(self, command: str, payload: dict[str, Any], event: Any) -> dict[str, Any]:
+        if command == "camera_ptz":
+            raise RuntimeError(SENT)
+        if command == "logs":
+            raise KeyError(SENT)
+        if command == "camera_config_set":
+            return {"config": object()}  # an answer that cannot be sent as JSON
+        if command == "camera_auth_get":  # a bug: ignores being cancelled, ends when released
+            self.started.set()
+            while not self.release.is_set():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.release.wait()
+            return {}
+        if command == "camera_reboot":
+            self.started.set()
+            if self.on_start is not None:
+                self.on_start()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                self.winding.set()
+                await asyncio.sleep(self.wind_down)
+                raise
+        return {"done": command}
+
+    async def streampoint_connect(self, hostname: str, url: str) -> dict[str, Any]:
+        raise ValueError(SENT)
+
+    async def nothing(self, *args: Any) -> dict[str, Any]:
+        return {}
+
+    async def reset(self) -> None:
+        pass
+
+    def handlers(self) -> ControlHandlers:
+        return ControlHandlers(
+            streampoint_connect=self.streampoint_connect,
+            streampoint_disconnect=self.nothing,
+            reset=self.reset,
+            reboot=lambda: None,
+            description=self.nothing,
+            hello=lambda: {"version": "test"},
+            command=self.command,
+        )
+
+
+@pytest.fixture
+async def loop_errors() -> AsyncIterator[list[dict[str, Any]]]:
+    """What reaches the event loop's exception handler ("Task exception was never retrieved")
+    during the test; gc runs first so that abandoned tasks report."""
+    seen: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: seen.append(context))
+    yield seen
+    gc.collect()
+    loop.set_exception_handler(previous)
+
+
+async def _control(cloud: Cloud, tmp_path: Path, handlers: ControlHandlers) -> ControlConnection:
+    tok = await cloud.state.create_token({})
+    svc = CloudService(StateDir(tmp_path), activation_url=cloud.url)
+    act = await svc.activate(tok.token)
+    assert svc.identity is not None
+    return ControlConnection(act.endpoint_url, act.agent_id, svc.identity, handlers)
+
+
+async def _logged_in(cloud: Cloud, logins: int) -> web.WebSocketResponse:
+    async with asyncio.timeout(10):
+        while cloud.logins < logins:
+            await asyncio.sleep(0.02)
+    return cloud.sockets[-1]
+
+
+def _responses(cloud: Cloud, rid: int) -> list[codec.Response]:
+    return [e for e in cloud.events if isinstance(e, codec.Response) and e.id == rid]
+
+
+async def _answers(cloud: Cloud, ids: list[int]) -> dict[int, codec.Response]:
+    """The one response to each request (waiting a little past the last for any second one)."""
+    async with asyncio.timeout(5):
+        while not all(_responses(cloud, rid) for rid in ids):
+            await asyncio.sleep(0.02)
+    await asyncio.sleep(0.3)
+    for rid in ids:
+        assert len(_responses(cloud, rid)) == 1, (rid, _responses(cloud, rid))
+    return {rid: _responses(cloud, rid)[0] for rid in ids}
+
+
+def _internal_error(resp: codec.Response, exc_class: str) -> None:
+    assert resp.ok is False and resp.error is not None
+    assert resp.error.code == "internal_error"
+    assert resp.error.message == f"internal error ({exc_class})"
+
+
+async def test_an_unexpected_failure_of_a_command_gets_exactly_one_reply(
+    cloud: Cloud,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent")
+    faults = Faults()
+    control = await _control(cloud, tmp_path, faults.handlers())
+    task = asyncio.create_task(control.run())
+    try:
+        ws = await _logged_in(cloud, 1)
+        requests = [
+            codec.Request(201, "camera_ptz", {"camera_id": "c1"}),
+            codec.Request(202, "logs", {}),
+            codec.Request(203, "streampoint_connect", {"hostname": "sp9", "url": "ws://x/"}),
+            codec.Request(204, "camera_config_get", {"camera_id": "c1"}),
+            codec.Request(205, "camera_config_set", {"camera_id": "c1"}),
+        ]
+        for req in requests:
+            await ws.send_str(codec.encode(req))
+        answers = await _answers(cloud, [201, 202, 203, 204, 205])
+        _internal_error(answers[201], "RuntimeError")
+        _internal_error(answers[202], "KeyError")
+        _internal_error(answers[203], "ValueError")
+        assert answers[204].ok and answers[204].result == {"done": "camera_config_get"}
+        _internal_error(answers[205], "TypeError")
+        assert control.status()["alive"]  # the connection goes on
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    failures = [
+        r for r in caplog.records if r.levelno >= logging.ERROR and r.name == "agent.cloud.control"
+    ]
+    assert len(failures) == 4, [r.getMessage() for r in failures]  # each once...
+    assert all(r.exc_info or r.exc_text for r in failures)  # ...with its traceback
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not loop_errors, loop_errors
+
+
+async def test_a_command_cut_off_by_the_connection_is_cancelled_not_leaked(
+    cloud: Cloud, tmp_path: Path, loop_errors: list[dict[str, Any]]
+) -> None:
+    faults = Faults()
+    control = await _control(cloud, tmp_path, faults.handlers())
+    task = asyncio.create_task(control.run())
+    try:
+        ws = await _logged_in(cloud, 1)
+        await ws.send_str(codec.encode(codec.Request(301, "camera_reboot", {"camera_id": "c1"})))
+        await asyncio.wait_for(faults.started.wait(), 5)
+        await ws.close()  # the endpoint goes away mid-command
+        ws = await _logged_in(cloud, 2)  # reconnected after the backoff
+        assert faults.cancelled == 1
+        assert not control._handling
+        assert not _responses(cloud, 301)
+        await ws.send_str(codec.encode(codec.Request(302, "camera_config_get", {})))
+        assert (await _answers(cloud, [302]))[302].ok
+        # The agent stops mid-command: the connection's task ends, the command with it.
+        faults.started.clear()
+        await ws.send_str(codec.encode(codec.Request(303, "camera_reboot", {"camera_id": "c1"})))
+        await asyncio.wait_for(faults.started.wait(), 5)
+    finally:
+        task.cancel()
+        async with asyncio.timeout(5):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    assert faults.cancelled == 2
+    assert not control._handling
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not loop_errors, loop_errors
+
+
+async def test_a_stop_while_a_cut_off_command_winds_down_ends_the_connection(
+    cloud: Cloud, tmp_path: Path, loop_errors: list[dict[str, Any]]
+) -> None:
+    faults = Faults()
+    faults.wind_down = 0.5  # the command takes a moment to undo what it started
+    control = await _control(cloud, tmp_path, faults.handlers())
+    task = asyncio.create_task(control.run())
+    try:
+        ws = await _logged_in(cloud, 1)
+        await ws.send_str(codec.encode(codec.Request(401, "camera_reboot", {"camera_id": "c1"})))
+        await asyncio.wait_for(faults.started.wait(), 5)
+        await ws.close()  # connection lost: the command is cancelled and winds down...
+        await asyncio.wait_for(faults.winding.wait(), 5)
+        task.cancel()  # ...when the agent stops
+        async with asyncio.timeout(3):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        task.cancel()
+    assert cloud.logins == 1  # it stopped instead of connecting again
+    assert not control._handling
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not loop_errors, loop_errors
+
+
+async def test_a_camera_command_failing_inside_the_agent_is_answered_counted_and_audited(
+    cloud: Cloud,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    loop_errors: list[dict[str, Any]],
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent")
+    directory = FakeDirectory([FakeRecord("cam-1")])
+    directory.controls["cam-1"].fail("reboot", RuntimeError(SENT))
+
+    async def logs() -> dict[str, Any]:
+        raise KeyError(SENT)
+
+    state = StateDir(tmp_path / "agent")
+    audit = AuditLog(state)
+    runner = CommandRunner(directory, audit, state, logs=logs)  # type: ignore[arg-type]
+    svc = CloudService(state, activation_url=cloud.url)
+    await svc.activate((await cloud.state.create_token({})).token)
+    svc.commands = runner
+    task = asyncio.create_task(svc.run())
+    try:
+        ws = await _logged_in(cloud, 1)
+        await ws.send_str(codec.encode(codec.Request(501, "camera_reboot", {"camera_id": "cam-1"})))
+        await ws.send_str(codec.encode(codec.Request(502, "logs", {})))
+        answers = await _answers(cloud, [501, 502])
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    _internal_error(answers[501], "RuntimeError")
+    _internal_error(answers[502], "KeyError")
+    assert (runner.run_count, runner.failed_count) == (2, 2)
+    (entry,) = audit.entries(10)
+    assert entry["command"] == "camera_reboot"
+    assert entry["error"] == "internal error (RuntimeError)"
+    logged = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.name for r in logged] == ["agent.cloud.commands"] * 2, logged  # once each
+    assert all(r.exc_info or r.exc_text for r in logged)
+    gc.collect()
+    await asyncio.sleep(0)
+    assert not loop_errors, loop_errors
+
+
+async def test_a_stop_as_the_endpoint_disconnects_ends_the_connection(
+    cloud: Cloud, tmp_path: Path
+) -> None:
+    """The endpoint's `disconnect` and the agent's stop at the same moment: the stop wins (the
+    TaskGroup raises the connection's error, not the cancellation, and the loop must see it)."""
+    faults = Faults()
+    control = await _control(cloud, tmp_path, faults.handlers())
+    task = asyncio.create_task(control.run())
+    faults.on_start = task.cancel
+    try:
+        ws = await _logged_in(cloud, 1)
+        both = [codec.Request(601, "camera_reboot", {}), codec.Request(602, "disconnect", {})]
+        for req in both:
+            await ws.send_str(codec.encode(req))
+        async with asyncio.timeout(3):
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        task.cancel()
+    assert cloud.logins == 1
+
+
+async def test_a_command_that_ignores_cancellation_does_not_hold_the_connection(
+    cloud: Cloud, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="agent")
+    faults = Faults()
+    control = await _control(cloud, tmp_path, faults.handlers())
+    task = asyncio.create_task(control.run())
+    try:
+        ws = await _logged_in(cloud, 1)
+        await ws.send_str(codec.encode(codec.Request(701, "camera_auth_get", {})))
+        await asyncio.wait_for(faults.started.wait(), 5)
+        await ws.close()
+        ws = await _logged_in(cloud, 2)  # connected again, the stuck command left behind
+        assert any("did not stop when cancelled" in r.getMessage() for r in caplog.records)
+        await ws.send_str(codec.encode(codec.Request(702, "camera_config_get", {})))
+        assert (await _answers(cloud, [702]))[702].ok
+    finally:
+        faults.release.set()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task

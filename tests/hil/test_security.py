@@ -4,6 +4,7 @@ not addressed to loopback unless a token is configured."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 
 import aiohttp
 import pytest
@@ -32,9 +33,11 @@ def _camera(host: str, index: int) -> CameraRecord:
 
 
 INVENTORY = [_camera(h, i) for i, h in enumerate(CAMS)]
-ALLOWED = {key for rec in INVENTORY for key in camera_endpoints(rec)}
+ALLOWED = {key: kind for rec in INVENTORY for key, kind in camera_endpoints(rec).items()}
+#: Random targets the property test tries (hypothesis examples).
+EXAMPLES = 1500
 
-_hosts = st.one_of(
+_random_hosts = st.one_of(
     st.sampled_from(
         [
             *CAMS,
@@ -62,43 +65,101 @@ _hosts = st.one_of(
     st.ip_addresses().map(str),
     st.from_regex(r"[a-z0-9.-]{1,30}", fullmatch=True),
 )
+#: Random hosts, ports and kinds; and the inventory endpoints themselves (with either kind,
+#: spelled as the camera record has it or in capitals), so that both answers are exercised.
+_targets = st.one_of(
+    st.tuples(_random_hosts, st.integers(1, 65535), st.sampled_from(list(TargetKind))),
+    st.tuples(
+        st.sampled_from(sorted(ALLOWED)).flatmap(
+            lambda hp: st.tuples(st.sampled_from([hp[0], hp[0].upper()]), st.just(hp[1]))
+        ),
+        st.sampled_from(list(TargetKind)),
+    ).map(lambda t: (t[0][0], t[0][1], t[1])),
+)
 
 
-@settings(max_examples=1500, deadline=None)
-@given(_hosts, st.integers(1, 65535), st.sampled_from(list(TargetKind)))
+@dataclass
+class Tally:
+    """What the property test fed the policy and how it answered."""
+
+    inputs: int = 0
+    invalid: int = 0  # not even a valid OPEN frame: the decoder refuses it before the policy
+    refused: int = 0
+    allowed: int = 0
+
+
+def _exact_endpoint(host: str, port: int, kind: TargetKind) -> bool:
+    """The target names an inventory endpoint of that kind, spelled as the camera record has it
+    (up to letter case): the policy must let it through."""
+    return ALLOWED.get((host.lower(), port)) is kind
+
+
+def check_policy(policy: TunnelPolicy, tally: Tally, examples: int) -> None:
+    """Every target the policy lets through is an inventory camera endpoint of the right kind,
+    reached as itself; every other one is refused with not_allowed."""
+
+    @settings(max_examples=examples, deadline=None, database=None)
+    @given(_targets)
+    def prop(target_spec: tuple[str, int, TargetKind]) -> None:
+        host, port, kind = target_spec
+        tally.inputs += 1
+        try:
+            target = Target(host, port, kind)
+        except InvalidArgument:
+            tally.invalid += 1
+            return
+        try:
+            resolved = policy.resolve(target)
+        except Refused as exc:
+            assert exc.code == ErrorCode.NOT_ALLOWED, (host, port, kind, exc)  # noqa: PT017
+            assert not _exact_endpoint(host, port, kind), ("inventory endpoint refused", host)
+            tally.refused += 1
+            return
+        assert ALLOWED.get(resolved) is kind, ("let through", host, port, kind, resolved)
+        assert resolved[1] == port, (host, port, resolved)
+        tally.allowed += 1
+
+    prop()
+
+
 def test_tunnel_refuses_every_target_outside_the_inventory(
-    host: str, port: int, kind: TargetKind
+    record_reliability: Callable[..., None],
 ) -> None:
-    policy = TunnelPolicy(lambda: INVENTORY, burst=10**9)
-    try:
-        target = Target(host, port, kind)
-    except InvalidArgument:
-        return  # not even a valid OPEN frame: the decoder refuses it before the policy
-    normalized = (host.strip("[]").lower(), port)
-    try:
-        resolved = policy.resolve(target)
-    except Refused as exc:
-        assert exc.code == ErrorCode.NOT_ALLOWED  # noqa: PT017
-        return
-    # Only an exact inventory endpoint of the right kind gets through, to itself.
-    assert normalized in ALLOWED or resolved in ALLOWED, (host, port)
-    assert resolved in ALLOWED
-    assert camera_endpoints(INVENTORY[CAMS.index(resolved[0])])[resolved] is kind
-
-
-def test_record_tunnel_check(record_reliability: Callable[..., None]) -> None:
+    tally = Tally()
+    check_policy(TunnelPolicy(lambda: INVENTORY, burst=10**9), tally, EXAMPLES)
+    assert tally.inputs == tally.invalid + tally.refused + tally.allowed
+    assert tally.refused > 0 and tally.allowed > 0, tally  # both answers were exercised
     record_reliability(
         "security",
         "tunnel refuses targets outside the inventory",
-        inputs=1500,
-        result="every one refused with not_allowed",
+        inputs=tally.inputs,
+        refused=tally.refused,
+        allowed=tally.allowed,
+        invalid=tally.invalid,
+        result=f"{tally.allowed} allowed, each an inventory camera endpoint of its kind; "
+        f"{tally.refused} refused with not_allowed; {tally.invalid} not a valid target",
     )
+
+
+class _LeakyPolicy(TunnelPolicy):
+    """Also lets the cloud's host through: the property must catch it."""
+
+    def resolve(self, target: Target) -> tuple[str, int]:
+        if target.host == CLOUD_HOST:
+            return target.host, target.port
+        return super().resolve(target)
+
+
+def test_the_property_catches_a_policy_that_lets_a_stranger_through() -> None:
+    tally = Tally()
+    with pytest.raises(AssertionError, match="let through"):
+        check_policy(_LeakyPolicy(lambda: INVENTORY, burst=10**9), tally, 300)
+    assert tally.inputs > 0
 
 
 def test_inventory_endpoints_do_open() -> None:
     policy = TunnelPolicy(lambda: INVENTORY)
-    for host, port in sorted(ALLOWED):
-        kind = TargetKind.RTSP if port == 8554 else TargetKind.HTTP
+    for (host, port), kind in sorted(ALLOWED.items()):
         assert policy.resolve(Target(host, port, kind)) == (host, port)
 
 

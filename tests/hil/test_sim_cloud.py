@@ -43,7 +43,10 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-async def make_token(http: aiohttp.ClientSession, cloud: SimCloud, **fields: Any) -> str:
+async def make_named_token(
+    http: aiohttp.ClientSession, cloud: SimCloud, **fields: Any
+) -> tuple[str, str]:
+    """A new token and the name of the stream it will make (the creation answer)."""
     async with http.post(f"{cloud.watcher_url}/login", headers=BASIC) as r:
         assert r.status == 200
         bearer = {"Authorization": f"Bearer {(await r.json())['access_token']}"}
@@ -53,14 +56,23 @@ async def make_token(http: aiohttp.ClientSession, cloud: SimCloud, **fields: Any
     ) as r:
         assert r.status == 200, await r.text()
         data = await r.json()
-    assert "stream_name" not in data
-    return str(data["token"])
+    assert set(data) == {"token", "stream_name"}, data
+    assert isinstance(data["stream_name"], str) and data["stream_name"]
+    return str(data["token"]), data["stream_name"]
+
+
+async def make_token(http: aiohttp.ClientSession, cloud: SimCloud, **fields: Any) -> str:
+    return (await make_named_token(http, cloud, **fields))[0]
 
 
 async def activate(
-    http: aiohttp.ClientSession, cloud: SimCloud, key: Ed25519PrivateKey, token: str
+    http: aiohttp.ClientSession,
+    cloud: SimCloud,
+    key: Ed25519PrivateKey,
+    token: str,
+    camera: pc.CameraInfo | None = CAMERA,
 ) -> tuple[int, dict[str, Any]]:
-    req = pc.make_activation(key, token, serial="BOX1", version="0.1.0", camera=CAMERA)
+    req = pc.make_activation(key, token, serial="BOX1", version="0.1.0", camera=camera)
     async with http.post(f"{cloud.url}/agent/v1/activate", json=req.to_dict()) as r:
         return r.status, await r.json()
 
@@ -212,6 +224,55 @@ async def test_full_cycle(cloud: SimCloud, http: aiohttp.ClientSession) -> None:
     assert agent["stats"]["endpoint_connection"]["alive"] is False
 
 
+async def test_token_creation_names_the_stream(
+    cloud: SimCloud, http: aiohttp.ClientSession
+) -> None:
+    """`POST /agent_activation_token` answers `{token, stream_name}`: the stream the camera is
+    bound to when the token is used. `GET` shows the name only once the token is used."""
+    key = Ed25519PrivateKey.generate()
+    tokens = [await make_named_token(http, cloud, title=f"cam {i}") for i in range(3)]
+    assert len({name for _, name in tokens}) == 3  # unique, also among unused tokens
+    token, name = tokens[1]
+    async with http.get(f"{cloud.watcher_url}/agent_activation_token/{token}", headers=BASIC) as r:
+        assert await r.json() == {"token": token}
+    status, answer = await activate(http, cloud, key, token)
+    assert status == 200 and answer["stream_name"] == name
+    async with http.get(f"{cloud.watcher_url}/agent_activation_token/{token}", headers=BASIC) as r:
+        assert (await r.json())["stream_name"] == name
+    async with http.get(f"{cloud.watcher_url}/streams/{name}", headers=BASIC) as r:
+        assert r.status == 200
+        stream = await r.json()
+    assert stream["title"] == "cam 1"
+    assert stream["inputs"] == [{"url": CAMERA.rtsp_url, "via": f"agent://{answer['agent_id']}"}]
+    # A second token of the same agent gets its own announced name too.
+    status, again = await activate(http, cloud, key, tokens[0][0])
+    assert status == 200 and again["stream_name"] == tokens[0][1]
+    assert set(cloud.streams()) == {tokens[0][1], name}
+
+
+async def test_typed_token_gets_its_camera_on_repeat(
+    cloud: SimCloud, http: aiohttp.ClientSession
+) -> None:
+    """A token used without a camera makes a stream without input; the same key repeating the
+    activation with a camera binds that camera to the stream, once."""
+    key = Ed25519PrivateKey.generate()
+    token, name = await make_named_token(http, cloud)
+    status, answer = await activate(http, cloud, key, token, camera=None)
+    assert status == 200 and answer["stream_name"] == name
+    assert cloud.streams()[name].config["inputs"] == []
+    assert await activate(http, cloud, key, token) == (200, answer)
+    via = f"agent://{answer['agent_id']}"
+    stream = cloud.streams()[name]
+    assert stream.config["inputs"] == [{"url": CAMERA.rtsp_url, "via": via}]
+    assert stream.camera is not None and stream.camera["id"] == CAMERA.id
+    other = pc.CameraInfo(id="cam-2", rtsp_url="rtsp://127.0.0.1:8555/live/main")
+    assert await activate(http, cloud, key, token, camera=other) == (200, answer)
+    assert cloud.streams()[name].config["inputs"] == [{"url": CAMERA.rtsp_url, "via": via}]
+    status, body = await activate(http, cloud, Ed25519PrivateKey.generate(), token)
+    assert (status, body["error"]) == (409, "token_used")
+    assert cloud.streams()[name].config["inputs"] == [{"url": CAMERA.rtsp_url, "via": via}]
+
+
 async def test_login_refused(cloud: SimCloud, http: aiohttp.ClientSession) -> None:
     key = Ed25519PrivateKey.generate()
     _, answer = await activate(http, cloud, key, await make_token(http, cloud))
@@ -308,7 +369,7 @@ async def test_restart_with_db_keeps_state(tmp_path: Path, http: aiohttp.ClientS
     key = Ed25519PrivateKey.generate()
     async with SimCloud(db=db) as cloud:
         used = await make_token(http, cloud)
-        spare = await make_token(http, cloud)
+        spare, spare_name = await make_named_token(http, cloud)
         status, answer = await activate(http, cloud, key, used)
         assert status == 200
         server_id = cloud.state.server_id
@@ -328,7 +389,7 @@ async def test_restart_with_db_keeps_state(tmp_path: Path, http: aiohttp.ClientS
         # A second token for the same key binds a second stream to the same agent.
         status, again = await activate(http, cloud, key, spare)
         assert status == 200 and again["agent_id"] == result.agent_id
-        assert again["stream_name"] != result.stream_name
+        assert again["stream_name"] == spare_name != result.stream_name
         async with http.get(f"{cloud.url}/", headers=BASIC) as r:
             page = await r.text()
         assert result.stream_name in page and "<script" not in page

@@ -3,6 +3,8 @@ response of every route is produced and matches its schema."""
 
 from __future__ import annotations
 
+import json
+import re
 from typing import Any
 
 import jsonschema
@@ -10,6 +12,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from agent.api import build_app
+from agent.api import validation as v
 from agent.api.openapi import openapi_document
 from agent.api.page import PAGE_PATH
 from agent.cloud.activation import ActivationError
@@ -163,15 +166,16 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
         assert raw.status == 201
         assert raw.body.startswith(b"v=0")
         assert live.offers[-1][1].startswith("rtsp://")
-        live.error = LimitExceeded("offer too large")
-        assert (await client.call("POST", offer_path, {"type": "offer", "sdp": "x"})).status == 413
+        live.error = LimitExceeded("offer has too many lines")  # unusable, not a large body
+        unusable = await client.call("POST", offer_path, {"type": "offer", "sdp": "x"})
+        assert (unusable.status, unusable.json()["status"]) == (400, "onvif_invalid_argument")
         live.error = None
         assert (await client.call("POST", offer_path, {"type": "answer", "sdp": "x"})).status == 422
         run_state = f"/api/v1/cameras/{CAM}/run_state"
         assert not directory.records[CAM].paused
         directory.records[CAM].paused = True
         paused = await client.call("POST", offer_path, {"type": "offer", "sdp": "x"})
-        assert paused.status == 503
+        assert (paused.status, paused.json()["status"]) == (409, "camera_paused")
         directory.records[CAM].paused = False
         assert (await client.call("PUT", run_state, {"run_state": "sleeping"})).status == 422
         other = f"/api/v1/cameras/{OTHER}/run_state"
@@ -238,3 +242,175 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
     }
     assert documented - UNREACHABLE <= seen
     assert seen <= documented
+
+
+# --- The document and the validators agree; every answered field is documented. ---
+
+CAM_PATH = f"/api/v1/onvif/{CAM}"
+PARSERS: dict[tuple[str, str], Any] = {
+    ("PUT", f"{CAM_PATH}/network"): v.network_body,
+    ("PUT", f"{CAM_PATH}/users/admin"): v.password_body,
+    ("PUT", f"{CAM_PATH}/stream/encoder"): v.encoder_body,
+    ("PUT", f"{CAM_PATH}/image/brightness"): v.value_body,
+    ("PUT", f"{CAM_PATH}/image/dr"): v.wide_dynamic_range_body,
+    ("PUT", f"{CAM_PATH}/image/wb"): v.white_balance_body,
+    ("PUT", f"{CAM_PATH}/ptz"): v.ptz_body,
+    ("POST", f"{CAM_PATH}/ptz/preset"): v.preset_body,
+    ("POST", "/api/v1/activation"): v.activation_body,
+    ("POST", "/api/v1/activation/scan"): v.scan_body,
+    ("POST", f"/api/v1/webrtc/{CAM}"): v.offer_body,
+}
+ENCODER = {"stream_profile": "MAIN_STREAM", "encoder": "H264", "resolution": "640x480"}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        # JSON Schema's integers include 7.0
+        ("PUT", f"{CAM_PATH}/network", {"http": 8080.0}),
+        ("PUT", f"{CAM_PATH}/stream/encoder", {**ENCODER, "framerate": 7.0, "bitrate": 5e2}),
+        ("PUT", f"{CAM_PATH}/ptz", {"move": "UP", "step": 3.0}),
+        ("POST", "/api/v1/activation/scan", {"seconds": 1449.0}),
+        # null is an absent optional field
+        ("PUT", f"{CAM_PATH}/image/dr", {"mode": "ON", "value": None}),
+        ("PUT", f"{CAM_PATH}/image/wb", {"mode": "AUTO", "cr_gain": 0, "cb_gain": None}),
+        ("PUT", f"{CAM_PATH}/ptz", {"move": "UP", "zoom": None, "step": 1}),
+        ("PUT", f"{CAM_PATH}/network", {"http": None, "rtsp": 554}),
+        ("PUT", f"{CAM_PATH}/stream/encoder", {**ENCODER, "framerate": 5, "bitrate": 9,
+                                                "gov_length": None}),
+        ("POST", "/api/v1/activation", {"token": "t", "activation_url": None, "camera_id": None}),
+        ("POST", "/api/v1/activation/scan", {"seconds": None}),
+        # the forms of a camera id the path takes
+        ("POST", "/api/v1/activation", {"token": "t", "camera_id": CAM.upper().replace("-", "")}),
+        ("POST", "/api/v1/activation", {"token": "t", "camera_id": f"urn:uuid:{CAM}"}),
+        ("POST", "/api/v1/activation", {"token": "t", "activation_url": "http://127.0.0.1:8080"}),
+        ("POST", f"/api/v1/webrtc/{CAM}", {"type": "offer", "sdp": "v=0\r\n" + "a" * 31_995}),
+    ],
+)  # fmt: skip
+def test_bodies_the_document_accepts_pass_validation(method: str, path: str, body: Any) -> None:
+    SpecChecker(openapi_document("1")).check_request(method, path, body)
+    PARSERS[method, path](body)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        # an optional-only body must name something (not null)
+        ("PUT", f"{CAM_PATH}/network", {}),
+        ("PUT", f"{CAM_PATH}/network", {"http": None, "other": 1}),
+        ("PUT", f"{CAM_PATH}/image/dr", {"value": None}),
+        ("PUT", f"{CAM_PATH}/image/wb", {"unknown": "AUTO"}),
+        ("PUT", f"{CAM_PATH}/ptz", {"step": 2}),
+        ("PUT", f"{CAM_PATH}/ptz", {"move": None, "zoom": None, "step": 2}),
+        # required fields are never null; fractions are not integers
+        ("PUT", f"{CAM_PATH}/ptz", {"move": "UP", "step": None}),
+        ("PUT", f"{CAM_PATH}/ptz", {"move": "UP", "step": 2.5}),
+        # empty strings where the camera needs something
+        ("PUT", f"{CAM_PATH}/users/admin", {"password": ""}),
+        ("POST", f"{CAM_PATH}/ptz/preset", {"preset_name": ""}),
+        # URLs and ids the agent cannot use
+        ("POST", "/api/v1/activation", {"token": "t", "activation_url": ""}),
+        ("POST", "/api/v1/activation", {"token": "t", "activation_url": "cloud.example"}),
+        ("POST", "/api/v1/activation", {"token": "t", "activation_url": "https://u:p@h/"}),
+        ("POST", "/api/v1/activation", {"token": "t", "camera_id": ""}),
+        ("POST", "/api/v1/activation", {"token": "t", "camera_id": "{" + CAM + "}"}),
+        # SDP is printable ASCII lines, within what a JSON body can carry
+        ("POST", f"/api/v1/webrtc/{CAM}", {"type": "offer", "sdp": "v=0\r\ns=caf\u00e9\r\n"}),
+        ("POST", f"/api/v1/webrtc/{CAM}", {"type": "offer", "sdp": "v=0\t"}),
+        ("POST", f"/api/v1/webrtc/{CAM}", {"type": "offer", "sdp": "a" * 32_001}),
+    ],
+)  # fmt: skip
+def test_bodies_the_document_refuses_fail_validation(method: str, path: str, body: Any) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        SpecChecker(openapi_document("1")).check_request(method, path, body)
+    with pytest.raises((v.RequestInvalid, v.InsufficientArguments)):
+        PARSERS[method, path](body)
+
+
+def test_a_json_offer_of_the_longest_sdp_fits_in_a_body() -> None:
+    # Each character of a valid SDP takes at most two bytes in JSON ("\r", "\n", '"', "\\").
+    worst = json.dumps({"type": "offer", "sdp": "\r" * v.MAX_SDP_CHARS}).encode()
+    assert len(worst) <= v.MAX_BODY
+
+
+def _closed_objects(node: Any, where: str = "") -> list[str]:
+    """Places in answer schemas where an object lists properties but allows others."""
+    found: list[str] = []
+    if isinstance(node, dict):
+        if "properties" in node and node.get("additionalProperties") is not False:
+            found.append(where)
+        for key, value in node.items():
+            found += _closed_objects(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found += _closed_objects(value, f"{where}/{i}")
+    return found
+
+
+def test_every_answer_lists_all_its_fields() -> None:
+    spec = openapi_document("1")
+    answers = {
+        ref["$ref"].rsplit("/", 1)[-1]
+        for methods in spec["paths"].values()
+        for op in methods.values()
+        for response in op["responses"].values()
+        for media in response.get("content", {}).values()
+        for ref in [media["schema"]]
+        if "$ref" in ref
+    }
+    seen: set[str] = set()
+    todo = list(answers)
+    while todo:  # the answer schemas and every schema they refer to
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        text = json.dumps(spec["components"]["schemas"][name])
+        todo += [r.rsplit("/", 1)[-1] for r in re.findall(r'"#/components/schemas/([^"]+)"', text)]
+    assert "CameraRecord" in seen and "AgentStatus" in seen
+    open_ = [
+        f"{name}{place}"
+        for name in sorted(seen)
+        for place in _closed_objects(spec["components"]["schemas"][name])
+    ]
+    assert open_ == []
+
+
+def test_a_real_camera_record_is_documented_field_by_field() -> None:
+    from agent.discovery.records import CameraRecord, CameraState
+
+    record = CameraRecord(
+        id=CAM,
+        xaddr="http://192.0.2.7/onvif/device_service",
+        endpoint_reference=f"urn:uuid:{CAM}",
+        manufacturer="Fake Optics",
+        profiles=[
+            {"token": "main", "name": "Main", "encoding": "H264", "width": 1920, "height": 1080,
+             "fps": 25.0, "rtsp_uri": "rtsp://192.0.2.7/main"}
+        ],
+        snapshot_uri="http://192.0.2.7/snap.jpg",
+        ptz=True,
+        imaging=True,
+        state=CameraState.ONLINE,
+        last_seen=1718000000.5,
+        sources={"wsd", "probe"},
+    )  # fmt: skip
+    schema = openapi_document("1")["components"]["schemas"]["CameraRecord"]
+    assert set(record.to_json()) == set(schema["properties"])
+    SpecChecker(openapi_document("1")).check_response(
+        "GET",
+        "/api/v1/cameras",
+        200,
+        "application/json",
+        json.dumps({"pagination": {}, "cameras": [record.to_json()]}).encode(),
+    )
+
+
+async def test_every_status_field_is_documented() -> None:
+    fields = set(openapi_document("1")["components"]["schemas"]["AgentStatus"]["properties"])
+    async with running_api(FakeDirectory([FakeRecord(CAM)]), cloud=FakeCloud()) as client:
+        status = (await client.call("GET", "/api/v1/status")).json()
+        assert set(status) == fields
+        activation = (await client.call("GET", "/api/v1/activation")).json()
+    view = openapi_document("1")["components"]["schemas"]["ActivationView"]["properties"]
+    assert set(activation) == set(view)

@@ -200,7 +200,7 @@ def test_string_limits() -> None:
 
 def test_network_ports() -> None:
     assert v.network_body({"rtsp": 8554}) == v.NetworkUpdate(None, None, 8554)
-    for bad in (0, 65536, -1, "80", 80.0, False):
+    for bad in (0, 65536, -1, "80", 80.5, False):
         with pytest.raises(v.RequestInvalid):
             v.network_body({"http": bad})
     with pytest.raises(v.InsufficientArguments):
@@ -304,3 +304,104 @@ def test_query_limit(text: str | None, expected: int | None) -> None:
 )
 def test_requires_token(host: str, needed: bool) -> None:
     assert requires_token(host) is needed
+
+
+# JSON Schema's "integer" is any number without a fractional part: 7.0 and 1e3 are integers.
+@pytest.mark.parametrize(
+    ("parse", "body", "expected"),
+    [
+        (v.network_body, {"http": 80.0}, v.NetworkUpdate(80, None, None)),
+        (v.network_body, {"rtsp": 8.554e3}, v.NetworkUpdate(None, None, 8554)),
+        (v.ptz_body, {"move": "UP", "step": 3.0}, (PtzMove.UP, None, 3)),
+        (v.scan_body, {"seconds": 1449.0}, 1449),
+    ],
+)
+def test_integer_fields_accept_integral_numbers(
+    parse: Callable[[Any], object], body: dict[str, Any], expected: object
+) -> None:
+    assert parse(body) == expected
+
+
+def test_encoder_integers_accept_integral_numbers() -> None:
+    req = v.encoder_body(
+        {
+            "stream_profile": "MAIN_STREAM",
+            "encoder": "H264",
+            "resolution": "640x480",
+            "framerate": 7.0,
+            "bitrate": 2048.0,
+            "gov_length": -0.0,
+        }
+    )
+    assert (req.framerate, req.bitrate, req.gov_length) == (7, 2048, 0)
+    assert all(type(n) is int for n in (req.framerate, req.bitrate, req.gov_length))
+
+
+@pytest.mark.parametrize(
+    ("value", "kind"),
+    [(7.5, "int_type"), (1e-9, "int_type"), (True, "int_type"), ("7", "int_type"),
+     ([7], "int_type"), (2.0**31, "less_than_equal"), (1e300, "less_than_equal")],
+)  # fmt: skip
+def test_integer_fields_still_refuse_fractions_and_other_types(value: Any, kind: str) -> None:
+    body = {"stream_profile": "MAIN_STREAM", "encoder": "H264", "resolution": "640x480"}
+    with pytest.raises(v.RequestInvalid) as exc:
+        v.encoder_body({**body, "framerate": 1, "bitrate": value})
+    assert items(exc) == [(("body", "bitrate"), kind)]
+
+
+def test_scan_body() -> None:
+    assert v.scan_body({}) == v.DEFAULT_SCAN_SECONDS
+    assert v.scan_body({"seconds": None, "other": 1}) == v.DEFAULT_SCAN_SECONDS  # null: absent
+    assert v.scan_body({"seconds": v.MAX_SCAN_SECONDS}) == v.MAX_SCAN_SECONDS
+    for bad, kind in ((0, "greater_than_equal"), (3601, "less_than_equal"), ("60", "int_type")):
+        with pytest.raises(v.RequestInvalid) as exc:
+            v.scan_body({"seconds": bad})
+        assert items(exc) == [(("body", "seconds"), kind)]
+
+
+def test_empty_password_and_preset_name_are_refused() -> None:
+    with pytest.raises(v.RequestInvalid) as exc:
+        v.password_body({"password": ""})
+    assert items(exc) == [(("body", "password"), "string_too_short")]
+    with pytest.raises(v.RequestInvalid) as exc:
+        v.preset_body({"preset_name": ""})
+    assert items(exc) == [(("body", "preset_name"), "string_too_short")]
+
+
+def test_activation_body() -> None:
+    cam = "0f8fad5b-d9cb-469f-a165-70867728950e"
+    assert v.activation_body({"token": "t"}) == ("t", None, None)
+    assert v.activation_body(
+        {"token": "t", "activation_url": "https://cloud.example/x?y=1", "camera_id": cam.upper()}
+    ) == ("t", "https://cloud.example/x?y=1", cam)
+    assert v.activation_body({"token": "t", "activation_url": None, "camera_id": None}) == (
+        "t",
+        None,
+        None,
+    )
+
+
+URL, PATTERN = "activation_url", "string_pattern_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "kind"),
+    [
+        ({}, "token", "missing"),
+        ({"token": ""}, "token", "string_too_short"),
+        ({"token": "t" * 257}, "token", "string_too_long"),
+        ({"token": "t", URL: ""}, URL, PATTERN),
+        ({"token": "t", URL: "abc"}, URL, PATTERN),
+        ({"token": "t", URL: "ftp://h/"}, URL, PATTERN),
+        ({"token": "t", URL: "http://u:p@h/"}, URL, PATTERN),
+        ({"token": "t", URL: "http://h/a b"}, URL, PATTERN),
+        ({"token": "t", URL: "https://h/\n"}, URL, PATTERN),
+        ({"token": "t", URL: "https://" + "h" * 2041}, URL, "string_too_long"),
+        ({"token": "t", "camera_id": "cam1"}, "camera_id", "uuid_parsing"),
+        ({"token": "t", "camera_id": 5}, "camera_id", "string_type"),
+    ],
+)
+def test_activation_body_refuses(body: dict[str, Any], field: str, kind: str) -> None:
+    with pytest.raises(v.RequestInvalid) as exc:
+        v.activation_body(body)
+    assert items(exc) == [(("body", field), kind)]

@@ -88,3 +88,22 @@ def test_rotation_via_sign(work: Path) -> None:
     assert fw("verify", "--trust", "keys/public.pem", "b.bundle", cwd=work).returncode == 0
     res = fw("verify", "--trust", "keys/public.pem", "plain.bundle", cwd=work)
     assert res.returncode == 1 and "unknown-key" in res.stderr
+
+
+def test_every_option_has_help() -> None:
+    import argparse
+
+    from firmware_tools.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = (a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(sub.choices) == {"keygen", "sign", "build", "verify", "inspect"}
+    for name, command in sub.choices.items():
+        for action in command._actions:
+            assert action.help and action.help != argparse.SUPPRESS, (name, action.dest)
+        text = command.format_help()
+        assert "(default: None)" not in text and "(default: False)" not in text, name
+    build_help = " ".join(sub.choices["build"].format_help().split())
+    assert "--min-agent-version VERSION oldest agent version" in build_help
+    out = fw("build", "--help", cwd=Path.cwd())
+    assert out.returncode == 0 and "--payload PATH" in out.stdout

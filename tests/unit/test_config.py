@@ -135,6 +135,33 @@ def test_cloud_settings(tmp_path: Path) -> None:
     assert cfg.cloud.activation_url == "http://127.0.0.1:8080"
 
 
+def test_activation_hosts(tmp_path: Path) -> None:
+    assert config.load(_write(tmp_path, ""), env={}).cloud.activation_hosts == ()
+    text = "[cloud]\nactivation_hosts = ['Example.NET.', 'bücher.example', '192.0.2.7']\n"
+    cfg = config.load(_write(tmp_path, text), env={})
+    assert cfg.cloud.activation_hosts == ("example.net", "xn--bcher-kva.example", "192.0.2.7")
+    for bad, message in (
+        ("activation_hosts = 'example.net'", "must be of type list"),
+        ("activation_hosts = [1]", "list of strings"),
+        ("activation_hosts = ['https://example.net']", "'https://example.net' is not a host"),
+        ("activation_hosts = ['*.example.net']", "not a host name"),
+        ("activation_hosts = ['']", "not a host name"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            config.load(_write(tmp_path, f"[cloud]\n{bad}\n"), env={})
+    env = {"CAMERA_AGENT_ACTIVATION_HOSTS": " Example.NET., cloud.example.org ,"}
+    cfg = config.load(_write(tmp_path, text), env=env)
+    assert cfg.cloud.activation_hosts == ("example.net", "cloud.example.org")
+    assert (
+        config.load(
+            _write(tmp_path, text), env={"CAMERA_AGENT_ACTIVATION_HOSTS": ""}
+        ).cloud.activation_hosts
+        == ()
+    )
+    with pytest.raises(ConfigError, match="not a host"):
+        config.load(_write(tmp_path, ""), env={"CAMERA_AGENT_ACTIVATION_HOSTS": "https://x.net"})
+
+
 RELAY = """
 [tunnel]
 idle_timeout = 30

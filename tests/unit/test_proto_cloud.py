@@ -218,6 +218,101 @@ def test_qr_url_policy() -> None:
     assert not pc.activation_url_allowed("https://user:pw@cloud.example.com")
 
 
+@pytest.mark.parametrize(
+    ("url", "allowed"),
+    [
+        ("https://example.net", True),
+        ("https://a.example.net/base", True),
+        ("https://x.y.example.net:8443", True),
+        ("https://EXAMPLE.NET", True),  # case
+        ("https://Act.Example.Net./", True),  # trailing dot
+        ("https://badexample.net", False),  # a suffix match is on a label boundary
+        ("https://example.net.evil.com", False),
+        ("https://evil.com/example.net", False),
+        ("https://evil.com?x=.example.net", False),
+        ("https://evil.com#.example.net", False),
+        ("https://example.net@evil.com", False),  # userinfo
+        ("https://@example.net", False),  # empty userinfo
+        ("https://a.example.net%2eevil.com", False),  # not a host name
+        ("https://a.example.net%00.evil.com", False),
+        ("https://example.net..", False),
+        ("https://a..example.net", False),
+        ("https://example.net:0", False),
+        ("https://example.net:99999", False),
+        ("https://example.net:https", False),
+        ("https://example.net\\@evil.com", False),
+        ("https://bücher.example.net", True),  # IDN, compared in its ASCII form
+        ("https://xn--bcher-kva.example.net", True),
+        ("https://bücher.example.org", False),
+        ("https://exämple.net", False),  # a look-alike is another name
+        ("https://10.0.0.5", False),  # not in the list
+        ("http://10.0.0.5", False),
+        ("https://192.0.2.7:8443", True),  # listed as an address: that address only
+        ("https://1.192.0.2.7", False),
+        ("https://2.7", False),
+        ("ftp://example.net", False),
+        ("", False),
+        ("https://", False),
+    ],
+)
+def test_activation_hosts_policy(url: str, allowed: bool) -> None:
+    hosts = ("example.net", "192.0.2.7", "xn--strae-oqa.example")
+    assert pc.activation_url_allowed(url, hosts=hosts) is allowed, url
+
+
+def test_activation_hosts_patterns_are_normalised() -> None:
+    assert pc.host_pattern("Example.NET.") == "example.net"
+    assert pc.host_pattern("Bücher.example") == "xn--bcher-kva.example"
+    assert pc.host_pattern("  straße.example ") == "xn--strae-oqa.example"
+    assert pc.host_pattern("::1") == "::1"
+    assert pc.host_pattern("192.0.2.7") == "192.0.2.7"
+    for bad in ("", ".", "*.example.net", "example.net:443", "https://example.net", "a/b",
+                "ex ample.net", "a..b", "-a.example", "x" * 64 + ".net", "1.2"):  # fmt: skip
+        with pytest.raises(ProtocolError):
+            pc.host_pattern(bad)
+    # Unicode patterns match hosts written either way, and only the same name.
+    unicode = ("straße.example",)
+    assert pc.activation_url_allowed("https://xn--strae-oqa.example", hosts=unicode)
+    assert pc.activation_url_allowed("https://a.straße.example", hosts=unicode)
+    assert not pc.activation_url_allowed("https://strasse.example", hosts=unicode)
+
+
+def test_activation_hosts_keep_the_http_rule_and_the_configured_url() -> None:
+    # http stays limited to loopback and private addresses, listed or not.
+    assert pc.activation_url_allowed("http://127.0.0.1:8080", hosts=("127.0.0.1",))
+    assert not pc.activation_url_allowed("http://127.0.0.2:8080", hosts=("127.0.0.1",))
+    assert not pc.activation_url_allowed("http://example.net", hosts=("example.net",))
+    # The configured activation URL is always allowed, whatever the list says.
+    configured = "https://act.other.org/v1"
+    assert pc.activation_url_allowed("https://act.other.org", configured, hosts=("example.net",))
+    assert pc.activation_url_allowed("https://ACT.other.org:443/", configured, hosts=("x.net",))
+    assert not pc.activation_url_allowed("https://act.other.org:8443", configured, hosts=("x.net",))
+    assert not pc.activation_url_allowed("http://act.other.org", configured, hosts=("x.net",))
+    # An empty list is any https host (the mobile app's default).
+    assert pc.activation_url_allowed("https://anything.example.com")
+
+
+def test_pinned_activation_server() -> None:
+    """After activation only the activation server in use: same scheme, host and port."""
+    pinned = "https://act.example.net"
+    assert pc.activation_url_allowed("https://act.example.net/", pinned=pinned)
+    assert pc.activation_url_allowed("https://ACT.example.net.:443/other/path", pinned=pinned)
+    for other in ("https://act.example.net:8443", "http://act.example.net",
+                  "https://b.act.example.net", "https://example.net", "https://act.example.com",
+                  "https://u@act.example.net", "not a url"):  # fmt: skip
+        assert not pc.activation_url_allowed(other, pinned=pinned), other
+    # The pin wins over the list and the configured URL.
+    assert not pc.activation_url_allowed(
+        "https://b.example.net", "https://b.example.net", hosts=("example.net",), pinned=pinned
+    )
+    assert pc.activation_url_allowed("http://127.0.0.1:9000/", pinned="http://127.0.0.1:9000")
+    assert not pc.activation_url_allowed("http://127.0.0.1:9001", pinned="http://127.0.0.1:9000")
+    idn = ("https", "xn--bcher-kva.example", 8443)
+    assert pc.url_origin("https://Bücher.example:8443/x") == idn
+    assert pc.url_origin("http://[::1]:80") == ("http", "::1", 80)
+    assert pc.url_origin("https://u:p@example.net") is None
+
+
 def test_b64_strict() -> None:
     assert pc.b64decode(pc.b64encode(b"abc")) == b"abc"
     for bad in ("YWJj!", "YWJ", 5, "é"):

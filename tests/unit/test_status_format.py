@@ -48,3 +48,22 @@ def test_health_is_summarised() -> None:
     )  # fmt: skip
     assert "host: cpu 12%, memory available 512 MiB, agent rss 80 MiB, loop lag 2.1 ms" in text
     assert "camera c1: online, 2.50 Mbit/s, 25 fps" in text
+
+
+def test_stream_without_a_camera_says_so() -> None:
+    text = format_status(
+        {
+            "activation": {
+                "activated": True,
+                "agent_id": "42",
+                "streams": [
+                    {"stream_name": "front-door", "camera_id": "c1"},
+                    {"stream_name": "spare", "camera_id": None},
+                ],
+            },
+            "cameras": {"total": 1},
+        }
+    )
+    assert "None" not in text
+    assert "  stream front-door <- camera c1" in text
+    assert "  stream spare: no camera bound" in text

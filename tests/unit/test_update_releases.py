@@ -216,3 +216,15 @@ def test_an_unusable_journal_reads_as_idle_and_is_kept_aside(tmp_path: Path) -> 
         assert jr.load(root).state == jr.State.IDLE
         assert not path.exists()
         assert list(path.parent.glob(f"{jr.JOURNAL_FILE}.corrupt-*"))
+
+
+def test_default_root_and_trust_are_the_installed_services(monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.update.releases import DEFAULT_ROOT, DEFAULT_TRUST
+
+    unit = (Path(__file__).parents[2] / "systemd" / "camera-agent.service").read_text()
+    assert f"--root {DEFAULT_ROOT} --trust {DEFAULT_TRUST} " in unit
+    monkeypatch.delenv("CAMERA_AGENT_TRUST", raising=False)
+    assert Releases(DEFAULT_ROOT).trust_dir == DEFAULT_TRUST
+    assert Releases(Path("/srv/agent")).trust_dir == Path("/srv/agent/trust")
+    monkeypatch.setenv("CAMERA_AGENT_TRUST", "/etc/keys")
+    assert Releases(DEFAULT_ROOT).trust_dir == Path("/etc/keys")

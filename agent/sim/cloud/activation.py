@@ -47,21 +47,26 @@ def stream_config(name: str, tok: Token, agent: Agent, req: pc.ActivationRequest
         dvr["storage_limit"] = int(settings["dvr_space"]) * 1_000_000_000
     if dvr:
         config["dvr"] = dvr
-    camera = None
+    stream = Stream(name=name, config=config, agent_id=agent.id)
     if req.camera is not None:
-        camera = {
-            "id": req.camera.id,
-            "serial_number": req.camera.serial_number,
-            "manufacturer": req.camera.manufacturer,
-            "model": req.camera.model,
-            "rtsp_url": req.camera.rtsp_url,
-            "onvif_url": req.camera.onvif_url,
-        }
-        if req.camera.rtsp_url:
-            config["inputs"] = [{"url": req.camera.rtsp_url, "via": f"agent://{agent.id}"}]
-        if req.camera.onvif_url:
-            config["onvif"] = {"ptz": False}
-    return Stream(name=name, config=config, agent_id=agent.id, camera=camera)
+        attach_camera(stream, agent, req.camera)
+    return stream
+
+
+def attach_camera(stream: Stream, agent: Agent, cam: pc.CameraInfo) -> None:
+    """The camera behind the agent becomes the stream's input."""
+    stream.camera = {
+        "id": cam.id,
+        "serial_number": cam.serial_number,
+        "manufacturer": cam.manufacturer,
+        "model": cam.model,
+        "rtsp_url": cam.rtsp_url,
+        "onvif_url": cam.onvif_url,
+    }
+    if cam.rtsp_url:
+        stream.config["inputs"] = [{"url": cam.rtsp_url, "via": f"agent://{agent.id}"}]
+    if cam.onvif_url:
+        stream.config["onvif"] = {"ptz": False}
 
 
 async def activate(
@@ -95,10 +100,14 @@ async def _bind(
     if tok.public_key is not None:
         same = tok.public_key == req.public_key and tok.agent_id in state.agents
         if same and tok.answer is not None:
+            await _late_camera(state, tok, req)
             return tok.answer
         raise ActivationRefused(pc.ERR_TOKEN_USED, "token already used")
     if tok.expired(now_ms()):
         raise ActivationRefused(pc.ERR_TOKEN_EXPIRED, "token expired")
+    name = tok.stream_name or state.new_stream_name()
+    if name in state.streams:
+        raise ActivationRefused(pc.ERR_INVALID_REQUEST, "the token's stream name is in use")
     agent = state.agent_by_key(req.public_key)
     try:
         if agent is None:
@@ -107,7 +116,6 @@ async def _bind(
         agent.version = req.version
         agent.serial = req.serial
         agent.model = req.model
-        name = state.unique_stream_name(agent.id)
         stream = stream_config(name, tok, agent, req)
         answer = answer_for(agent, name)
         await state.bind(tok, agent, stream, answer)
@@ -116,6 +124,22 @@ async def _bind(
     agent.log(f"activated with a token for stream {name}")
     log.info("agent %s activated, stream %s", agent.id, name)
     return answer
+
+
+async def _late_camera(state: CloudState, tok: Token, req: pc.ActivationRequest) -> None:
+    """A repeat by the key that used the token, naming a camera, when the token's stream has
+    none (the token was typed): that camera becomes the stream's input. A stream keeps the
+    camera it has."""
+    stream = state.streams.get(tok.stream_name or "")
+    agent = state.agents.get(tok.agent_id or "")
+    if req.camera is None or stream is None or agent is None or stream.camera is not None:
+        return
+    if stream.agent_id != agent.id:
+        return
+    attach_camera(stream, agent, req.camera)
+    await state.save_stream(stream)
+    agent.log(f"camera {req.camera.id} bound to stream {stream.name}")
+    log.info("agent %s: camera %s bound to stream %s", agent.id, req.camera.id, stream.name)
 
 
 def routes(

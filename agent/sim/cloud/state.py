@@ -38,6 +38,7 @@ class Token:
     expires_ms: int
     public_key: str | None = None
     agent_id: str | None = None
+    #: The stream the token makes: named at creation (None in records saved before that).
     stream_name: str | None = None
     answer: dict[str, Any] | None = None
 
@@ -45,12 +46,17 @@ class Token:
         return self.public_key is None and at_ms >= self.expires_ms
 
     def view(self) -> dict[str, Any]:
-        """The Watcher `AgentActivationToken` shape (`camera_name` too, as the prose says)."""
+        """The Watcher `AgentActivationToken` shape for `GET`: the stream (also as
+        `camera_name`, as the prose says) only once an agent used the token."""
         out: dict[str, Any] = {"token": self.token}
-        if self.stream_name:
+        if self.public_key is not None and self.stream_name:
             out["stream_name"] = self.stream_name
             out["camera_name"] = self.stream_name
         return out
+
+    def created_view(self) -> dict[str, Any]:
+        """The answer to its creation: the token and the name of the stream it will make."""
+        return {"token": self.token, "stream_name": self.stream_name}
 
 
 @dataclass
@@ -188,6 +194,7 @@ class CloudState:
             request=request,
             created_ms=created,
             expires_ms=created + int(self.token_ttl_s * 1000),
+            stream_name=self.new_stream_name(),
         )
         self.tokens[tok.token] = tok
         await self._persist(("tokens", tok.token))
@@ -283,11 +290,14 @@ class CloudState:
             agent.streams.append(stream.name)
         await self._persist(("tokens", tok.token), ("streams", stream.name), ("agents", agent.id))
 
-    def unique_stream_name(self, agent_id: str) -> str:
-        n = 1
-        while f"agent{agent_id}-cam{n}" in self.streams:
+    def new_stream_name(self) -> str:
+        """A stream name no stream has and no token has been given."""
+        taken = set(self.streams)
+        taken.update(t.stream_name for t in self.tokens.values() if t.stream_name)
+        n = len(taken) + 1
+        while f"cam-{n}" in taken:
             n += 1
-        return f"agent{agent_id}-cam{n}"
+        return f"cam-{n}"
 
     async def touch_agent(self, agent: Agent) -> None:
         """Persist an agent after its info changed."""

@@ -124,7 +124,7 @@ def routes(
             tok = await state.create_token(settings)
         except InvalidArgument as exc:
             raise ApiError(400, str(exc), "invalid_argument") from None
-        return web.json_response(tok.view())
+        return web.json_response(tok.created_view())
 
     @table.get(f"{BASE}/agent_activation_token/{{token}}")
     async def _get_token(request: web.Request) -> web.Response:
