@@ -56,6 +56,7 @@ from agent.media.push_manager import PushEntry, PushManager
 from agent.media.restream import Restreamer
 from agent.media.webrtc import WebRtcSessions
 from agent.net.memory import tune_allocator
+from agent.net.taskgroup import TaskGroup
 from agent.state import StateDir
 from agent.sysd.notify import Notifier
 from agent.update.journal import root_from_env
@@ -405,7 +406,7 @@ class Agent:
         log.info("local API on http://%s:%d/api/v1/", self.cfg.api_host, self.api.port)
         try:
             await self._start_restream()
-            async with asyncio.TaskGroup() as group:
+            async with TaskGroup() as group:
                 tasks = [
                     group.create_task(self.inventory.run(), name="inventory"),
                     group.create_task(self.discovery.run(), name="discovery"),

@@ -20,6 +20,7 @@ from agent.cloud.identity import Identity
 from agent.cloud.link import Counters, TlsPolicy, login, receive, send
 from agent.errors import AgentError, AuthError, ProtocolError
 from agent.net.backoff import Backoff
+from agent.net.taskgroup import TaskGroup
 from agent.proto import cloud as codec
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class ControlConnection(Link):
         self._set(ControlState.READY)
         log.info("endpoint %s connected (server %s)", self.url, welcome.server_id)
         try:
-            async with asyncio.TaskGroup() as group:
+            async with TaskGroup() as group:
                 reader = group.create_task(self._read(ws, silence_timeout(welcome.heartbeat_s)))
                 group.create_task(self._introduce())
                 pinger = group.create_task(self._ping(ws, max(1, welcome.heartbeat_s)))

@@ -46,6 +46,7 @@ from agent.errors import (
     Unavailable,
 )
 from agent.net.backoff import Backoff
+from agent.net.taskgroup import TaskGroup
 from agent.proto import cloud as codec
 from agent.state import StateDir
 
@@ -217,7 +218,7 @@ class CloudService:
     async def _waiting(self) -> None:
         log.info("not activated: looking for an activation QR code")
         scanner = self._new_scanner()
-        async with asyncio.TaskGroup() as group:
+        async with TaskGroup() as group:
             scan = group.create_task(scanner.run())
             while self.activation is None:
                 got = group.create_task(scanner.sightings.get())
@@ -268,7 +269,7 @@ class CloudService:
         self.control = control
         self._reset.clear()
         try:
-            async with asyncio.TaskGroup() as group:
+            async with TaskGroup() as group:
                 conn = group.create_task(control.run())
                 reset = group.create_task(self._reset.wait())
                 binder = group.create_task(self._bind_loop())
@@ -298,7 +299,7 @@ class CloudService:
                 continue
             log.info("looking for activation QR codes on unbound cameras for %.0f s", remaining)
             scanner = self._new_scanner(unbound_only=True)
-            async with asyncio.TaskGroup() as group:
+            async with TaskGroup() as group:
                 scan = group.create_task(scanner.run())
                 try:
                     async with asyncio.timeout(remaining):

@@ -15,6 +15,7 @@ from agent.cloud.identity import Identity
 from agent.cloud.link import TlsPolicy, login, send
 from agent.errors import AuthError, ProtocolError
 from agent.net.backoff import Backoff
+from agent.net.taskgroup import TaskGroup
 from agent.net.tunnel import MAX_MESSAGE as TUNNEL_MESSAGE
 from agent.net.tunnel import MuxPeer, Resolver, TunnelCounters
 from agent.proto import cloud as codec
@@ -156,7 +157,7 @@ class Streampoint(Link):
         )
         self.tunnels = peer
         try:
-            async with asyncio.TaskGroup() as group:
+            async with TaskGroup() as group:
                 group.create_task(self._ping(ws, max(1, welcome.heartbeat_s)))
                 group.create_task(self._read(ws, peer, silence_timeout(welcome.heartbeat_s)))
                 group.create_task(peer.run())

@@ -23,6 +23,7 @@ from agent.errors import AgentError, InvalidArgument
 from agent.media.push import PushRelay, PushTarget
 from agent.media.remux import redact
 from agent.net.backoff import Backoff
+from agent.net.taskgroup import TaskGroup
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ class PushManager:
             raise RuntimeError("push manager already running")
         self._running = True
         try:
-            async with asyncio.TaskGroup() as group:
+            async with TaskGroup() as group:
                 for slot in self._slots:
                     group.create_task(self._supervise(slot), name=f"push-{slot.entry.camera_id}")
                 await asyncio.Future()  # until cancelled

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, cast
 
 from agent.errors import AgentError, LimitExceeded, NotFound, Unavailable
+from agent.net.taskgroup import TaskGroup
 from agent.proto import mux
 from agent.proto.mux_frames import ErrorCode, Target
 
@@ -169,7 +170,7 @@ class MuxPeer:
         """Flush output and watch idle tunnels until cancelled, or raise ConnectionError when the
         connection fails (a send error or a protocol violation by the peer)."""
         try:
-            async with asyncio.TaskGroup() as group:
+            async with TaskGroup() as group:
                 group.create_task(self._flusher())
                 group.create_task(self._watchdog())
                 if self._ping_every > 0:
