@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from agent import secret
 from agent.camera.models import EncoderRequest, PtzMove, PtzZoom, Resolution, StreamProfile
 
 #: Largest request body accepted, bytes.
@@ -291,6 +292,7 @@ def password_body(body: Any) -> str:
     password = f.string("password", required=True, min_length=PASSWORD_MIN, max_length=PASSWORD_MAX)
     f.check()
     assert password is not None
+    secret.register(password)  # masked in any log line (a library's debug dump of the request)
     return password
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import aiohttp
 
-from agent import __version__
+from agent import __version__, secret
 from agent.cloud.identity import Identity
 from agent.errors import (
     AgentError,
@@ -162,11 +162,16 @@ def load(state: StateDir) -> Activation | None:
     if data is None:
         return None
     try:
-        return Activation.from_json(data)
+        act = Activation.from_json(data)
     except ProtocolError:
         state.write_json(f"{DOCUMENT}.invalid", data)
         state.remove(DOCUMENT)
         return None
+    for stream in act.streams:  # tokens of earlier runs are secrets too
+        token = stream.get("token")
+        if isinstance(token, str):
+            secret.register(token)
+    return act
 
 
 def save(state: StateDir, act: Activation) -> None:
@@ -251,6 +256,7 @@ async def activate(
     """Activate (or bind one more camera), save the state after the 200 and return it."""
     if not token or len(token) > 512:
         raise InvalidArgument("token is empty or too long")
+    secret.register(token)  # masked in any log line from here on, whoever logs it
     url = activation_url.rstrip("/") + "/agent/v1/activate"
     body = build_request(ident, token, serial=serial, model=model, camera=camera)
     try:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import secret
 from agent.camera.models import CameraControl, ContinuousMove, DeviceInfo
 from agent.cloud.camera_config import (
     camera_config_get,
@@ -164,6 +165,8 @@ def validate_auth(payload: object) -> AuthChange:
         raise InvalidArgument("port must be an integer 1..65535")
     if login is None and password is None and port is None:
         raise InvalidArgument("give a login, a password or a port")
+    if password is not None:
+        secret.register(password)  # masked in any log line from here on
     return AuthChange(login, password, port)
 
 

@@ -55,7 +55,7 @@ _CHUNK = 64 * 1024
 DEFAULT_ROOT = Path("/var/lib/camera-agent/install")
 DEFAULT_TRUST = Path("/etc/camera-agent/trust")
 TRUST_HELP = (
-    f"trusted keys (default: CAMERA_AGENT_TRUST, else {DEFAULT_TRUST} for the default root, "
+    f"trusted keys (default: CAMERA_AGENT_TRUST; {DEFAULT_TRUST} for the installed root; "
     "else ROOT/trust)"
 )
 

@@ -405,3 +405,13 @@ def test_activation_body_refuses(body: dict[str, Any], field: str, kind: str) ->
     with pytest.raises(v.RequestInvalid) as exc:
         v.activation_body(body)
     assert items(exc) == [(("body", field), kind)]
+
+
+def test_a_new_password_is_masked_in_log_text() -> None:
+    from agent.cloud.camera_ops import validate_auth
+    from agent.secret import mask
+
+    v.password_body({"password": "Nw-pass-81"})
+    assert mask("SetUser Nw-pass-81 sent") == "SetUser *** sent"
+    validate_auth({"password": "Cl0ud-pass-2"})
+    assert mask("user Cl0ud-pass-2") == "user ***"

@@ -87,3 +87,34 @@ def test_camera_payload_strips_credentials() -> None:
     rec = CameraRecord(id="c", xaddr="http://127.0.0.1/onvif/device_service")
     rec.profiles = [{"rtsp_uri": "rtsp://u:p@127.0.0.1:554/main"}]
     assert am.camera_payload(rec)["rtsp_url"] == "rtsp://127.0.0.1:554/main"
+
+
+def test_saved_tokens_are_masked_in_log_text(tmp_path: Path) -> None:
+    from agent.secret import mask
+
+    token = "tok-Rel0ad-7c1e"
+    act = sample()
+    act.streams[0]["token"] = token
+    state = StateDir(tmp_path)
+    state.ensure()
+    am.save(state, act)
+    am.load(state)  # as a restarted agent does
+    assert mask(f"refused token {token} twice") == "refused token *** twice"
+
+
+async def test_a_typed_token_is_masked_before_it_is_sent(tmp_path: Path) -> None:
+    from agent.secret import mask
+
+    token = "tok-Typ3d-55aa"
+    state = StateDir(tmp_path)
+    with pytest.raises(Unavailable):  # nothing listens there: the attempt fails
+        await am.activate(
+            state,
+            Identity.generate(),
+            token,
+            "http://127.0.0.1:9",
+            serial="s",
+            model="m",
+            timeout=2,
+        )
+    assert token not in mask(f"activation with {token} failed")
