@@ -71,7 +71,7 @@ fuzz: $(VENV)
 # The fault, soak, fuzz and security tests; their figures fill the tables of docs/reliability.md.
 RELIABILITY_TESTS := tests/hil/test_faults_cloud_camera.py tests/hil/test_faults_agent.py \
 	tests/hil/test_soak_short.py tests/hil/test_security.py tests/hil/test_security_netns.py \
-	tests/fuzz tests/hil/test_log_secrets.py
+	tests/fuzz tests/hil/test_log_secrets.py tests/hil/test_shutdown.py
 reliability: $(VENV) sysdeps
 	rm -f build/reliability.json
 	$(BIN)/pytest -q -p no:cacheprovider $(RELIABILITY_TESTS)

@@ -546,21 +546,27 @@ def _corrupt(path: Path, mode: str) -> None:
 MODES = ("truncate", "garbage", "directory", "empty", "huge")
 
 
-async def _start_corrupted(rig: Rig, name: str, docs: tuple[str, ...], mode: str) -> AgentProc:
+async def _start_corrupted(
+    rig: Rig, name: str, docs: tuple[str, ...], mode: str
+) -> tuple[AgentProc, float]:
+    """Start an agent on corrupted documents; it and the seconds from its start to serving its
+    camera again (these starts run side by side, so each time includes the others' load)."""
     state = await asyncio.to_thread(rig.copy_state, rig.tmp / f"state-{name}")
     for doc in docs:
         await asyncio.to_thread(_corrupt, state / doc, mode)
     agent = AgentProc(rig, state, name)
+    started = time.monotonic()
     agent.start()
     try:
         await _until(agent.camera_online, 40, f"{name}: camera online")
+        took = time.monotonic() - started
         status, act = await agent.call("GET", "/activation")
         assert status == 200
         agent.activation = dict(act)
     finally:
         assert await agent.kill(signal.SIGTERM) == 0, agent.log_text()[-3000:]
     assert "Traceback" not in agent.log_text(), agent.log_text()[-3000:]
-    return agent
+    return agent, took
 
 
 def _aside(state: Path, doc: str) -> list[Path]:
@@ -574,8 +580,10 @@ async def test_corrupted_state_documents(rig: Rig, record_reliability: Record) -
     runs += [
         _start_corrupted(rig, f"key-{m}", (KEY,), m) for m in ("missing", "garbage", "directory")
     ]
-    agents = await asyncio.gather(*runs)
-    took = time.monotonic() - t0
+    started = await asyncio.gather(*runs)
+    agents = [agent for agent, _ in started]
+    took = {agent.log.name: seconds for agent, seconds in started}
+    total = time.monotonic() - t0
     old_pw = json.loads(rig.baseline["restream.json"])["password"]
     for mode, agent in zip(MODES, agents[: len(MODES)], strict=True):
         text, state = agent.log_text(), agent.state
@@ -608,14 +616,15 @@ async def test_corrupted_state_documents(rig: Rig, record_reliability: Record) -
         assert f"moved to {act_aside.name}" in text
         assert agent.activation["activated"] is False
         assert agent.activation["state"] == "waiting_for_activation"
-    print(f"8 corrupted starts in {took:.1f} s (in parallel)")
-    for mode in MODES:
+    print(f"8 corrupted starts in {total:.1f} s (in parallel)")
+    for mode, agent in zip(MODES, agents[: len(MODES)], strict=True):
         record_reliability(
             "fault",
             f"agent_state_corrupt_{mode}",
             expected="starts; each bad document moved to NAME.corrupt-TIMESTAMP and logged; "
-            "waits for activation again; camera re-learned; new restream password",
-            recovery_s=round(took, 2),
+            "waits for activation again; camera re-learned; new restream password (recovery: "
+            "start to camera served, 8 corrupted starts side by side)",
+            recovery_s=round(took[agent.log.name], 2),
             lost="activation (re-activate), restream password (local NVRs reconfigured), "
             "inventory (re-probed), unreadable audit lines",
         )
@@ -624,6 +633,6 @@ async def test_corrupted_state_documents(rig: Rig, record_reliability: Record) -
         "agent_identity_key_lost",
         expected="new key made, the old key and activation moved aside, loudly logged; waits "
         "for activation again",
-        recovery_s=round(took, 2),
+        recovery_s=round(max(took[a.log.name] for a in agents[len(MODES) :]), 2),
         lost="identity and activation (re-activate)",
     )
