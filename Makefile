@@ -13,16 +13,21 @@ all: test
 # missing when COMMAND is; `ensurepip` stands for the interpreter's ensurepip and venv modules).
 #   venvdeps   .venv and `make demo`: python3-venv only (PyAV brings its own FFmpeg libraries)
 #   sysdeps    `make test`, `make reliability`: also iproute2 (network namespaces), chromium
-#              (the status page in a browser) and systemd (systemd-analyze: the install test)
+#              (the status page in a browser), systemd (systemd-analyze: the install test), and
+#              what builds and serves the third-party ONVIF server of tests/peers (gcc, make,
+#              its libraries' headers, lighttpd); a COMMAND starting with / is a file to look for
 #   benchdeps  `make bench`: the baselines ffmpeg (-c copy) and socat; optional
 VENV_PACKAGES := python3-venv:ensurepip
-TEST_PACKAGES := iproute2:ip chromium:chromium systemd:systemd-analyze
+TEST_PACKAGES := iproute2:ip chromium:chromium systemd:systemd-analyze gcc:gcc make:make \
+	libtomcrypt-dev:/usr/include/tomcrypt.h libjson-c-dev:/usr/include/json-c/json.h \
+	zlib1g-dev:/usr/include/zlib.h lighttpd:lighttpd
 BENCH_PACKAGES := ffmpeg:ffmpeg socat:socat
 
 # $(call ensure,WHAT,PACKAGE:COMMAND ...,required|optional): install the missing packages with
 # apt-get as root; anyone else gets their names (and, when required, an error).
 define ensure
 	@have() { if [ "$$1" = ensurepip ]; then $(PYTHON) -c 'import ensurepip, venv' 2>/dev/null; \
+	          elif [ "$${1#/}" != "$$1" ]; then [ -e "$$1" ]; \
 	          else command -v "$$1" >/dev/null; fi; }; \
 	missing=""; \
 	for pair in $(2); do have "$${pair#*:}" || missing="$$missing $${pair%%:*}"; done; \

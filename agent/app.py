@@ -74,6 +74,7 @@ class Agent:
             self.state,
             default_credentials=cfg.default_credentials,
             camera_credentials=cfg.camera_credentials,
+            rtsp_cameras=cfg.cameras,
         )
         d = cfg.discovery
         self.discovery = DiscoveryService(

@@ -53,6 +53,14 @@ Example file:
     url = "rtmp://streamer.example.net/live/door"   # rtsp://, rtmp:// or srt://
     stream = "main"               # or "sub", or a profile token
 
+    [[camera]]                    # a camera that speaks RTSP only (no ONVIF), added by URL
+    name = "garage"
+    rtsp_url = "rtsp://192.168.1.70:554/stream1"   # user:password@ in it is moved to the
+    sub_url = "rtsp://192.168.1.70:554/stream2"    # credentials; optional
+    snapshot_url = "http://192.168.1.70/snap.jpg"  # optional: else decoded from the stream
+    username = "admin"
+    password = "secret"
+
     [[credentials.default]]       # tried in order on every camera
     username = "admin"
     password = "admin"
@@ -125,6 +133,17 @@ class PushConfig:
 
 
 @dataclass(frozen=True)
+class CameraConfig:
+    """A `[[camera]]` table: a camera added by its RTSP URL. URLs are kept without credentials."""
+
+    rtsp_url: str
+    name: str = ""
+    sub_url: str | None = None
+    snapshot_url: str | None = None
+    credentials: Credentials | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
 class UpdateConfig:
     root: Path | None = None  # install root; None: CAMERA_AGENT_ROOT from the arbiter, else off
     url: str | None = None  # update index to check; None: updates come from the cloud only
@@ -145,6 +164,7 @@ class AgentConfig:
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
     restream: RestreamConfig = field(default_factory=RestreamConfig)
     push: tuple[PushConfig, ...] = ()
+    cameras: tuple[CameraConfig, ...] = ()
     update: UpdateConfig = field(default_factory=UpdateConfig)
     hardware_profile: str | None = None  # force a hardware profile id; None: detect
     reboot_command: tuple[str, ...] = ()  # empty: the cloud's reboot restarts the agent only
@@ -257,7 +277,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
     _check_keys(
         data,
         {"agent", "api", "discovery", "cloud", "credentials", "tunnel", "restream", "push",
-         "health", "update", "hardware"},
+         "health", "update", "hardware", "camera"},
         "the config file",
     )  # fmt: skip
     health = _table(data, "health")
@@ -339,6 +359,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         tunnel=_tunnel(data),
         restream=_restream(data),
         push=_push(data),
+        cameras=_cameras(data),
         update=_update(data),
     )
     if "interval" in health:
@@ -467,6 +488,59 @@ def _push(data: Mapping[str, Any]) -> tuple[PushConfig, ...]:
         if url.split("://", 1)[0].lower() not in ("rtsp", "rtmp", "srt"):
             raise ConfigError("push.url must be an rtsp://, rtmp:// or srt:// URL")
         out.append(PushConfig(camera, Secret(url), stream))
+    return tuple(out)
+
+
+CAMERA_KEYS = {"name", "rtsp_url", "sub_url", "snapshot_url", "username", "password"}
+
+
+def camera_entry(item: Mapping[str, Any]) -> CameraConfig:
+    """A camera added by URL, from a `[[camera]]` table or an API body; InvalidArgument names the
+    bad key (its text never holds a password)."""
+    from agent.camera import rtsp_only
+    from agent.errors import InvalidArgument
+
+    def text(key: str) -> str | None:
+        value = item.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise InvalidArgument(f"{key} must be a string")
+        return value
+
+    main, cred = rtsp_only.rtsp_url(item.get("rtsp_url"), "rtsp_url")
+    sub, snap = text("sub_url"), text("snapshot_url")
+    sub_cred = snap_cred = None
+    if sub is not None:
+        sub, sub_cred = rtsp_only.rtsp_url(sub, "sub_url")
+    if snap is not None:
+        snap, snap_cred = rtsp_only.snapshot_url(snap, "snapshot_url")
+    username, password = text("username"), text("password")
+    if password is not None and not username:
+        raise InvalidArgument("a password needs a username")
+    if username:
+        cred = Credentials(username, Secret(password or ""))
+    name = (text("name") or "").strip()
+    if len(name) > rtsp_only.MAX_NAME or any(ord(ch) < 32 for ch in name):
+        raise InvalidArgument(f"name must be printable, at most {rtsp_only.MAX_NAME} characters")
+    return CameraConfig(main, name, sub, snap, cred or sub_cred or snap_cred)
+
+
+def _cameras(data: Mapping[str, Any]) -> tuple[CameraConfig, ...]:
+    from agent.errors import InvalidArgument
+
+    items = data.get("camera", [])
+    if not isinstance(items, list):
+        raise ConfigError("camera must be an array of tables ([[camera]])")
+    out: list[CameraConfig] = []
+    for number, item in enumerate(items, 1):
+        if not isinstance(item, Mapping):
+            raise ConfigError("camera entries must be tables")
+        _check_keys(item, CAMERA_KEYS, f"[[camera]] #{number}")
+        try:
+            out.append(camera_entry(item))
+        except InvalidArgument as exc:
+            raise ConfigError(f"[[camera]] #{number}: {exc}") from None
     return tuple(out)
 
 

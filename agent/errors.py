@@ -45,3 +45,23 @@ class NotConfigured(AuthError):
 
 class Unsupported(AgentError):
     """The camera (or peer) does not offer this feature: do not retry."""
+
+
+class OnvifNotAvailable(Unsupported):
+    """The camera was added by its RTSP URL: it has no ONVIF service to control."""
+
+
+class Refused(ProtocolError):
+    """The camera refused a request with a SOAP fault of no more specific kind (for example
+    `ter:Action/ActionFailed`): a permanent answer, not a reason to retry."""
+
+
+class NotApplied(AgentError):
+    """The camera accepted a write but does not hold the value afterwards: do not retry.
+
+    `held` is what the camera holds instead, by the name of the value asked for.
+    """
+
+    def __init__(self, message: str, held: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.held: dict[str, object] = dict(held or {})

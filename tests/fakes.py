@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import io
 import time
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -451,6 +452,8 @@ class FakeRecord:
             "endpoint_reference": f"urn:uuid:{self.id}",
             "last_seen": None,
             "sources": ["config"],
+            "kind": "onvif",
+            "name": "",
         }
 
 
@@ -491,6 +494,27 @@ class FakeDirectory:
             raise self.cameras_error
         record = self.get(camera_id)
         record.paused = paused
+        return record
+
+    async def add_rtsp(self, entry: Any, *, source: str = "api") -> FakeRecord:
+        """A camera added by RTSP URL (`cameras_error` makes it fail)."""
+        return self._added(str(entry.rtsp_url))
+
+    async def add_onvif(self, xaddr: str, credentials: Any = None) -> FakeRecord:
+        return self._added(xaddr)
+
+    def _added(self, url: str) -> FakeRecord:
+        if self.cameras_error is not None:
+            raise self.cameras_error
+        record = FakeRecord(str(uuid.uuid5(uuid.NAMESPACE_URL, url)))
+        self.add(record)
+        return record
+
+    def forget(self, camera_id: str) -> FakeRecord:
+        if self.cameras_error is not None:
+            raise self.cameras_error
+        record = self.get(camera_id)
+        del self.records[camera_id], self.controls[camera_id]
         return record
 
     async def control(self, camera_id: str) -> FakeControl:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.api import validation as v
-from agent.api.errors import BAD_REQUEST_CODES, CAMERA_PAUSED
+from agent.api.errors import BAD_REQUEST_CODES, CONFLICT_CODES
 from agent.camera.models import PtzMove, PtzZoom, StreamProfile
 
 Schema = dict[str, Any]
@@ -117,7 +117,7 @@ RESOLUTION_STRING: Schema = {
 }
 XY = _answer({"x": NUMBER, "y": NUMBER})
 XY_RANGE = _answer({"x": _ref("Range"), "y": _ref("Range")}, ())
-SOURCES = ("wsd", "mdns", "probe", "config", "state")
+SOURCES = ("wsd", "mdns", "probe", "config", "state", "api")
 CAMERA_STATES = ("online", "unauthorized", "unreachable", "not_onvif", "error")
 
 
@@ -129,6 +129,30 @@ def _ranged_value() -> Schema:
     return _answer({"current_value": NUMBER, "supported_range": _ref("Range")})
 
 
+def _add_camera_body() -> Schema:
+    """`POST /api/v1/cameras`: exactly one of rtsp_url and onvif_url (not null)."""
+    url = {"type": "string", "minLength": 1, "maxLength": 1024}
+    rtsp = {**url, "pattern": "^[Rr][Tt][Ss][Pp]://"}
+    http = {**url, "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://"}
+    schema = _body(
+        {
+            "rtsp_url": rtsp,
+            "onvif_url": http,
+            "name": {"type": "string", "maxLength": 128},
+            "sub_url": rtsp,
+            "snapshot_url": http,
+            "username": STRING,
+            "password": STRING,
+        },
+        example={"rtsp_url": "rtsp://192.0.2.10:554/stream1", "name": "garage"},
+    )
+    schema["oneOf"] = [
+        {"required": [key], "properties": {key: value}}
+        for key, value in (("rtsp_url", rtsp), ("onvif_url", http))
+    ]
+    return schema
+
+
 SCHEMAS: dict[str, Schema] = {
     "Range": RANGE,
     "StatusOk": _answer({"status": {"type": "string", "const": "ok"}}),
@@ -136,7 +160,7 @@ SCHEMAS: dict[str, Schema] = {
     "Unauthorized": _error(("unauthorized",), 401),
     "Forbidden": _error(("forbidden",), 403),
     "NotFound": _error(("not_found",), 404),
-    "Conflict": _error((CAMERA_PAUSED,), 409),
+    "Conflict": _error(CONFLICT_CODES, 409),
     "PayloadTooLarge": _error(("payload_too_large",), 413),
     "UnsupportedMediaType": _error(("unsupported_media_type",), 415),
     "InternalError": _error(("internal_error",), 500),
@@ -177,8 +201,11 @@ SCHEMAS: dict[str, Schema] = {
             "last_seen": {"type": ["number", "null"]},
             "sources": _array(_enum(SOURCES)),
             "run_state": _enum(("running", "paused")),
+            "kind": _enum(("onvif", "rtsp")),
+            "name": STRING,
         }
     ),
+    "AddCameraRequest": _add_camera_body(),
     "RunStateRequest": _body(
         {"run_state": _enum(("running", "paused"))}, ("run_state",), example={"run_state": "paused"}
     ),
@@ -339,7 +366,7 @@ _ERROR_REFS = {
     401: ("Missing or wrong bearer token", "Unauthorized"),
     403: ("Request not addressed to a loopback host (no token configured)", "Forbidden"),
     404: ("Not Found", "NotFound"),
-    409: ("The camera is paused", "Conflict"),
+    409: ("The camera is paused, or did not apply a change it accepted", "Conflict"),
     413: ("Request body too large", "PayloadTooLarge"),
     415: ("Request body is not application/json", "UnsupportedMediaType"),
     422: ("Validation Error", "HTTPValidationError"),
@@ -356,7 +383,9 @@ CAMERA_ID_PARAM: Schema = {
 
 _CAMERA_400 = """In addition, the following status codes are defined for 400 response:
 onvif_unauthenticated - Invalid login or password was provided;
-onvif_not_configured - Insufficient credentials to access the camera were provided"""
+onvif_not_configured - Insufficient credentials to access the camera were provided;
+onvif_refused - The camera refused the request (its fault text in detail);
+onvif_not_available - The camera was added by its RTSP URL and has no ONVIF service"""
 _SET_400 = "\nonvif_invalid_argument - Invalid or insufficient arguments were provided"
 _PTZ_400 = "\nonvif_unsupported_action - Action is not supported by the camera"
 
@@ -408,9 +437,18 @@ def _get(op_id: str, summary: str, ok_desc: str, ok: str, ptz: bool = False) -> 
     return _operation(op_id, summary, ok_desc, ok, description=desc)
 
 
+_SET_409 = (
+    "\n409 onvif_not_applied - The camera accepted the change but, read back, does not hold "
+    "the value (detail names what it holds)"
+)
+
+
 def _set(op_id: str, summary: str, ok_desc: str, body: str | None, ptz: bool = False) -> Schema:
-    desc = _CAMERA_400 + _SET_400 + (_PTZ_400 if ptz else "")
-    return _operation(op_id, summary, ok_desc, "StatusOk", body=body, description=desc)
+    desc = _CAMERA_400 + _SET_400 + (_PTZ_400 if ptz else "") + _SET_409
+    errors = (400, 401, 403, 404, 409, 422, 500, 503)
+    return _operation(
+        op_id, summary, ok_desc, "StatusOk", body=body, description=desc, errors=errors
+    )
 
 
 def _onvif_paths() -> dict[str, Schema]:
@@ -541,6 +579,36 @@ def _core_paths() -> dict[str, Schema]:
                 params=tuple(query),
                 errors=(401, 403, 422, 500),
                 tags=("cameras",),
+            ),
+            "post": _operation(
+                "add_camera",
+                "Add a camera by its RTSP URL or its ONVIF device service address",
+                "The camera's record, once checked (state tells whether it answered)",
+                "CameraRecord",
+                body="AddCameraRequest",
+                params=(),
+                errors=(400, 401, 403, 500, 503),
+                tags=("cameras",),
+                description=(
+                    "rtsp_url adds a camera that speaks RTSP only (its id is derived from the URL "
+                    "without credentials; user:password in a URL is stored as its credentials, "
+                    "never shown); onvif_url adds an ONVIF camera as --probe does. 400 "
+                    "invalid_request: a URL the agent cannot use (detail says why)."
+                ),
+            ),
+        },
+        "/api/v1/cameras/{camera_id}": {
+            "delete": _operation(
+                "delete_camera",
+                "Forget a camera",
+                "The camera and its stored credentials are forgotten",
+                "StatusOk",
+                errors=(401, 403, 404, 422, 500),
+                tags=("cameras",),
+                description=(
+                    "A camera still announced on the network, or listed in the config file, "
+                    "comes back when it is seen again."
+                ),
             )
         },
         "/api/v1/camerasnapshots/{camera_id}": {"get": snapshot},

@@ -1,9 +1,11 @@
-"""The agent's own routes: hello, the camera inventory, snapshots and the OpenAPI document."""
+"""The agent's own routes: hello, the camera inventory (cameras added by URL and forgotten),
+snapshots and the OpenAPI document."""
 
 from __future__ import annotations
 
 import email.utils
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -16,8 +18,13 @@ from agent.api.context import (
     path_camera_id,
     read_json,
 )
-from agent.api.errors import UNAVAILABLE, error_response
-from agent.errors import NotFound
+from agent.api.errors import INVALID_REQUEST, UNAVAILABLE, error_response
+from agent.config import CAMERA_KEYS, CameraConfig, camera_entry
+from agent.errors import InvalidArgument, LimitExceeded, NotFound
+from agent.secret import Credentials, Secret
+
+if TYPE_CHECKING:
+    from agent.api.server import CameraRecordLike
 
 MESSAGE = "camera-agent local API"
 
@@ -75,6 +82,77 @@ async def get_snapshot(request: web.Request) -> web.Response:
 RUN_STATES = ("running", "paused")
 
 
+@runtime_checkable
+class CameraRegistry(Protocol):
+    """A camera directory that cameras can be added to and removed from (the inventory)."""
+
+    async def add_rtsp(self, entry: CameraConfig, *, source: str = ...) -> CameraRecordLike: ...
+
+    async def add_onvif(
+        self, xaddr: str, credentials: Credentials | None = None
+    ) -> CameraRecordLike: ...
+
+    def forget(self, camera_id: str) -> CameraRecordLike: ...
+
+
+def _registry(request: web.Request) -> CameraRegistry:
+    directory = request.app[DIRECTORY]
+    if not isinstance(directory, CameraRegistry):
+        raise web.HTTPMethodNotAllowed(request.method, ["GET"])
+    return directory
+
+
+def _onvif_entry(body: dict[str, Any]) -> tuple[str, Credentials | None]:
+    from agent.camera import rtsp_only
+
+    xaddr, cred = rtsp_only.split_url(body.get("onvif_url"), "onvif_url", ("http", "https"))
+    username, password = body.get("username"), body.get("password")
+    for name, value in (("username", username), ("password", password)):
+        if value is not None and not isinstance(value, str):
+            raise InvalidArgument(f"{name} must be a string")
+    if password is not None and not username:
+        raise InvalidArgument("password needs a username")
+    if isinstance(username, str) and username:
+        cred = Credentials(username, Secret(password if isinstance(password, str) else ""))
+    return xaddr, cred
+
+
+async def add_camera(request: web.Request) -> web.Response:
+    """Add a camera by URL: `{"rtsp_url": ...}` (a camera that speaks RTSP only) or
+    `{"onvif_url": ...}` (an ONVIF device service address, inspected as `--probe` ones are).
+    Answers the camera's record once it has been checked once."""
+    body = await read_json(request)
+    if not isinstance(body, dict):
+        item = validation.ErrorItem(("body",), "Input should be a valid dictionary", "dict_type")
+        raise validation.RequestInvalid([item])
+    given = [k for k in ("rtsp_url", "onvif_url") if body.get(k) is not None]
+    if len(given) != 1:
+        msg = "give exactly one of rtsp_url and onvif_url"
+        raise validation.RequestInvalid([validation.ErrorItem(("body",), msg, "value_error")])
+    registry = _registry(request)
+    try:
+        if given == ["rtsp_url"]:
+            entry = camera_entry({k: body.get(k) for k in CAMERA_KEYS})
+            record = await registry.add_rtsp(entry, source="api")
+        else:
+            xaddr, cred = _onvif_entry(body)
+            record = await registry.add_onvif(xaddr, cred)
+    except (InvalidArgument, LimitExceeded) as exc:  # messages never hold a secret
+        return error_response(400, INVALID_REQUEST, str(exc))
+    return web.json_response(record.to_json())
+
+
+async def delete_camera(request: web.Request) -> web.Response:
+    """Forget a camera: its record, credentials and stored state."""
+    cid = path_camera_id(request)
+    registry = _registry(request)
+    try:
+        registry.forget(cid)
+    except NotFound as exc:
+        return error_response(404, "not_found", str(exc))
+    return web.json_response({"status": "ok"})
+
+
 async def set_run_state(request: web.Request) -> web.Response:
     """Pause or resume a camera (`{"run_state": "paused"}`); answers the updated record."""
     cid = path_camera_id(request)
@@ -103,6 +181,8 @@ def core_routes() -> list[web.RouteDef]:
     return [
         web.get("/api/v1/hello", hello, allow_head=False),
         web.get("/api/v1/cameras", list_cameras, allow_head=False),
+        web.post("/api/v1/cameras", add_camera),
+        web.delete("/api/v1/cameras/{camera_id}", delete_camera),
         web.get("/api/v1/camerasnapshots/{camera_id}", get_snapshot, allow_head=False),
         web.put("/api/v1/cameras/{camera_id}/run_state", set_run_state),
         web.get("/api/v1/openapi.json", openapi_json, allow_head=False),

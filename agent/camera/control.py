@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 
 from agent.camera import firmware, imaging, media, snapshot
@@ -23,9 +24,11 @@ from agent.camera.models import (
 from agent.camera.ptz import PtzControl
 from agent.camera.quirks import as_int, as_list, check_password, get
 from agent.camera.session import OnvifSession
-from agent.errors import InvalidArgument, ProtocolError, Unsupported
+from agent.errors import InvalidArgument, NotApplied, Unavailable, Unsupported
 from agent.media import grab
 from agent.net.urls import with_credentials
+
+log = logging.getLogger(__name__)
 
 
 def _port(value: int | None, name: str) -> int | None:
@@ -65,7 +68,9 @@ class OnvifControl:
             if name and name not in found:
                 found[name] = PortSetting(ports[0] if ports else 0, enabled)
         if not found:
-            raise ProtocolError("GetNetworkProtocols: the camera reported no protocols")
+            # A permanent answer of this camera (it keeps its protocols to itself), not a
+            # passing failure.
+            raise Unsupported("GetNetworkProtocols: the camera reports no network protocols")
         off = PortSetting(0, False)
         return NetworkPorts(
             http=found.get("HTTP", off), https=found.get("HTTPS", off), rtsp=found.get("RTSP", off)
@@ -90,6 +95,35 @@ class OnvifControl:
         await self.session.call(
             "devicemgmt", "SetNetworkProtocols", {"NetworkProtocols": protocols}
         )
+        await self._verify_network(wanted)
+
+    async def _verify_network(self, wanted: dict[str, int | None]) -> None:
+        """Read the protocols back: NotApplied unless the camera now holds every asked port."""
+        try:
+            held = await self.get_network()
+        except Unavailable:
+            if wanted["HTTP"] is None:
+                raise
+            # The camera moved its ONVIF service to the new HTTP port: no read-back here.
+            log.info("camera moved its HTTP port; the network change cannot be read back")
+            return
+        except Unsupported:
+            raise NotApplied(
+                "the camera accepted SetNetworkProtocols but reports no protocols to read back"
+            ) from None
+        now = {"HTTP": held.http, "HTTPS": held.https, "RTSP": held.rtsp}
+        missed: dict[str, object] = {
+            name.lower(): now[name].port if now[name].enabled else None
+            for name, port in wanted.items()
+            if port is not None and (now[name].port != port or not now[name].enabled)
+        }
+        if missed:
+            shown = ", ".join(
+                f"{name} {'off' if port is None else port}" for name, port in missed.items()
+            )
+            raise NotApplied(
+                f"the camera accepted SetNetworkProtocols but holds {shown}", held=missed
+            )
 
     async def list_users(self) -> list[UserInfo]:
         answer = await self.session.call("devicemgmt", "GetUsers")
@@ -122,7 +156,37 @@ class OnvifControl:
         return await media.streams(self.session)
 
     async def set_encoder(self, request: EncoderRequest) -> None:
+        """Change a profile's encoder, then read it back: NotApplied unless the camera holds
+        the encoder, resolution, frame rate, bitrate (and GOP length when asked)."""
         await media.set_encoder(self.session, request)
+        held = next(
+            (s for s in await media.streams(self.session) if s.name == request.stream_profile),
+            None,
+        )
+        if held is None:
+            raise NotApplied(f"the camera no longer has {request.stream_profile}")
+        now: dict[str, object] = {
+            "encoder": held.current_encoder,
+            "resolution": str(held.current_resolution),
+            "framerate": held.current_framerate,
+            "bitrate": held.current_bitrate,
+        }
+        asked: dict[str, object] = {
+            "encoder": request.encoder.upper(),
+            "resolution": str(request.resolution),
+            "framerate": request.framerate,
+            "bitrate": request.bitrate,
+        }
+        if request.gov_length is not None:
+            now["gov_length"], asked["gov_length"] = held.current_gov_length, request.gov_length
+        now["encoder"] = str(now["encoder"]).upper()
+        missed = {k: v for k, v in now.items() if v != asked[k]}
+        if missed:
+            shown = ", ".join(f"{k} {v}" for k, v in missed.items())
+            raise NotApplied(
+                f"the camera accepted SetVideoEncoderConfiguration but holds {shown}",
+                held=missed,
+            )
 
     async def snapshot(self) -> Snapshot:
         """From the ONVIF snapshot URI; from the smallest stream when the camera has none."""

@@ -20,9 +20,19 @@ from agent.camera.models import (
     WhiteBalanceInfo,
     WideDynamicRangeInfo,
 )
-from agent.camera.quirks import as_float, check_in_range, check_mode, get, modes, range_of
-from agent.camera.session import OnvifSession
-from agent.errors import InvalidArgument, ProtocolError, Unsupported
+from agent.camera.quirks import (
+    as_float,
+    check_in_range,
+    check_mode,
+    get,
+    modes,
+    range_of,
+    raw_body,
+    raw_child,
+    richer,
+)
+from agent.camera.session import OnvifSession, serialize
+from agent.errors import InvalidArgument, NotApplied, ProtocolError, Unsupported
 
 
 @dataclass(frozen=True)
@@ -47,11 +57,19 @@ async def source_token(session: OnvifSession) -> str:
     raise ProtocolError("the camera names no video source")
 
 
+async def _settings(session: OnvifSession, token: str) -> Any:
+    """GetImagingSettings, from the raw XML where zeep lost values to a schema break."""
+    params = {"VideoSourceToken": token}
+    settings, raw = await session.call_raw("imaging", "GetImagingSettings", params)
+    return richer(settings, serialize(settings), raw_child(raw_body(raw), "ImagingSettings"))
+
+
 async def read(session: OnvifSession) -> Imaging:
     token = await source_token(session)
     params = {"VideoSourceToken": token}
-    settings = await session.call("imaging", "GetImagingSettings", params)
-    options = await session.call("imaging", "GetOptions", params)
+    settings = await _settings(session, token)
+    options, raw = await session.call_raw("imaging", "GetOptions", params)
+    options = richer(options, serialize(options), raw_child(raw_body(raw), "ImagingOptions"))
     if settings is None or options is None:
         raise ProtocolError("GetImagingSettings/GetOptions: empty answer")
     return Imaging(token, settings, options)
@@ -116,12 +134,59 @@ def image_info(img: Imaging) -> ImageInfo:
     )
 
 
-async def _apply(session: OnvifSession, token: str, changes: dict[str, Any]) -> None:
+#: Option names of settings whose range GetOptions lists under another name.
+_OPTION_NAMES = {
+    "CrGain": "YrGain",
+    "CbGain": "YbGain",
+    "MinExposureTime": "ExposureTime",
+    "MaxExposureTime": "ExposureTime",
+}
+#: Read-back tolerance: this fraction of the setting's range. Cameras keep values on their
+#: own grid (a 0..100 sensor value shown on 0..255 comes back off by up to 255/200).
+READBACK_TOLERANCE = 0.01
+
+
+Leaf = tuple[tuple[str, ...], Any]
+
+
+def _leaves(changes: dict[str, Any], path: tuple[str, ...] = ()) -> list[Leaf]:
+    out: list[Leaf] = []
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            out.extend(_leaves(value, (*path, key)))
+        else:
+            out.append(((*path, key), value))
+    return out
+
+
+def _held(path: tuple[str, ...], asked: Any, held: Any, options: Any) -> bool:
+    if isinstance(asked, str):
+        return held is not None and str(held).upper() == asked.upper()
+    value = as_float(held)
+    if value is None:
+        return False
+    rng = range_of(options, *path[:-1], _OPTION_NAMES.get(path[-1], path[-1]))
+    width = rng.max_val - rng.min_val if rng is not None else 0.0
+    return abs(value - float(asked)) <= max(width * READBACK_TOLERANCE, 1e-6)
+
+
+async def _apply(session: OnvifSession, img: Imaging, changes: dict[str, Any]) -> None:
+    """SetImagingSettings, then read back: NotApplied unless the camera holds every value
+    (numbers within READBACK_TOLERANCE of their range, modes by name)."""
     await session.call(
         "imaging",
         "SetImagingSettings",
-        {"VideoSourceToken": token, "ImagingSettings": changes, "ForcePersistence": True},
+        {"VideoSourceToken": img.token, "ImagingSettings": changes, "ForcePersistence": True},
     )
+    now = await _settings(session, img.token)
+    missed = {
+        ".".join(path): get(now, *path)
+        for path, asked in _leaves(changes)
+        if not _held(path, asked, get(now, *path), img.options)
+    }
+    if missed:
+        shown = ", ".join(f"{k} {v}" for k, v in missed.items())
+        raise NotApplied(f"the camera accepted SetImagingSettings but holds {shown}", held=missed)
 
 
 async def set_value(session: OnvifSession, setting: str, value: float) -> None:
@@ -134,7 +199,7 @@ async def set_value(session: OnvifSession, setting: str, value: float) -> None:
     rng = range_of(img.options, name)
     if rng is None:
         raise Unsupported(f"the camera offers no {setting} setting")
-    await _apply(session, img.token, {name: check_in_range(setting, value, rng)})
+    await _apply(session, img, {name: check_in_range(setting, value, rng)})
 
 
 async def _set_mode(
@@ -146,7 +211,7 @@ async def _set_mode(
         raise Unsupported(f"the camera offers no {what} setting")
     chosen = check_mode(what, mode, allowed)
     value: Any = chosen if element == "IrCutFilter" else {"Mode": chosen}
-    await _apply(session, img.token, {element: value})
+    await _apply(session, img, {element: value})
 
 
 async def set_backlight(session: OnvifSession, mode: str) -> None:
@@ -177,7 +242,7 @@ async def set_exposure(session: OnvifSession, value: float) -> None:
         "MaxExposureTime": value,
         "ExposureTime": value,
     }
-    await _apply(session, img.token, {"Exposure": exposure})
+    await _apply(session, img, {"Exposure": exposure})
 
 
 async def set_wide_dynamic_range(
@@ -196,7 +261,7 @@ async def set_wide_dynamic_range(
         if rng is None:
             raise Unsupported("the camera offers no wide dynamic range level")
         wdr["Level"] = check_in_range("wide_dynamic_range", value, rng)
-    await _apply(session, img.token, {"WideDynamicRange": wdr})
+    await _apply(session, img, {"WideDynamicRange": wdr})
 
 
 async def set_white_balance(
@@ -217,4 +282,4 @@ async def set_white_balance(
         if rng is None:
             raise Unsupported(f"the camera offers no white balance {key}")
         wb[key] = check_in_range(key, gain, rng)
-    await _apply(session, img.token, {"WhiteBalance": wb})
+    await _apply(session, img, {"WhiteBalance": wb})

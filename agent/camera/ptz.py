@@ -20,19 +20,25 @@ from agent.camera.models import ContinuousMove, PtzInfo, PtzMove, PtzZoom, Range
 from agent.camera.quirks import (
     DIRECTIONS,
     ZOOM_SIGN,
+    as_bool,
     as_float,
     as_int,
     as_list,
     check_preset_name,
     check_step,
     get,
+    raw_body,
+    raw_children,
+    raw_tree,
+    richer,
     space_range,
+    span,
     speed_fractions,
     step_translation,
     to_space,
 )
-from agent.camera.session import OnvifSession
-from agent.errors import InvalidArgument, ProtocolError, Unsupported
+from agent.camera.session import OnvifSession, serialize
+from agent.errors import InvalidArgument, NotApplied, ProtocolError, Unsupported
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +48,9 @@ SAFETY_STOP_AFTER = 5.0
 SETTLE_TIMEOUT = 5.0
 #: Interval between two GetStatus polls while waiting for IDLE, seconds.
 POLL_INTERVAL = 0.1
+#: Largest distance, as a fraction of an axis' range, between the position a home was saved
+#: at and the position GotoHomePosition reaches for the home to count as saved.
+HOME_TOLERANCE = 0.01
 #: Seconds of full-speed continuous move per step when RelativeMove is unavailable.
 STEP_PULSE = 0.05
 
@@ -70,29 +79,84 @@ class PtzNode:
     default_zoom_speed: float | None
 
 
-def _space(spaces: Any, name: str) -> Space | None:
+#: ONVIF space URI prefixes (PTZ spec, "Standardized PTZ coordinate systems").
+PAN_TILT_SPACES = "http://www.onvif.org/ver10/tptz/PanTiltSpaces/"
+ZOOM_SPACES = "http://www.onvif.org/ver10/tptz/ZoomSpaces/"
+
+#: Space families by the last segment of a known URI: spaces of one family share units,
+#: so a translation may be sized from a position range of the same family only.
+#: `generic`: -1..1 normalised (the camera may announce other bounds); `degrees`: spherical
+#: degrees; `fov`: a fraction of the field of view (no position space matches it);
+#: `speed`: the speed spaces of DefaultPTZSpeed.
+_FAMILIES = {
+    "PositionGenericSpace": "generic",
+    "TranslationGenericSpace": "generic",
+    "VelocityGenericSpace": "generic",
+    "SphericalPositionSpaceDegrees": "degrees",
+    "SphericalTranslationSpaceDegrees": "degrees",
+    "VelocitySpaceDegrees": "degrees",
+    "TranslationSpaceFov": "fov",
+    "GenericSpeedSpace": "speed",
+    "ZoomGenericSpeedSpace": "speed",
+}
+#: Preference among the spaces of one kind: generic first, then degrees, then the rest.
+_PREFERENCE = ("generic", "degrees")
+
+
+def space_family(uri: str) -> str | None:
+    """The family of a standard ONVIF space URI (see _FAMILIES); None for vendor spaces."""
+    if not uri.startswith((PAN_TILT_SPACES, ZOOM_SPACES)):
+        return None
+    return _FAMILIES.get(uri.rpartition("/")[2])
+
+
+def _spaces(spaces: Any, name: str) -> list[Space]:
+    out = []
     for item in as_list(get(spaces, name)):
         x = space_range(item, "XRange")
         uri = get(item, "URI")
         if x is not None and uri:
-            return Space(str(uri), x, space_range(item, "YRange"))
-    return None
+            out.append(Space(str(uri), x, space_range(item, "YRange")))
+    return out
+
+
+def _rank(space: Space, family: str | None) -> int:
+    """Lower is better: the wanted family, then generic, then degrees, then listed order."""
+    found = space_family(space.uri)
+    if family is not None and found == family:
+        return 0
+    if found in _PREFERENCE:
+        return 1 + _PREFERENCE.index(found)
+    return len(_PREFERENCE) + 1
+
+
+def _space(spaces: Any, name: str, family: str | None = None) -> Space | None:
+    """The space of kind `name` to use, by URI rather than by listed order (sort is stable)."""
+    found = sorted(_spaces(spaces, name), key=lambda s: _rank(s, family))
+    return found[0] if found else None
+
+
+def _family_of(space: Space | None) -> str | None:
+    return None if space is None else space_family(space.uri)
 
 
 def parse_node(profile_token: str, node: Any, config: Any) -> PtzNode:
     spaces = get(node, "SupportedPTZSpaces")
     speed = get(config, "DefaultPTZSpeed")
     sx, sy = as_float(get(speed, "PanTilt", "x")), as_float(get(speed, "PanTilt", "y"))
+    abs_pan_tilt = _space(spaces, "AbsolutePanTiltPositionSpace")
+    abs_zoom = _space(spaces, "AbsoluteZoomPositionSpace")
     return PtzNode(
         profile_token=profile_token,
-        abs_pan_tilt=_space(spaces, "AbsolutePanTiltPositionSpace"),
-        abs_zoom=_space(spaces, "AbsoluteZoomPositionSpace"),
-        rel_pan_tilt=_space(spaces, "RelativePanTiltTranslationSpace"),
-        rel_zoom=_space(spaces, "RelativeZoomTranslationSpace"),
+        abs_pan_tilt=abs_pan_tilt,
+        abs_zoom=abs_zoom,
+        # Translations in the position space's family, so a step is sized in its units.
+        rel_pan_tilt=_space(spaces, "RelativePanTiltTranslationSpace", _family_of(abs_pan_tilt)),
+        rel_zoom=_space(spaces, "RelativeZoomTranslationSpace", _family_of(abs_zoom)),
         vel_pan_tilt=_space(spaces, "ContinuousPanTiltVelocitySpace"),
         vel_zoom=_space(spaces, "ContinuousZoomVelocitySpace"),
         max_presets=as_int(get(node, "MaximumNumberOfPresets")) or 0,
-        home_supported=bool(get(node, "HomeSupported", default=False)),
+        home_supported=bool(as_bool(get(node, "HomeSupported"))),
         default_speed=None if sx is None or sy is None else (sx, sy),
         default_zoom_speed=as_float(get(speed, "Zoom", "x")),
     )
@@ -117,10 +181,10 @@ class PtzControl:
             prof = next((p for p in found if p.ptz), found[0] if found else None)
             if prof is None:
                 raise Unsupported("the camera has no media profile for PTZ")
-            configs = as_list(await s.call("ptz", "GetConfigurations"))
+            configs = await _listed(s, "GetConfigurations", "PTZConfiguration")
             config = configs[0] if configs else None
             node_token = get(config, "NodeToken")
-            nodes = as_list(await s.call("ptz", "GetNodes"))
+            nodes = await _listed(s, "GetNodes", "PTZNode")
             node = next((n for n in nodes if get(n, "token") == node_token), None)
             if node is None and nodes:
                 node = nodes[0]
@@ -200,9 +264,10 @@ class PtzControl:
             if pos is None or rel is None or pos.y is None or rel.y is None:
                 raise Unsupported("the camera announces no relative pan/tilt space")
             dx, dy = DIRECTIONS[move]
+            same = _paired(pos, rel)
             translation["PanTilt"] = {
-                "x": step_translation(step, dx, pos.x, rel.x),
-                "y": step_translation(step, dy, pos.y, rel.y),
+                "x": step_translation(step, dx, pos.x if same else None, rel.x),
+                "y": step_translation(step, dy, pos.y if same else None, rel.y),
                 "space": rel.uri,
             }
         if zoom is not None:
@@ -210,7 +275,9 @@ class PtzControl:
             if zpos is None or zrel is None:
                 raise Unsupported("the camera announces no relative zoom space")
             translation["Zoom"] = {
-                "x": step_translation(step, ZOOM_SIGN[zoom], zpos.x, zrel.x),
+                "x": step_translation(
+                    step, ZOOM_SIGN[zoom], zpos.x if _paired(zpos, zrel) else None, zrel.x
+                ),
                 "space": zrel.uri,
             }
         await self._call("RelativeMove", {"Translation": translation})
@@ -282,8 +349,40 @@ class PtzControl:
     # Home and presets.
 
     async def home_save(self) -> None:
+        """SetHomePosition, verified: ONVIF has no read-back of the home position, so the
+        camera is sent home and must stay where it was (within HOME_TOLERANCE of each axis'
+        range). A camera that goes elsewhere kept an older home: it is moved back and
+        NotApplied names where its home is. A camera that reports no position is trusted."""
         await self._require_home()
+        await self._disarm()
+        node = await self.node()
+        before = _position(await self.status())
         await self._call("SetHomePosition")
+        if before is None or node.abs_pan_tilt is None or node.abs_pan_tilt.y is None:
+            return
+        await self._call("GotoHomePosition")
+        await self.wait_idle()
+        after = _position(await self.status())
+        ranges = (node.abs_pan_tilt.x, node.abs_pan_tilt.y)
+        if after is None or all(
+            abs(a - b) <= HOME_TOLERANCE * span(r)
+            for a, b, r in zip(after, before, ranges, strict=True)
+        ):
+            return
+        await self._call(
+            "AbsoluteMove",
+            {
+                "Position": {
+                    "PanTilt": {"x": before[0], "y": before[1], "space": node.abs_pan_tilt.uri}
+                }
+            },
+        )
+        await self.wait_idle()
+        raise NotApplied(
+            "the camera accepted SetHomePosition but its home is still "
+            f"pan {after[0]:g}, tilt {after[1]:g}",
+            held={"pan": after[0], "tilt": after[1]},
+        )
 
     async def home_apply(self) -> None:
         await self._require_home()
@@ -294,28 +393,30 @@ class PtzControl:
         if not (await self.node()).home_supported:
             raise Unsupported("the camera has no home position")
 
-    async def _presets(self) -> dict[str, str]:
-        """Preset name -> token."""
-        out: dict[str, str] = {}
+    async def _presets(self) -> list[tuple[str, str]]:
+        """(token, name) of every preset, in the camera's order; a preset without a name is
+        named by its token. Names need not be unique on cameras (tokens are)."""
+        out: list[tuple[str, str]] = []
         for p in as_list(await self._call("GetPresets")):
             token = get(p, "token")
             if token is not None:
-                out.setdefault(str(get(p, "Name", default=token)), str(token))
+                out.append((str(token), str(get(p, "Name", default=token))))
         return out
 
     async def presets(self) -> list[str]:
-        return list(await self._presets())
+        return [name for _token, name in await self._presets()]
 
     async def _token(self, name: str) -> str:
+        """The token of the first preset named `name` (in the camera's order)."""
         name = check_preset_name(name)
-        token = (await self._presets()).get(name)
+        token = next((t for t, n in await self._presets() if n == name), None)
         if token is None:
             raise InvalidArgument(f"no preset named {name!r}")
         return token
 
     async def preset_create(self, name: str) -> None:
         name = check_preset_name(name)
-        if name in await self._presets():
+        if any(n == name for _t, n in await self._presets()):
             raise InvalidArgument(f"a preset named {name!r} exists already")
         try:
             await self._call("SetPreset", {"PresetName": name})
@@ -334,6 +435,29 @@ class PtzControl:
         token = await self._token(name)
         await self._disarm()
         await self._call("GotoPreset", {"PresetToken": token})
+
+
+async def _listed(session: OnvifSession, operation: str, element: str) -> list[Any]:
+    """A list answer of the PTZ service, each item from the raw XML where zeep lost values
+    (elements out of order or extra ones, as media.py does for profiles)."""
+    answer, raw = await session.call_raw("ptz", operation)
+    items = as_list(answer)
+    raws = raw_children(raw_body(raw), element)
+    if len(raws) != len(items):
+        return items if items else [raw_tree(r) for r in raws]
+    return [richer(item, serialize(item), r) for item, r in zip(items, raws, strict=True)]
+
+
+def _position(status: Any) -> tuple[float, float] | None:
+    x = as_float(get(status, "Position", "PanTilt", "x"))
+    y = as_float(get(status, "Position", "PanTilt", "y"))
+    return None if x is None or y is None else (x, y)
+
+
+def _paired(position: Space, translation: Space) -> bool:
+    """Whether a translation may be sized from the position range: same known family."""
+    family = space_family(translation.uri)
+    return family is not None and family == space_family(position.uri)
 
 
 def _duration(seconds: float) -> timedelta:

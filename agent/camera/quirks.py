@@ -100,15 +100,23 @@ def to_space(fraction: float, rng: Range) -> float:
     return mid + fraction * span(rng) / 2
 
 
-def step_translation(step: int, sign: int, position: Range, translation: Range) -> float:
+def step_translation(step: int, sign: int, position: Range | None, translation: Range) -> float:
     """Relative move of `step` steps along an axis, in the translation space's units.
 
-    One step is STEP_FRACTION of the absolute range; both spaces use the same units
-    (degrees stay degrees, generic stays generic), clamped to the translation space.
+    One step is STEP_FRACTION of the absolute range when `position` is a space of the same
+    family as the translation (degrees stay degrees, generic stays generic); without one, of
+    half the translation range (its largest move one way). A move the translation space
+    cannot hold is refused with its range, never clamped.
     """
     check_step(step)
-    amount = sign * step * STEP_FRACTION * span(position)
-    return max(translation.min_val, min(translation.max_val, amount))
+    reference = span(position) if position is not None else span(translation) / 2
+    amount = sign * step * STEP_FRACTION * reference
+    if not translation.contains(amount):
+        raise InvalidArgument(
+            f"a move of {step} step(s) is {amount:g}, outside the camera's relative range "
+            f"[{translation.min_val:g}, {translation.max_val:g}]"
+        )
+    return amount
 
 
 def speed_fractions(move: ContinuousMove) -> tuple[float, float, float]:
@@ -238,3 +246,52 @@ def raw_field(root: Any, name: str) -> str | None:
     """Text of the first element named `name` anywhere in the response body."""
     node = next(raw_find_all(raw_body(root), name), None)
     return None if node is None else (node.text or "").strip()
+
+
+def raw_tree(elem: Any) -> Any:
+    """A raw element as nested dicts keyed by local name (attributes too), repeated children
+    as lists, leaves as their text: readable by `get` like zeep's objects."""
+    if elem is None:
+        return None
+    if len(elem) == 0:
+        text = (elem.text or "").strip()
+        if not elem.attrib:
+            return text
+        return {**{local(k): v for k, v in elem.attrib.items()}, "_value_1": text}
+    out: dict[str, Any] = {local(k): v for k, v in elem.attrib.items()}
+    for child in elem:
+        name, value = local(child.tag), raw_tree(child)
+        if not name:
+            continue
+        if name in out:
+            previous = out[name]
+            out[name] = [*previous, value] if isinstance(previous, list) else [previous, value]
+        else:
+            out[name] = value
+    return out
+
+
+def leaf_count(value: Any) -> int:
+    """How many leaf values a serialised answer (or `raw_tree`) holds."""
+    if isinstance(value, dict):
+        return sum(leaf_count(v) for k, v in value.items() if not str(k).startswith("_"))
+    if isinstance(value, list | tuple):
+        return sum(leaf_count(v) for v in value)
+    return 0 if value is None else 1
+
+
+def as_bool(value: Any) -> bool | None:
+    """An xs:boolean from zeep (bool) or raw XML text ("true", "1", "false", "0")."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower() if value is not None else ""
+    return {"true": True, "1": True, "false": False, "0": False}.get(text)
+
+
+def richer(answer: Any, serialized: Any, raw_elem: Any) -> Any:
+    """zeep's `answer`, or the raw element's `raw_tree` when that holds more values: a camera
+    that sends elements out of order or extra ones makes zeep drop the rest of the answer."""
+    tree = raw_tree(raw_elem)
+    if tree is not None and leaf_count(tree) > leaf_count(serialized):
+        return tree
+    return answer

@@ -31,10 +31,11 @@ from agent.errors import (
     InvalidArgument,
     NotConfigured,
     ProtocolError,
+    Refused,
     Unavailable,
     Unsupported,
 )
-from agent.secret import Credentials
+from agent.secret import Credentials, mask
 
 if TYPE_CHECKING:
     from agent.camera.media import CameraDetails
@@ -57,6 +58,9 @@ NAMESPACES = {
 WSDL_DIR = Path(__file__).parent / "wsdl"
 MEDIA2_WSDL = WSDL_DIR / "ver20" / "media" / "wsdl" / "media.wsdl"
 MEDIA2_BINDING = "{http://www.onvif.org/ver20/media/wsdl}Media2Binding"
+
+#: Longest camera fault text passed on to callers.
+MAX_FAULT_TEXT = 200
 
 # Fault subcodes, by the error they stand for (checked in this order).
 _AUTH_SUBCODES = ("NotAuthorized", "FailedAuthentication", "InvalidSecurity", "Unauthorized")
@@ -123,7 +127,9 @@ def map_error(exc: BaseException, where: str) -> AgentError:
             return Unsupported(f"{where}: not supported by the camera ({text})")
         if codes.intersection(_INVALID_SUBCODES):
             return InvalidArgument(f"{where}: camera refused the value: {text}")
-        return ProtocolError(f"{where}: camera answered with a SOAP fault: {text}")
+        # A fault is the camera's permanent answer (ActionFailed and kin), not a transport
+        # failure: its text goes to the caller, masked and length-limited.
+        return Refused(f"{where}: camera refused the request: {mask(text)[:MAX_FAULT_TEXT]}")
     if isinstance(exc, zeep.exceptions.TransportError):
         if exc.status_code in (401, 403):
             return AuthError(f"{where}: camera rejected the credentials (HTTP {exc.status_code})")

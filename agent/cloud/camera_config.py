@@ -24,7 +24,7 @@ from agent.camera.models import (
     StreamProfile,
     SupportedEncoder,
 )
-from agent.errors import InvalidArgument, Unsupported
+from agent.errors import InvalidArgument, NotApplied, Unsupported
 
 #: Sensor percentages: CameraConfig name -> (ImageInfo field, set_image_value setting).
 PERCENT_SETTINGS = {
@@ -44,6 +44,8 @@ _SENSOR_KEYS = (
     "infrared_cutoff_filter",
     "blacklight_compensation",
 )
+#: Largest difference, in percent, between a percentage asked and the one read back.
+PERCENT_TOLERANCE = 1
 #: Frame rate of the `low` preset (at most), and of `medium` (when the camera allows).
 LOW_FPS, MEDIUM_FPS = 10, 15
 
@@ -319,7 +321,26 @@ async def camera_config_set(control: CameraControl, config: Mapping[str, Any]) -
         await control.set_image_orientation(change.image_orientation)
     if encoder is not None:
         await control.set_encoder(encoder)
-    return await camera_config_get(control)
+    result = await camera_config_get(control)
+    _check_held(change, result)
+    return result
+
+
+def _check_held(change: ConfigChange, result: dict[str, Any]) -> None:
+    """NotApplied unless the config read back holds what was asked (percentages within
+    PERCENT_TOLERANCE: a camera keeps values on its own grid)."""
+    sensor = result.get("sensor", {})
+    missed: dict[str, object] = {
+        name: sensor.get(name)
+        for name, pct in change.percents.items()
+        if not isinstance(sensor.get(name), int) or abs(sensor[name] - pct) > PERCENT_TOLERANCE
+    }
+    orientation = change.image_orientation
+    if orientation is not None and sensor.get("image_orientation") != orientation:
+        missed["image_orientation"] = sensor.get("image_orientation")
+    if missed:
+        shown = ", ".join(f"{k} {v}" for k, v in missed.items())
+        raise NotApplied(f"the camera accepted the change but holds {shown}", held=missed)
 
 
 __all__ = [

@@ -30,9 +30,12 @@ from agent.errors import (
     AuthError,
     InvalidArgument,
     LimitExceeded,
+    NotApplied,
     NotConfigured,
     NotFound,
+    OnvifNotAvailable,
     ProtocolError,
+    Refused,
     Unavailable,
     Unsupported,
 )
@@ -91,8 +94,14 @@ def error_code(exc: BaseException) -> str:
         return "onvif_unauthenticated"
     if isinstance(exc, InvalidArgument | NotFound):
         return "onvif_invalid_argument"
+    if isinstance(exc, OnvifNotAvailable):  # a plain RTSP camera: no ONVIF at all
+        return "onvif_not_available"
     if isinstance(exc, Unsupported):
         return "onvif_unsupported_action"
+    if isinstance(exc, NotApplied):
+        return "onvif_not_applied"
+    if isinstance(exc, Refused):
+        return "onvif_refused"
     if isinstance(exc, Unavailable | TimeoutError | LimitExceeded):
         return "temporarily_unavailable"
     if isinstance(exc, ProtocolError):

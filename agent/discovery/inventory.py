@@ -18,7 +18,9 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from agent.camera import rtsp_only
 from agent.camera.onvif import CameraDetails, OnvifSession
+from agent.config import CameraConfig
 from agent.discovery.records import (
     SOURCES,
     CameraRecord,
@@ -47,7 +49,6 @@ from agent.errors import (
     Unsupported,
 )
 from agent.log import LogOnce
-from agent.net.urls import with_credentials
 from agent.secret import Credentials
 from agent.state import StateDir
 
@@ -96,12 +97,14 @@ class Inventory:
         recheck_interval: float = 60.0,
         concurrency: int = 16,
         timeout: float = REQUEST_TIMEOUT,
+        rtsp_cameras: Sequence[CameraConfig] = (),
     ) -> None:
         if concurrency < 1 or recheck_interval <= 0:
             raise InvalidArgument("concurrency and recheck_interval must be positive")
         self._state = state
         self._defaults = tuple(default_credentials)
         self._configured = dict(camera_credentials or {})
+        self._rtsp_config = tuple(rtsp_cameras)
         self._explicit: dict[str, Credentials] = {}
         self._interval = recheck_interval
         self._timeout = timeout
@@ -163,6 +166,32 @@ class Inventory:
             task.add_done_callback(lambda _t: self._inflight.pop(xaddr, None))
         rec = await asyncio.shield(task)
         self._seen(rec, endpoint_reference, source, touch=False)
+        return rec
+
+    async def add_onvif(self, xaddr: str, credentials: Credentials | None = None) -> CameraRecord:
+        """An ONVIF camera given by its device service address, inspected as `--probe` ones
+        are; `credentials` are tried first on that address."""
+        if credentials is not None:
+            self._configured[xaddr_host(xaddr)] = credentials
+        return await self.offer(xaddr, source="probe")
+
+    async def add_rtsp(self, entry: CameraConfig, *, source: str = "api") -> CameraRecord:
+        """A camera that speaks RTSP only, added by its URL: recorded (same URL, same id),
+        then checked with a DESCRIBE before this returns."""
+        rec = self._put_rtsp(entry, source)
+        await self._check_rtsp(rec)
+        return rec
+
+    def forget(self, camera_id: str) -> CameraRecord:
+        """Remove a camera and everything known about it (NotFound if unknown). A camera that
+        is still announced, or listed in the config file, comes back when it is seen again."""
+        rec = self.get(camera_id)
+        del self._records[camera_id]
+        self._explicit.pop(camera_id, None)
+        self._drop_control(camera_id)
+        _QUIET.clear(camera_id)
+        log.info("camera %s forgotten", camera_id)
+        self._changed()
         return rec
 
     def gone(self, endpoint_reference: str) -> None:
@@ -230,11 +259,11 @@ class Inventory:
         if profile is None or not profile.get("rtsp_uri"):
             raise Unsupported("the camera has no H.264 stream known yet")
         url = str(profile["rtsp_uri"])
-        if rec.credentials is None:
+        if rec.credentials is None and rec.kind != "rtsp":
             raise NotConfigured("no working credentials known for the camera")
         if self.local_stream is not None and profile.get("token"):
             return self.local_stream(camera_id, str(profile["token"]))
-        return with_credentials(url, rec.credentials.username, rec.credentials.password.reveal())
+        return rtsp_only.authorised(url, rec.credentials)
 
     def upstream_url(self, camera_id: str, stream: str = "main") -> str:
         """RTSP URL, with the working credentials, of one of the camera's streams: "main" (the
@@ -244,10 +273,9 @@ class Inventory:
         if rec.paused:
             raise Unavailable(f"camera {camera_id} is paused")
         profile = pick_profile(rec.profiles, stream)
-        if rec.credentials is None:
+        if rec.credentials is None and rec.kind != "rtsp":
             raise NotConfigured("no working credentials known for the camera")
-        url = str(profile["rtsp_uri"])
-        return with_credentials(url, rec.credentials.username, rec.credentials.password.reveal())
+        return rtsp_only.authorised(str(profile["rtsp_uri"]), rec.credentials)
 
     def set_paused(self, camera_id: str, paused: bool) -> CameraRecord:
         """Pause (no streaming, no tunnels) or resume a camera; the choice is persisted."""
@@ -266,6 +294,8 @@ class Inventory:
         """A connected control for the camera, cached; reconnects once if the camera is
         unavailable. Raises NotFound, NotConfigured, AuthError, Unavailable, ProtocolError."""
         rec = self.get(camera_id)
+        if rec.kind == "rtsp":
+            return rtsp_only.RtspOnlyControl(self._rtsp_camera(rec))
         lock = self._control_locks.setdefault(camera_id, asyncio.Lock())
         async with lock:
             cached = self._controls.get(camera_id)
@@ -313,7 +343,17 @@ class Inventory:
     # ---- life cycle --------------------------------------------------------------------------
 
     async def load(self) -> None:
-        """Known cameras from the state directory (each `unreachable` until re-checked)."""
+        """Known cameras from the state directory (each `unreachable` until re-checked), then
+        the config file's `[[camera]]` ones (their settings win over the stored ones)."""
+        await self._load_state()
+        for entry in self._rtsp_config:
+            try:
+                self._put_rtsp(entry, "config")
+            except (InvalidArgument, LimitExceeded) as exc:
+                log.error("camera %s from the config file not added: %s", entry.rtsp_url, exc)  # noqa: TRY400
+        self._wake.set()
+
+    async def _load_state(self) -> None:
         if self._state is None:
             return
         try:
@@ -337,7 +377,6 @@ class Inventory:
                 continue
             self._records.setdefault(rec.id, rec)
         log.info("loaded %d camera(s) from the state directory", len(self._records))
-        self._wake.set()
 
     async def run(self) -> None:
         """Re-check every camera when it is due, until cancelled."""
@@ -404,6 +443,9 @@ class Inventory:
 
     async def _check(self, rec: CameraRecord) -> None:
         try:
+            if rec.kind == "rtsp":
+                await self._check_rtsp(rec)
+                return
             cached = self._controls.get(rec.id)
             session = cached.session if cached is not None else None
             async with self._limit:
@@ -425,6 +467,75 @@ class Inventory:
             self._record(rec, result)
         finally:
             self._checking.discard(rec.id)
+
+    # ---- cameras added by RTSP URL -------------------------------------------------------------
+
+    def _put_rtsp(self, entry: CameraConfig, source: str) -> CameraRecord:
+        ident = rtsp_only.rtsp_camera_id(entry.rtsp_url)
+        rec = self._records.get(ident)
+        if rec is None:
+            if len(self._records) >= MAX_CAMERAS:
+                raise LimitExceeded(f"more than {MAX_CAMERAS} cameras")
+            rec = CameraRecord(id=ident, xaddr=entry.rtsp_url, kind="rtsp")
+            rec.reason = "not checked yet"
+            self._records[ident] = rec
+        elif rec.kind != "rtsp":
+            raise InvalidArgument(f"camera {ident} is an ONVIF camera")
+        known = {p.get("rtsp_uri"): p.get("encoding", "") for p in rec.profiles}
+        streams = [("main", entry.rtsp_url)] + ([("sub", entry.sub_url)] if entry.sub_url else [])
+        rec.profiles = [
+            {"token": token, "name": token, "encoding": known.get(url, ""), "width": 0,
+             "height": 0, "fps": 0.0, "rtsp_uri": url}
+            for token, url in streams
+        ]  # fmt: skip
+        rec.see_address(entry.rtsp_url)
+        rec.name = entry.name
+        rec.snapshot_uri = entry.snapshot_url
+        rec.sources.add(source)
+        if entry.credentials is not None:
+            rec.credentials = entry.credentials
+            self._explicit[ident] = entry.credentials
+        self._changed()
+        return rec
+
+    def _rtsp_camera(self, rec: CameraRecord) -> rtsp_only.RtspCamera:
+        streams = {p.get("token"): str(p.get("rtsp_uri")) for p in rec.profiles}
+        return rtsp_only.RtspCamera(
+            main=streams.get("main", rec.xaddr),
+            sub=streams.get("sub"),
+            snapshot=rec.snapshot_uri,
+            credentials=rec.credentials,
+            timeout=self._timeout,
+        )
+
+    async def _check_rtsp(self, rec: CameraRecord) -> None:
+        """DESCRIBE every stream of a plain RTSP camera: online when each answers."""
+        candidates: list[Credentials | None] = [*self._candidates(rec, rec.xaddr)] or [None]
+        result = Inspection(CameraState.ERROR, "not checked")
+        codecs: dict[str, str] = {}
+        async with self._limit:
+            for cred in candidates:
+                try:
+                    for profile in rec.profiles:
+                        url = str(profile.get("rtsp_uri"))
+                        codecs[url] = await rtsp_only.describe(url, cred, self._timeout)
+                except AuthError as exc:
+                    result = Inspection(CameraState.UNAUTHORIZED, str(exc) or "rejected")
+                    continue
+                except Unavailable as exc:
+                    result = Inspection(CameraState.UNREACHABLE, str(exc) or "unreachable")
+                except (ProtocolError, NotFound, Unsupported) as exc:
+                    result = Inspection(CameraState.ERROR, str(exc)[:300])
+                else:
+                    result = Inspection(CameraState.ONLINE, "", credentials=cred)
+                break
+        if self._records.get(rec.id) is not rec:
+            return  # forgotten meanwhile
+        for profile in rec.profiles:
+            profile["encoding"] = codecs.get(str(profile.get("rtsp_uri")), profile["encoding"])
+        if result.state is CameraState.ONLINE:
+            rec.last_seen = time.time()
+        self._record(rec, result)
 
     def _record(self, rec: CameraRecord, result: Inspection) -> None:
         before = (rec.state, rec.reason)

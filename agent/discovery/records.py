@@ -27,7 +27,10 @@ MAX_TEXT = 256
 #: Most profiles kept per camera.
 MAX_PROFILES = 16
 
-SOURCES = frozenset({"wsd", "mdns", "probe", "config", "state"})
+SOURCES = frozenset({"wsd", "mdns", "probe", "config", "state", "api"})
+#: How the agent talks to a camera: ONVIF, or RTSP only (added by its URL; its `xaddr` is then
+#: its main stream URL, without credentials).
+KINDS = ("onvif", "rtsp")
 
 
 class CameraState(StrEnum):
@@ -103,6 +106,8 @@ class CameraRecord:
 
     id: str
     xaddr: str
+    kind: str = "onvif"
+    name: str = ""
     endpoint_reference: str = ""
     addresses: list[str] = field(default_factory=list)
     manufacturer: str = ""
@@ -167,6 +172,8 @@ class CameraRecord:
             "last_seen": self.last_seen,
             "sources": sorted(self.sources),
             "run_state": "paused" if self.paused else "running",
+            "kind": self.kind,
+            "name": self.name,
         }
 
     def to_state(self) -> dict[str, Any]:
@@ -195,6 +202,8 @@ class CameraRecord:
         except ValueError:
             raise ProtocolError(f"camera record with a bad id {ident[:40]!r}") from None
         rec = cls(id=ident, xaddr=_text(xaddr)[:1024])
+        rec.kind = "rtsp" if data.get("kind") == "rtsp" else "onvif"
+        rec.name = _text(data.get("name"))
         for name in ("endpoint_reference", "manufacturer", "model", "firmware_version"):
             setattr(rec, name, _text(data.get(name)))
         rec.serial_number = _text(data.get("serial_number"))

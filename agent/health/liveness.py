@@ -1,6 +1,6 @@
-"""Camera liveness: a TCP connect to every camera's ONVIF port every few seconds, so a camera
-that dies is shown offline within seconds (the inventory's full ONVIF re-checks are minutes
-apart), and one that comes back is inspected at once."""
+"""Camera liveness: a TCP connect to every camera's ONVIF port (its RTSP port for a camera added
+by RTSP URL) every few seconds, so a camera that dies is shown offline within seconds (the
+inventory's full re-checks are minutes apart), and one that comes back is inspected at once."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ TIMEOUT = 2.0
 #: Failed probes in a row before a camera is marked unreachable.
 MISSES = 2
 CONCURRENCY = 16
+#: Port of a camera address given without one, by URL scheme.
+DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554}
 
 
 class CameraLiveness:
@@ -46,13 +48,10 @@ class CameraLiveness:
             await asyncio.sleep(self._interval)
 
     async def _probe(self, rec: CameraRecord) -> None:
-        try:
-            parts = urlsplit(rec.xaddr)
-            host, port = parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
+        found = target(rec.xaddr)
+        if found is None:
             return
-        if not host:
-            return
+        host, port = found
         async with self._limit:
             ok = await _answers(host, port, self._timeout)
         if ok:
@@ -63,6 +62,17 @@ class CameraLiveness:
         misses = self._failures[rec.id] = self._failures.get(rec.id, 0) + 1
         if misses >= self._misses and rec.state is CameraState.ONLINE:
             self._inventory.report_unreachable(rec.id, f"no answer on {host}:{port}")
+
+
+def target(xaddr: str) -> tuple[str, int] | None:
+    """The host and port probed for a camera: those of its device service address, or of its
+    main stream URL for a camera added by RTSP URL (None when it has no host)."""
+    try:
+        parts = urlsplit(xaddr)
+        host, port = parts.hostname, parts.port or DEFAULT_PORTS.get(parts.scheme.lower(), 80)
+    except ValueError:
+        return None
+    return (host, port) if host else None
 
 
 async def _answers(host: str, port: int, timeout: float) -> bool:

@@ -163,7 +163,7 @@ class LiveAgent:
         inventory = self.agent.inventory
         async with asyncio.timeout(CAMERA_READY_TIMEOUT):
             while True:
-                cams = [c for c in inventory.cameras() if c.state == "online"]
+                cams = [c for c in inventory.cameras() if c.state == "online" and c.kind == "onvif"]
                 if cams:
                     try:
                         control = await inventory.control(cams[0].id)
@@ -183,6 +183,12 @@ class LiveAgent:
         self.camera = camera
         self.agent.inventory.set_paused(self.camera_id, False)
         await self._camera_ready()
+
+    async def _camera_back(self) -> None:
+        assert self.camera is not None and self.agent is not None
+        if all(c.id != self.camera_id for c in self.agent.inventory.cameras()):
+            await self.agent.inventory.add_onvif(self.camera.device_url)
+            await self._camera_ready()
 
     def fresh_camera(self) -> None:
         """A camera as it was at the start, if the last calls may have changed it."""
@@ -215,9 +221,24 @@ class LiveAgent:
         if isinstance(url, str) and url.startswith(("http://", "https://")):
             # The agent dials what it is given: only ever the simulated cloud, on loopback.
             body["activation_url"] = self.cloud.url
+        if isinstance(body, dict) and self.camera is not None:
+            # Cameras added by URL: the simulated camera's own URLs, on loopback.
+            rtsp, http = ("rtsp://",), ("http://", "https://")
+            for key, schemes, url in (
+                ("rtsp_url", rtsp, self.camera.rtsp_url("main")),
+                ("sub_url", rtsp, self.camera.rtsp_url("sub")),
+                ("onvif_url", http, self.camera.device_url),
+                ("snapshot_url", http, self.camera.snapshot_url()),
+            ):
+                given = body.get(key)
+                usable = isinstance(given, str) and len(given) <= 1024
+                if usable and str(given).lower().startswith(schemes):
+                    body[key] = url
 
     def after(self, case: Any, response: requests.Response) -> None:
         self.answers[case.method.upper(), case.path, response.status_code] += 1
+        if case.path == "/api/v1/cameras/{camera_id}" and response.status_code == 200:
+            self.run(self._camera_back())  # a DELETE forgot it: add it again, same id
         if case.method.upper() in _MUTATING and response.status_code < 300:
             self.dirty = True
             if any(part in case.path for part in _MOVES_CAMERA):

@@ -16,7 +16,7 @@ from agent.api import validation as v
 from agent.api.openapi import openapi_document
 from agent.api.page import PAGE_PATH
 from agent.cloud.activation import ActivationError
-from agent.errors import AuthError, LimitExceeded, Unavailable
+from agent.errors import AuthError, LimitExceeded, NotApplied, Unavailable
 from tests.fakes import FakeCloud, FakeDirectory, FakeLiveView, FakeRecord, SpecChecker, running_api
 
 CAM = "6f1c2b52-5bb5-4fd1-9b0e-0d6a1f0a9c11"
@@ -26,6 +26,7 @@ OTHER = "00000000-0000-4000-8000-000000000001"
 BODIES: dict[str, dict[str, Any]] = {
     "activate": {"token": "tok-1"},
     "set_run_state": {"run_state": "running"},
+    "add_camera": {"rtsp_url": "rtsp://127.0.0.1:8554/garage", "name": "Garage"},
     "webrtc_offer": {"type": "offer", "sdp": "v=0\r\n"},
     "activation_scan": {"seconds": 60},
     "set_network": {"http": 8080},
@@ -58,6 +59,14 @@ UNREACHABLE = {
     ("GET", "/api/v1/hello", 500),
     ("GET", "/api/v1/openapi.json", 500),
 }
+
+
+def hdrs_text() -> dict[str, str]:
+    return {"Content-Type": "text/plain"}
+
+
+def hdrs_json() -> dict[str, str]:
+    return {"Content-Type": "application/json"}
 
 
 def test_document_is_valid_openapi_3_1() -> None:
@@ -122,7 +131,10 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
                 await control.ptz_home_save()
             reply = await client.call(method, path, body)
             assert reply.status == 200, (method, template, reply.body)
-            if not has_camera or op["operationId"] == "set_run_state":
+            if op["operationId"] == "delete_camera":
+                assert CAM not in directory.records
+                directory.add(FakeRecord(CAM), control)  # back for the routes that follow
+            if not has_camera or op["operationId"] in ("set_run_state", "delete_camera"):
                 continue
             directory.control_errors[CAM] = AuthError()
             assert (await client.call(method, path, body)).status == 400
@@ -130,6 +142,9 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
             assert (await client.call(method, path, body)).status == 503
             directory.control_errors[CAM] = RuntimeError("boom")
             assert (await client.call(method, path, body)).status == 500
+            if "onvif_not_applied" in op.get("description", ""):
+                directory.control_errors[CAM] = NotApplied("the camera holds rtsp 554")
+                assert (await client.call(method, path, body)).status == 409
             del directory.control_errors[CAM]
             assert (await client.call(method, _concrete(template, OTHER), body)).status == 404
             assert (await client.call(method, _concrete(template, "x"), body)).status == 422
@@ -143,6 +158,25 @@ async def test_every_documented_response_is_produced_and_valid() -> None:
                 assert (await client.call(method, path, data=b"{}", headers=hdrs)).status == 415
         reply = await client.call("GET", "/api/v1/cameras?limit=1")
         assert reply.status == 422
+        cams, forget = "/api/v1/cameras", f"/api/v1/cameras/{CAM}"
+        bad = await client.call("POST", cams, {"rtsp_url": "http://127.0.0.1/x"})
+        assert (bad.status, bad.json()["status"]) == (400, "invalid_request")
+        assert (await client.call("POST", cams, {"name": "x"})).status == 422
+        assert (await client.call("POST", cams, data=b"{}", headers=hdrs_text())).status == 415
+        big = b'{"x": "' + b"x" * 70_000 + b'"}'
+        assert (await client.call("POST", cams, data=big, headers=hdrs_json())).status == 413
+        directory.cameras_error = Unavailable("the inventory is closed")
+        assert (await client.call("POST", cams, BODIES["add_camera"])).status == 503
+        directory.cameras_error = RuntimeError("broken inventory")
+        assert (await client.call("POST", cams, BODIES["add_camera"])).status == 500
+        assert (await client.call("DELETE", forget)).status == 500
+        directory.cameras_error = None
+        assert (await client.call("DELETE", f"/api/v1/cameras/{OTHER}")).status == 404
+        assert (await client.call("DELETE", "/api/v1/cameras/x")).status == 422
+        elsewhere = {"Host": "example.org"}
+        assert (await client.call("DELETE", forget, headers=elsewhere)).status == 403
+        body = BODIES["add_camera"]
+        assert (await client.call("POST", cams, body, headers=elsewhere)).status == 403
         directory.cameras_error = RuntimeError("broken inventory")
         assert (await client.call("GET", "/api/v1/cameras")).status == 500
         directory.cameras_error = None

@@ -25,6 +25,7 @@ from agent.errors import (
     AuthError,
     InvalidArgument,
     ProtocolError,
+    Refused,
     Unavailable,
     Unsupported,
 )
@@ -48,7 +49,8 @@ def test_step_translation_is_a_fraction_of_the_absolute_range() -> None:
     assert quirks.step_translation(1, 1, GENERIC, GENERIC) == pytest.approx(0.04)
     assert quirks.step_translation(10, -1, GENERIC, GENERIC) == pytest.approx(-0.4)
     assert quirks.step_translation(5, 1, DEGREES, DEGREES) == pytest.approx(36.0)
-    assert quirks.step_translation(10, 1, Range(0, 100), Range(-5, 5)) == 5  # clamped
+    with pytest.raises(InvalidArgument, match=r"\[-5, 5\]"):  # refused with the range
+        quirks.step_translation(10, 1, Range(0, 100), Range(-5, 5))
     for bad in (0, 11, True):
         with pytest.raises(InvalidArgument):
             quirks.step_translation(bad, 1, GENERIC, GENERIC)
@@ -157,7 +159,7 @@ def _transport(status: int, content: bytes = b"x") -> Any:
         (_fault("InvalidArgVal", "ServiceNotSupported"), InvalidArgument),
         (_fault("InvalidArgVal", "SettingsInvalid"), InvalidArgument),
         (_fault("InvalidArgVal", "ConfigModify"), InvalidArgument),
-        (_fault("Action", "MovingPTZ"), ProtocolError),
+        (_fault("Action", "MovingPTZ"), Refused),
         (_transport(200, b""), ProtocolError),
         (_transport(401), AuthError),
         (_transport(503), Unavailable),

@@ -248,3 +248,65 @@ def test_hardware_profile_setting() -> None:
     for bad in ({"profile": ""}, {"profile": 4}, {"model": "x"}):
         with pytest.raises(ConfigError):
             config.from_mapping({"hardware": bad})
+
+
+CAMERAS = """
+[[camera]]
+name = "Garage"
+rtsp_url = "rtsp://admin:s%40cret-1@192.0.2.70:554/stream1"
+sub_url = "rtsp://192.0.2.70:554/stream2"
+snapshot_url = "http://192.0.2.70/snap.jpg"
+
+[[camera]]
+rtsp_url = "rtsp://192.0.2.71/live"
+username = "viewer"
+password = "pw-2"
+"""
+
+
+def test_camera_tables_split_credentials_from_urls(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(CAMERAS)
+    garage, plain = config.load(path, env={}).cameras
+    assert garage.name == "Garage"
+    assert garage.rtsp_url == "rtsp://192.0.2.70:554/stream1"
+    assert garage.sub_url == "rtsp://192.0.2.70:554/stream2"
+    assert garage.snapshot_url == "http://192.0.2.70/snap.jpg"
+    assert garage.credentials == Credentials("admin", Secret("s@cret-1"))
+    assert "cret" not in repr(garage)
+    assert plain.name == "" and plain.sub_url is None and plain.snapshot_url is None
+    assert plain.credentials == Credentials("viewer", Secret("pw-2"))
+    assert config.AgentConfig().cameras == ()
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('rtsp_url = "http://192.0.2.70/x"', "rtsp_url must be a rtsp:// URL"),
+        ('rtsp_url = "rtsp://u:hidden-pw@"', "rtsp_url must be a rtsp:// URL with a host"),
+        ('rtsp_url = "rtsp://192.0.2.70:70000/x"', "rtsp_url is not a valid URL"),
+        ("rtsp_url = 5", "rtsp_url must be a non-empty string"),
+        ('name = "x"', "rtsp_url must be a non-empty string"),
+        ('rtsp_url = "rtsp://192.0.2.70/x"\nsub_url = "srt://192.0.2.70/x"', "sub_url must be"),
+        ('rtsp_url = "rtsp://192.0.2.70/x"\nsnapshot_url = "rtsp://a/x"', "snapshot_url must be"),
+        ('rtsp_url = "rtsp://192.0.2.70/x"\npassword = "hidden-pw"', "password needs a username"),
+        ('rtsp_url = "rtsp://192.0.2.70/x"\nmatch = "1"', "unknown setting(s) in [[camera]] #1"),
+        ('rtsp_url = "rtsp://192.0.2.70/x x"', "must not contain spaces"),
+    ],
+)
+def test_bad_camera_tables_are_named_without_secrets(
+    tmp_path: Path, table: str, message: str
+) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text(f"[[camera]]\n{table}\n")
+    with pytest.raises(ConfigError, match=r"\[\[camera\]\] #1") as err:
+        config.load(path, env={})
+    assert message in str(err.value)
+    assert "hidden-pw" not in str(err.value)
+
+
+def test_camera_must_be_an_array_of_tables(tmp_path: Path) -> None:
+    path = tmp_path / "agent.toml"
+    path.write_text('camera = "rtsp://192.0.2.70/x"\n')
+    with pytest.raises(ConfigError, match=r"array of tables \(\[\[camera\]\]\)"):
+        config.load(path, env={})

@@ -203,14 +203,12 @@ def _forced(value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _operations(value: Any) -> tuple[str, ...]:
+def _operations(value: Any, key: str = "empty_ok_ops") -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or len(value) > MAX_FORCED_FAULTS:
-        raise InvalidArgument(
-            f"fault empty_ok_ops must list at most {MAX_FORCED_FAULTS} operation names"
-        )
+        raise InvalidArgument(f"fault {key} must list at most {MAX_FORCED_FAULTS} operation names")
     for op in value:
         if not isinstance(op, str) or not _OPERATION.match(op):
-            raise InvalidArgument(f"empty_ok_ops: {op!r} is not an operation name")
+            raise InvalidArgument(f"{key}: {op!r} is not an operation name")
     return tuple(value)
 
 
@@ -239,6 +237,8 @@ class Faults:
     imaging_scale: tuple[float, float] | None = None  # imaging 0..100 values shown on this scale
     ptz_degrees: bool = False  # PTZ positions and translations in degrees
     empty_ok_ops: tuple[str, ...] = ()  # operations answered with an empty HTTP 200
+    ignored_ops: tuple[str, ...] = ()  # operations answered with an empty SOAP success only
+    misplaced_xml: bool = False  # imaging settings and PTZ nodes with out-of-order elements
     ptz_ignore_timeout: bool = False  # ContinuousMove ignores Timeout and speed
     preset_refused_while_moving: bool = False  # SetPreset faults while PTZ moves
 
@@ -263,6 +263,8 @@ class Faults:
             changes["soap_faults"] = _forced(data["soap_faults"])
         if "empty_ok_ops" in data:
             changes["empty_ok_ops"] = _operations(data["empty_ok_ops"])
+        if "ignored_ops" in data:
+            changes["ignored_ops"] = _operations(data["ignored_ops"], "ignored_ops")
         if "imaging_scale" in data:
             changes["imaging_scale"] = _scale(data["imaging_scale"])
         return replace(base or cls(), **changes)
@@ -278,6 +280,8 @@ class Faults:
             "imaging_scale": None if self.imaging_scale is None else list(self.imaging_scale),
             "ptz_degrees": self.ptz_degrees,
             "empty_ok_ops": list(self.empty_ok_ops),
+            "ignored_ops": list(self.ignored_ops),
+            "misplaced_xml": self.misplaced_xml,
             "ptz_ignore_timeout": self.ptz_ignore_timeout,
             "preset_refused_while_moving": self.preset_refused_while_moving,
         }
@@ -290,6 +294,7 @@ _FLAGS = (
     "ptz_degrees",
     "ptz_ignore_timeout",
     "preset_refused_while_moving",
+    "misplaced_xml",
 )
 
 

@@ -31,6 +31,7 @@ from agent.sim.camera.soap import (
     envelope,
     fault_for,
     find_operation,
+    find_service,
     parse_envelope,
     parse_security,
     verify,
@@ -128,6 +129,9 @@ class OnvifEndpoint:
         if op is None:
             raise SoapFault("ter:ActionNotSupported", env.operation)
         user = self._authenticate(env, op.access, peer)
+        svc = find_service(service, env)
+        if svc is not None and env.operation in self.model.faults.ignored_ops:
+            return f"<{svc.prefix}:{env.operation}Response/>"  # success, nothing done
         ctx = Context(self.model, self.hooks, self.firmware, host, self.model.monotonic(), user)
         try:
             return op.handler(ctx, env.request)

@@ -185,8 +185,10 @@ def get_service_capabilities(ctx: Context, req: Element) -> str:
 @operation("GetImagingSettings", access=Access.READ)
 def get_imaging_settings(ctx: Context, req: Element) -> str:
     _check_source(ctx, req)
+    token = require(req, "VideoSourceToken") if ctx.model.faults.misplaced_xml else None
     return el(
         "timg:GetImagingSettingsResponse",
+        None if token is None else tx("tt:VideoSourceToken", token),  # not in the schema
         _settings_xml(ctx.model.imaging.settings, ctx.model.faults.imaging_scale),
     )
 

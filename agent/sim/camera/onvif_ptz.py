@@ -200,6 +200,8 @@ def _node(ctx: Context) -> str:
     return el(
         "tptz:PTZNode",
         tx("tt:Name", "PTZ"),
+        # Out of its place (it belongs in Extension/SupportedPresetTour): not in the schema.
+        tx("tt:MaximumNumberOfPresetTours", 0) if ctx.model.faults.misplaced_xml else None,
         el("tt:SupportedPTZSpaces", *_spaces(_degrees(ctx))),
         tx("tt:MaximumNumberOfPresets", MAX_PRESETS),
         tx("tt:HomeSupported", True),

@@ -525,8 +525,13 @@ class Service:
 SERVICES: dict[str, Service] = {}
 
 
+def find_service(path_service: str, env: Envelope) -> Service | None:
+    """The service an envelope is for: by its namespace first, else by the path."""
+    by_ns = next((s for s in SERVICES.values() if s.namespace == env.namespace), None)
+    return by_ns or SERVICES.get(path_service)
+
+
 def find_operation(path_service: str, env: Envelope) -> Operation | None:
     """The operation an envelope asks for: by its namespace first, else by the path."""
-    by_ns = next((s for s in SERVICES.values() if s.namespace == env.namespace), None)
-    service = by_ns or SERVICES.get(path_service)
+    service = find_service(path_service, env)
     return None if service is None else service.operations.get(env.operation)

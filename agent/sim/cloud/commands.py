@@ -42,6 +42,8 @@ _AUTH_FIELDS = ("login", "password", "port")
 
 def http_status(code: str) -> int:
     """The HTTP status of an agent error code, as the local API maps it."""
+    if code == "onvif_not_applied":
+        return 409
     if code == "invalid_request" or code.startswith("onvif_"):
         return 400
     if code == "not_found":
