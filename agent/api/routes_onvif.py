@@ -7,14 +7,23 @@ raised and turned into responses by the server's error middleware.
 
 from __future__ import annotations
 
+from typing import Any, Protocol, runtime_checkable
+
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from agent.api import validation as v
-from agent.api.context import OK, camera_call, path_camera_id, read_json
+from agent.api.context import DIRECTORY, OK, camera_call, path_camera_id, read_json
 from agent.camera.models import CameraControl
 
 PREFIX = "/api/v1/onvif/{camera_id}"
+
+
+@runtime_checkable
+class FollowsMoves(Protocol):
+    """A camera directory that follows a camera to the new HTTP port it was given."""
+
+    async def follow_http_port(self, camera_id: str, port: int) -> Any: ...
 
 
 async def get_device(request: web.Request) -> web.Response:
@@ -37,6 +46,10 @@ async def put_network(request: web.Request) -> web.Response:
         cid,
         lambda c: c.set_network(http=update.http, https=update.https, rtsp=update.rtsp),
     )
+    directory = request.app[DIRECTORY]
+    if update.http is not None and isinstance(directory, FollowsMoves):
+        # The camera now serves ONVIF on the new port only: the same camera, found there.
+        await directory.follow_http_port(cid, update.http)
     return web.json_response(OK)
 
 

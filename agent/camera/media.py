@@ -203,7 +203,7 @@ async def stream_uri(session: OnvifSession, prof: MediaProfile) -> str:
         value = get(answer, "Uri") or raw_field(raw, "Uri")
     if not value:
         raise ProtocolError(f"GetStreamUri: no URI for profile {prof.token!r}")
-    return str(value)
+    return await session.reachable_uri(str(value))
 
 
 async def snapshot_uri(session: OnvifSession, prof: MediaProfile) -> str | None:
@@ -215,7 +215,7 @@ async def snapshot_uri(session: OnvifSession, prof: MediaProfile) -> str | None:
             "media", "GetSnapshotUri", {"ProfileToken": prof.token}
         )
         value = get(answer, "Uri") or raw_field(raw, "Uri")
-    return str(value) if value else None
+    return await session.reachable_uri(str(value)) if value else None
 
 
 def _resolutions(items: Any) -> tuple[Resolution, ...]:

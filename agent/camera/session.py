@@ -5,21 +5,31 @@ call on the services the camera announces (GetServices, else GetCapabilities), b
 call by a timeout, maps the library's exceptions once (`map_error`), adds the Media2 (ver20)
 service the library lacks, and keeps the raw XML of answers for cameras whose XML does not
 fit the schema.
+
+A camera behind NAT, or one that announces another interface, gives service and media addresses
+the agent cannot reach: an announced address that does not take a TCP connection is replaced by
+the one the device service was reached on (host and port for services and URIs on a service's
+address, the host alone for other media URIs), as onvif-zeep-async's `nat_override` does, but
+only where the announced one does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import logging
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import zeep.exceptions
 import zeep.helpers
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring as parse_xml
 from onvif import ONVIFCamera, ONVIFService
 from onvif import client as onvif_client
 from onvif.exceptions import ONVIFAuthError, ONVIFError, ONVIFTimeoutError
@@ -45,6 +55,26 @@ log = logging.getLogger(__name__)
 
 #: Seconds allowed for one ONVIF round trip before the camera counts as unreachable.
 REQUEST_TIMEOUT = 10.0
+
+#: Seconds a TCP connect to an address the camera announces may take before it counts as not
+#: answering (and the address the device service was reached on is used instead).
+ADDRESS_CHECK_TIMEOUT = 2.0
+#: Port of a URL given without one, by scheme.
+DEFAULT_PORTS = {"http": 80, "https": 443, "rtsp": 554, "rtsps": 322}
+
+#: The unauthenticated request of the cheap ONVIF-level check (`system_date_and_time`).
+DATE_REQUEST = (
+    b'<?xml version="1.0" encoding="UTF-8"?>'
+    b'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope"><s:Body>'
+    b'<GetSystemDateAndTime xmlns="http://www.onvif.org/ver10/device/wsdl"/>'
+    b"</s:Body></s:Envelope>"
+)
+#: Most bytes of its answer read.
+MAX_DATE_ANSWER = 64 * 1024
+_SOAP_ENVELOPES = (
+    "{http://www.w3.org/2003/05/soap-envelope}",
+    "{http://schemas.xmlsoap.org/soap/envelope/}",
+)
 
 #: Service namespaces, by the names the session uses.
 NAMESPACES = {
@@ -163,6 +193,101 @@ def _candidates(
     return out
 
 
+def _host_port(url: str) -> tuple[str, int] | None:
+    """(host, port) a URL points at, the scheme's port if it names none; None without a host."""
+    try:
+        parts = urlsplit(url)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        return None
+    if not host:
+        return None
+    port = port or DEFAULT_PORTS.get(parts.scheme.lower())
+    return (host.lower(), port) if port else None
+
+
+def _with_address(url: str, host: str, port: int | None) -> str:
+    """`url` on `host` (and `port`, else the port it names, if any); user info, path and query
+    kept."""
+    parts = urlsplit(url)
+    userinfo, at, _ = parts.netloc.rpartition("@")
+    keep = port if port is not None else parts.port
+    shown = f"[{host}]" if ":" in host else host
+    netloc = f"{userinfo}{at}{shown}" + (f":{keep}" if keep is not None else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def answers(host: str, port: int, timeout: float = ADDRESS_CHECK_TIMEOUT) -> bool:
+    """True if a TCP connection to host:port opens within `timeout`."""
+    try:
+        async with asyncio.timeout(timeout):
+            _reader, writer = await asyncio.open_connection(host, port)
+    except (OSError, TimeoutError, ValueError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError):
+        async with asyncio.timeout(timeout):
+            await writer.wait_closed()
+    return True
+
+
+async def reached_uri(
+    uri: str,
+    reached: tuple[str, int],
+    moved: dict[tuple[str, int], tuple[str, int]],
+    timeout: float = ADDRESS_CHECK_TIMEOUT,
+    known: dict[tuple[str, int], bool] | None = None,
+) -> str:
+    """A URI the camera announced, made reachable: on a service address that did not answer
+    (`moved`), the address the device service was `reached` on; on another host that does not
+    answer, the reached host with the URI's own port; otherwise unchanged. `known` caches
+    whether addresses answer."""
+    target = _host_port(uri)
+    if target is None:
+        return uri
+    if target in moved:
+        return _with_address(uri, *moved[target])
+    if target[0] == reached[0].lower():
+        return uri
+    ok = known.get(target) if known is not None else None
+    if ok is None:
+        ok = await answers(*target, timeout)
+        if known is not None:
+            known[target] = ok
+    return uri if ok else _with_address(uri, reached[0], None)
+
+
+async def system_date_and_time(http: aiohttp.ClientSession, xaddr: str, timeout: float) -> str:
+    """Ask the device service at `xaddr` for GetSystemDateAndTime, which needs no credentials:
+    "" when it answers SOAP (a SOAP fault too: the service runs, it refuses), else why not."""
+    try:
+        async with (
+            asyncio.timeout(timeout),
+            http.post(
+                xaddr,
+                data=DATE_REQUEST,
+                headers={"Content-Type": "application/soap+xml; charset=utf-8"},
+                allow_redirects=False,
+            ) as resp,
+        ):
+            status = resp.status
+            body = await resp.content.read(MAX_DATE_ANSWER)
+    except TimeoutError:
+        return f"no answer within {timeout:g} s"
+    except (aiohttp.ClientError, OSError, ValueError) as exc:
+        return f"{type(exc).__name__}: {exc}"[:MAX_FAULT_TEXT]
+    try:
+        root = parse_xml(body)
+    except (DefusedXmlException, SyntaxError, ValueError):
+        return f"HTTP {status} with an answer that is not XML"
+    prefix = next((p for p in _SOAP_ENVELOPES if root.tag == f"{p}Envelope"), None)
+    parts = [] if prefix is None else list(root.iterfind(f"{prefix}Body/*"))
+    names = {str(elem.tag).rpartition("}")[2] for elem in parts}
+    if names & {"GetSystemDateAndTimeResponse", "Fault"}:
+        return ""
+    return f"HTTP {status} with an answer that is not a SOAP GetSystemDateAndTime response"
+
+
 def serialize(obj: Any) -> Any:
     """A zeep object as plain dicts/lists (for sending a modified copy back)."""
     return zeep.helpers.serialize_object(obj, dict)  # type: ignore[no-untyped-call]
@@ -193,6 +318,9 @@ class OnvifSession:
         self._cam: ONVIFCamera | None = None
         self._media2: ONVIFService | None = None
         self._media2_lock = asyncio.Lock()
+        # Announced addresses that did not answer -> the one the device service answers on.
+        self._moved: dict[tuple[str, int], tuple[str, int]] = {}
+        self._answering: dict[tuple[str, int], bool] = {}
 
     @property
     def xaddr(self) -> str:
@@ -240,6 +368,7 @@ class OnvifSession:
             try:
                 if first is None:
                     await self._bounded("GetServices", cam.update_xaddrs())
+                    await self._reach_services(cam)
                     first = cam
                 else:  # same camera: reuse its clock offset and service addresses
                     cam.dt_diff = first.dt_diff
@@ -267,6 +396,44 @@ class OnvifSession:
         raise AuthError(
             f"camera {self.host}:{self.port} refused all {len(self._candidates)} credentials"
         ) from last_error
+
+    async def _reach_services(self, cam: ONVIFCamera) -> None:
+        """Point the service addresses the camera announced but that do not answer at the
+        address its device service answered on."""
+        reached = (self.host.lower(), self.port)
+        targets = sorted(
+            {t for url in cam.xaddrs.values() if (t := _host_port(str(url))) and t != reached}
+        )
+        if not targets:
+            return
+        results = await asyncio.gather(*(answers(*t, ADDRESS_CHECK_TIMEOUT) for t in targets))
+        for target, ok in zip(targets, results, strict=True):
+            self._answering[target] = ok
+            if not ok:
+                self._moved[target] = (self.host, self.port)
+        if not self._moved:
+            return
+        cam.xaddrs = {
+            ns: _with_address(str(url), self.host, self.port)
+            if _host_port(str(url)) in self._moved
+            else url
+            for ns, url in cam.xaddrs.items()
+        }
+        log.info(
+            "camera %s:%s announces service addresses that do not answer (%s); using %s:%s",
+            self.host,
+            self.port,
+            ", ".join(f"{h}:{p}" for h, p in self._moved),
+            self.host,
+            self.port,
+        )
+
+    async def reachable_uri(self, uri: str) -> str:
+        """A stream or snapshot URI the camera announced, on an address that answers (see
+        `reached_uri`)."""
+        return await reached_uri(
+            uri, (self.host, self.port), self._moved, ADDRESS_CHECK_TIMEOUT, self._answering
+        )
 
     async def close(self) -> None:
         if self._media2 is not None:

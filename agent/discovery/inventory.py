@@ -68,6 +68,10 @@ OFFER_FRESH = 30.0
 REQUEST_TIMEOUT = 10.0
 #: Seconds before the one transparent reconnect of `control()`.
 RECONNECT_DELAY = 0.2
+#: Seconds a camera moved to a new HTTP port by the agent gets to answer there.
+FOLLOW_TIMEOUT = 10.0
+#: Seconds between two looks for a moved camera at its new port (it restarts its services).
+FOLLOW_RETRY = 0.3
 
 
 class _Cached:
@@ -222,6 +226,16 @@ class Inventory:
             self._fail(rec, CameraState.UNREACHABLE, reason)
             self._wake.set()
 
+    def report_not_answering(self, camera_id: str, reason: str) -> None:
+        """A liveness probe found the camera's port open but its ONVIF service broken: an error
+        now. The liveness probe asks for a re-check as soon as it answers again, so the usual
+        re-check waits the whole interval instead of backing off."""
+        rec = self.get(camera_id)
+        if rec.state is CameraState.ONLINE and rec.id not in self._checking:
+            self._fail(rec, CameraState.ERROR, reason)
+            rec.next_check = time.monotonic() + self._interval
+            self._wake.set()
+
     def recheck_now(self, camera_id: str) -> None:
         """The camera answers again: inspect it at once instead of at its next due time."""
         rec = self.get(camera_id)
@@ -242,13 +256,57 @@ class Inventory:
     def set_http_port(self, camera_id: str, port: int) -> None:
         """The camera's ONVIF service moved to `port` (we moved it): follow it at once."""
         rec = self.get(camera_id)
-        parts = urlsplit(rec.xaddr)
-        host = parts.hostname or ""
-        host = f"[{host}]" if ":" in host else host
-        rec.xaddr = urlunsplit(parts._replace(netloc=f"{host}:{port}"))
+        rec.xaddr = _on_port(rec.xaddr, port)
         rec.next_check = 0.0
         self._drop_control(camera_id)
         self._changed()
+
+    async def follow_http_port(self, camera_id: str, port: int) -> CameraRecord:
+        """The camera's ONVIF service moved to `port` through the agent: keep its id, use the
+        new address, and check that it answers there (retrying while it restarts its services,
+        for at most FOLLOW_TIMEOUT) with a new session, kept for the next control calls.
+        Raises Unavailable if it does not answer there in time."""
+        rec = self.get(camera_id)
+        if rec.kind != "onvif":
+            raise InvalidArgument(f"camera {camera_id} is not an ONVIF camera")
+        lock = self._control_locks.setdefault(camera_id, asyncio.Lock())
+        async with lock:
+            rec.xaddr = _on_port(rec.xaddr, port)
+            rec.see_address(rec.xaddr)
+            self._drop_control(camera_id)
+            self._changed()
+            result = Inspection(CameraState.UNREACHABLE, "not checked")
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FOLLOW_TIMEOUT):
+                    while True:
+                        result = await inspect(
+                            rec.xaddr, self._candidates(rec, rec.xaddr), self._timeout, keep=True
+                        )
+                        if result.state is not CameraState.UNREACHABLE:
+                            break
+                        await asyncio.sleep(FOLLOW_RETRY)
+            session, result.session = result.session, None
+            if self._records.get(camera_id) is not rec:
+                if session is not None:
+                    await session.close()
+                raise NotFound(f"no camera {camera_id!r}")
+            if session is not None:
+                try:
+                    control = await open_control(session)
+                except BaseException:
+                    await session.close()
+                    raise
+                self._controls[camera_id] = _Cached(session, control)
+            if result.state is CameraState.ONLINE:
+                rec.last_seen = time.time()
+            self._record(rec, result)
+        if rec.state is not CameraState.ONLINE:
+            raise Unavailable(
+                f"camera {camera_id} moved to HTTP port {port} but is {rec.state} there"
+                + (f" ({rec.reason})" if rec.reason else "")
+            )
+        log.info("camera %s followed to its new HTTP port %d", camera_id, port)
+        return rec
 
     def stream_url(self, camera_id: str) -> str:
         """RTSP URL, with the working credentials, of the camera's first H.264 profile."""
@@ -733,6 +791,14 @@ def pick_profile(profiles: list[dict[str, Any]], stream: str) -> dict[str, Any]:
     if stream in ("main", "sub"):
         raise Unsupported(f"the camera has no {stream} stream known yet")
     raise NotFound(f"no stream {stream!r} on this camera")
+
+
+def _on_port(xaddr: str, port: int) -> str:
+    """A device service address on another port of the same host."""
+    parts = urlsplit(xaddr)
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return urlunsplit(parts._replace(netloc=f"{host}:{port}"))
 
 
 def _serial_key(details: CameraDetails | None) -> str:

@@ -4,7 +4,6 @@ every command, checked on the simulator's own state and, for encoders, by a real
 from __future__ import annotations
 
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator
 
@@ -25,6 +24,7 @@ from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.camera.model import Faults, User, UserLevel
+from tests.ports import free_port as _free_port
 
 USER, PASSWORD = "admin", "s3cret"
 
@@ -59,12 +59,6 @@ def _decode_size(url: str, frames: int = 3) -> tuple[int, int]:
 def _pan(cam: SimCamera) -> tuple[float, float, float, bool]:
     s = cam.model.ptz.status(cam.model.monotonic())
     return s.pan, s.tilt, s.zoom, s.pan_tilt_moving or s.zoom_moving
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_first_working_credentials_win_and_are_reported(cam: SimCamera) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.firmware import build_image
 from agent.sim.camera.fleet import SimCameraFleet
+from tests.ports import free_port as _free_port
 
 USER, PASSWORD = "admin", "s3cret"
 
@@ -47,12 +47,6 @@ async def control(cam: SimCamera) -> AsyncIterator[OnvifControl]:
         yield ctl
     finally:
         await ctl.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _ptz_state(cam: SimCamera) -> tuple[float, float, float, bool]:

@@ -5,7 +5,6 @@ camera_config; a camera that keeps values on its own grid (0..255) is not refuse
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 
 import pytest
@@ -19,6 +18,7 @@ from agent.errors import NotApplied
 from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.model import Faults
+from tests.ports import free_port as _free_port
 
 USER, PASSWORD = "admin", "verify-Writes-1"
 
@@ -46,12 +46,6 @@ async def control(cam: SimCamera) -> AsyncIterator[OnvifControl]:
 
 def _ignore(cam: SimCamera, *operations: str) -> None:
     cam.model.faults = Faults.from_json({"ignored_ops": list(operations)}, base=cam.model.faults)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def test_ignored_network_write_is_not_applied(cam: SimCamera, control: OnvifControl) -> None:

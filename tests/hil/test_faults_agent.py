@@ -12,7 +12,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
 from agent.state import MAX_DOCUMENT, StateDir
 from tests.conftest import TEST_SECRETS
+from tests.ports import free_port as _free_port
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 CAM_PW = "fault-pw"
@@ -39,12 +39,6 @@ AUDIT = "audit.jsonl"
 KEY = "identity.pem"
 TEMP = re.compile(r"^\..+\.tmp$")
 Record = Callable[..., None]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _until(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> float:

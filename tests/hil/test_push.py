@@ -25,16 +25,11 @@ from agent.media.push_manager import PushEntry, PushManager
 from agent.net.backoff import Backoff
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
+from tests.ports import free_port as _free_port
 
 pytestmark = pytest.mark.timeout(90)
 
 PASSWORD = "pw-Secr3t-9"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _srt_available() -> bool:

@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,7 @@ from agent.update import journal as jr
 from agent.update.releases import Releases
 from firmware_tools import keys
 from firmware_tools.bundle import build
+from tests.ports import free_port as _free_port
 
 REPO = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
@@ -82,12 +82,6 @@ def _start_arbiter(argv: list[str], log_path: Path) -> subprocess.Popen[bytes]:
             env=env,
             start_new_session=True,
         )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _until(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:

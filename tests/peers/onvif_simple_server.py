@@ -25,12 +25,13 @@ import os
 import pwd
 import re
 import shutil
-import socket
 import subprocess
 import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 TARBALL = ROOT.parent / "shared" / "peers" / "onvif_simple_server-c0d58e8.tar.gz"
@@ -207,12 +208,6 @@ def peer_user() -> tuple[int, int] | None:
         )
         pw = pwd.getpwnam(PEER_USER)
     return pw.pw_uid, pw.pw_gid
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def process_uid(pid: int) -> int:

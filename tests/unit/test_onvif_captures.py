@@ -19,7 +19,7 @@ import pytest
 from lxml import etree
 from zeep import Client, Settings
 
-from agent.camera.media import MediaProfile, device_info, profiles, stream_uri
+from agent.camera.media import MediaProfile, device_info, profiles, snapshot_uri, stream_uri
 from agent.camera.models import DeviceInfo, Range
 from agent.camera.ptz import PtzControl, PtzNode, Space
 from agent.camera.quirks import local, raw_find_all
@@ -50,13 +50,17 @@ def _binding(service: str) -> Any:
     return client.wsdl.bindings[name]
 
 
-def _announced(folder: Path) -> set[str]:
-    """Service namespaces the camera announces: GetServices, else GetCapabilities XAddrs."""
+def _announced(folder: Path) -> set[str] | None:
+    """Service namespaces the camera announces: GetServices, else GetCapabilities XAddrs;
+    None when neither answer was recorded."""
     services = folder / "GetServices.xml"
     if services.is_file():
         root = etree.fromstring(services.read_bytes())
         return {(e.text or "").strip() for e in raw_find_all(root, "Namespace")}
-    root = etree.fromstring((folder / "GetCapabilities.xml").read_bytes())
+    capabilities = folder / "GetCapabilities.xml"
+    if not capabilities.is_file():
+        return None
+    root = etree.fromstring(capabilities.read_bytes())
     by_section = {
         "Media": NAMESPACES["media"],
         "PTZ": NAMESPACES["ptz"],
@@ -73,17 +77,21 @@ def _announced(folder: Path) -> set[str]:
 @dataclass
 class CaptureCamera:
     """One camera's recorded answers, served to the agent's readers in place of a live
-    session: `call_raw` gives zeep's reading of the recorded envelope and the envelope."""
+    session: `call_raw` gives zeep's reading of the recorded envelope and the envelope.
+    A capture set without GetServices or GetCapabilities offers the services it holds
+    answers of."""
 
     folder: Path
     namespaces: set[str]
+    announced: bool  # the services come from the camera's GetServices/GetCapabilities
     answers: dict[str, tuple[Any, Any]] = field(default_factory=dict)
     calls: list[tuple[str, str, dict[str, Any] | None]] = field(default_factory=list)
 
     @classmethod
     def load(cls, name: str) -> CaptureCamera:
         folder = FIXTURES / name
-        cam = cls(folder, _announced(folder))
+        announced = _announced(folder)
+        cam = cls(folder, set() if announced is None else announced, announced is not None)
         for path in sorted(folder.glob("*.xml")):
             envelope = etree.fromstring(path.read_bytes())
             body = next(raw_find_all(envelope, "Body"))
@@ -95,6 +103,8 @@ class CaptureCamera:
             }[etree.QName(body[0]).namespace]
             answer = _binding(service)._operations[path.stem].process_reply(envelope)
             cam.answers[f"{service}.{path.stem}"] = (answer, envelope)
+            if announced is None:
+                cam.namespaces.add(NAMESPACES[service])
         return cam
 
     def has_service(self, name: str) -> bool:
@@ -123,12 +133,17 @@ class Expected:
     """What one camera's captures say, read off its XML."""
 
     folder: str
-    info: DeviceInfo
+    info: DeviceInfo | None  # None: no GetDeviceInformation was recorded
     profiles: tuple[tuple[str, str, int, int, int, int, int | None, bool], ...]
-    # token, encoding, width, height, fps, bitrate, gov_length, ptz
-    stream: tuple[int, str]  # index of the profile asked for, the recorded URI
+    # token, encoding, width, height, fps, bitrate, gov_length, ptz; () when no GetProfiles
+    # was recorded
+    stream: tuple[int | str, str] | None
+    # the profile asked for (its index in `profiles`, or the token of a Media 1 profile
+    # when no GetProfiles was recorded), the recorded URI; None when no GetStreamUri was
+    # recorded
     ptz: PtzNode | None = None
     presets: tuple[int, tuple[str, ...]] = (0, ())  # how many presets, the first names
+    snapshot: str | None = None  # the recorded GetSnapshotUri URI, for the same profile
 
 
 def _generic_node(token: str, speed: tuple[float, float], zoom_speed: float | None) -> PtzNode:
@@ -249,7 +264,42 @@ CAMERAS = [
         ),
         id="pelco-d6230l",
     ),
+    pytest.param(
+        Expected(
+            "dahua-ipc",
+            None,
+            (),
+            # GetCapabilities announces Media, Imaging, Events, Analytics, DeviceIO, no PTZ.
+            # No GetProfiles was published: the token asked with is Dahua's sub stream
+            # profile name; the recorded answers are for channel 1, sub stream 1.
+            (
+                "MediaProfile00001",
+                "rtsp://192.0.2.123:554/cam/realmonitor?channel=1&subtype=1&unicast=true&proto=Onvif",
+            ),
+            snapshot="http://192.0.2.123/onvifsnapshot/media_service/snapshot?channel=1&subtype=1",
+        ),
+        id="dahua-ipc",
+    ),
+    pytest.param(
+        Expected(
+            "lorex-lnb45abb",
+            None,
+            (
+                # Profile000's VideoEncoderConfiguration holds only a token, a name and a
+                # use count: no encoding, resolution or rate control.
+                ("Profile000", "", 0, 0, 0, 0, None, True),
+                ("Profile001", "H264", 704, 480, 30, 1024, 60, True),
+            ),
+            None,
+        ),
+        id="lorex-lnb45abb",
+    ),
 ]
+
+
+def _asked_profile(token: str) -> MediaProfile:
+    """A Media 1 profile named only by its token, for captures without GetProfiles."""
+    return MediaProfile(token, token, False, "", "", 0, 0, 0, 0, None, "", False)
 
 
 async def test_every_capture_set_is_in_the_table() -> None:
@@ -262,21 +312,38 @@ async def test_every_capture_set_is_in_the_table() -> None:
 async def test_capture_parses_into_the_camera_dataclasses(want: Expected) -> None:
     cam = CaptureCamera.load(want.folder)
 
-    assert await device_info(cam) == want.info  # type: ignore[arg-type]
+    assert (want.info is None) == ("devicemgmt.GetDeviceInformation" not in cam.answers)
+    if want.info is not None:
+        assert await device_info(cam) == want.info  # type: ignore[arg-type]
 
-    found: list[MediaProfile] = await profiles(cam)  # type: ignore[arg-type]
-    assert [
-        (p.token, p.encoding, p.width, p.height, p.fps, p.bitrate, p.gov_length, p.ptz)
-        for p in found
-    ] == list(want.profiles)
-    assert not any(p.media2 for p in found)
+    found: list[MediaProfile] = []
+    assert (want.profiles == ()) == ("media.GetProfiles" not in cam.answers)
+    if want.profiles:
+        found = await profiles(cam)  # type: ignore[arg-type]
+        assert [
+            (p.token, p.encoding, p.width, p.height, p.fps, p.bitrate, p.gov_length, p.ptz)
+            for p in found
+        ] == list(want.profiles)
+        assert not any(p.media2 for p in found)
 
-    index, uri = want.stream
-    assert await stream_uri(cam, found[index]) == uri  # type: ignore[arg-type]
-    assert cam.calls[-1][2] is not None and cam.calls[-1][2]["ProfileToken"] == found[index].token
+    assert (want.stream is None) == ("media.GetStreamUri" not in cam.answers)
+    assert (want.snapshot is None) == ("media.GetSnapshotUri" not in cam.answers)
+    if want.stream is not None:
+        which, uri = want.stream
+        asked = found[which] if isinstance(which, int) else _asked_profile(which)
+        assert await stream_uri(cam, asked) == uri  # type: ignore[arg-type]
+        assert cam.calls[-1][2] is not None and cam.calls[-1][2]["ProfileToken"] == asked.token
+        if want.snapshot is not None:
+            assert await snapshot_uri(cam, asked) == want.snapshot  # type: ignore[arg-type]
+            assert cam.calls[-1][2] == {"ProfileToken": asked.token}
 
+    if cam.announced and not cam.has_service("ptz"):
+        assert want.ptz is None
+        with pytest.raises(Unsupported):
+            await PtzControl(cam).node()  # type: ignore[arg-type]
+        return
     if want.ptz is None:
-        assert not cam.has_service("ptz") or "ptz.GetNodes" not in cam.answers
+        assert "ptz.GetNodes" not in cam.answers
         return
     control = PtzControl(cam)  # type: ignore[arg-type]
     try:

@@ -26,6 +26,8 @@ MAX_PASSWORD = 64
 MAX_SOAP_LATENCY = 60.0
 MAX_CLOCK_SKEW = 10 * 365 * 86400.0
 MAX_FORCED_FAULTS = 100
+#: Longest `advertised_address` fault value.
+MAX_ADVERTISED = 64
 #: Largest magnitude of an `imaging_scale` bound.
 MAX_IMAGING_SCALE = 100000.0
 #: Rotate modes of the video source (ON turns the picture by 180 degrees).
@@ -224,6 +226,41 @@ def _scale(value: Any) -> tuple[float, float] | None:
     return (lo, hi)
 
 
+def _split_advertised(value: str) -> tuple[str, int | None]:
+    """("HOST", PORT or None) of "HOST", "HOST:PORT", "[V6]" or "[V6]:PORT"."""
+    if value.startswith("["):
+        host, closed, rest = value[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else None
+        if not closed or (rest and port is None):
+            raise ValueError(value)
+    elif value.count(":") == 1:
+        host, port = value.split(":")
+    else:
+        host, port = value, None
+    ipaddress.ip_address(host)  # an address, never a name to resolve
+    if port is None:
+        return host, None
+    number = int(port)
+    if not 0 < number < 65536:
+        raise ValueError(value)
+    return host, number
+
+
+def _advertised(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        if not isinstance(value, str) or len(value) > MAX_ADVERTISED:
+            raise ValueError(value)
+        _split_advertised(value)
+    except ValueError:
+        raise InvalidArgument(
+            "fault advertised_address must be null or an IP address with an optional port, "
+            'like "127.0.0.2:9" or "[::1]:9"'
+        ) from None
+    return value
+
+
 @dataclass(frozen=True)
 class Faults:
     """Misbehaviour switched on at run time (PUT /sim/faults)."""
@@ -241,6 +278,7 @@ class Faults:
     misplaced_xml: bool = False  # imaging settings and PTZ nodes with out-of-order elements
     ptz_ignore_timeout: bool = False  # ContinuousMove ignores Timeout and speed
     preset_refused_while_moving: bool = False  # SetPreset faults while PTZ moves
+    advertised_address: str | None = None  # "HOST[:PORT]" put in service and media URIs
 
     @classmethod
     def from_json(cls, data: object, *, base: Faults | None = None) -> Faults:
@@ -267,6 +305,8 @@ class Faults:
             changes["ignored_ops"] = _operations(data["ignored_ops"], "ignored_ops")
         if "imaging_scale" in data:
             changes["imaging_scale"] = _scale(data["imaging_scale"])
+        if "advertised_address" in data:
+            changes["advertised_address"] = _advertised(data["advertised_address"])
         return replace(base or cls(), **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -284,7 +324,15 @@ class Faults:
             "misplaced_xml": self.misplaced_xml,
             "ptz_ignore_timeout": self.ptz_ignore_timeout,
             "preset_refused_while_moving": self.preset_refused_while_moving,
+            "advertised_address": self.advertised_address,
         }
+
+    def advertised(self) -> tuple[str, int | None] | None:
+        """The (URL host, port or None) announced instead of the real address, if any."""
+        if self.advertised_address is None:
+            return None
+        host, port = _split_advertised(self.advertised_address)
+        return url_host(host), port
 
 
 _FLAGS = (

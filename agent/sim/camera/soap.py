@@ -478,13 +478,20 @@ class Context:
 
     @property
     def base_url(self) -> str:
+        """Scheme, host and port of the service and snapshot URLs the camera announces (the
+        `advertised_address` fault replaces the real ones)."""
+        wrong = self.model.faults.advertised()
+        if wrong is not None:
+            return f"http://{wrong[0]}:{wrong[1] or self.model.http_port}"
         return f"http://{self.host}:{self.model.http_port}"
 
     def xaddr(self, service: str) -> str:
         return self.base_url + SERVICES[service].path
 
     def rtsp_uri(self, profile: Profile) -> str:
-        return f"rtsp://{self.host}:{self.model.rtsp_port}{profile.rtsp_path}"
+        wrong = self.model.faults.advertised()
+        host = self.host if wrong is None else wrong[0]
+        return f"rtsp://{host}:{self.model.rtsp_port}{profile.rtsp_path}"
 
     def snapshot_uri(self, profile: Profile) -> str:
         return f"{self.base_url}/onvif/snapshot?profile={quote(profile.token, safe='')}"
