@@ -25,6 +25,7 @@ from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.camera.model import Faults, User, UserLevel
 from tests.ports import free_port as _free_port
+from tests.world import onvif_control
 
 USER, PASSWORD = "admin", "s3cret"
 
@@ -38,14 +39,8 @@ async def cam() -> AsyncIterator[SimCamera]:
 
 @pytest.fixture
 async def control(cam: SimCamera) -> AsyncIterator[OnvifControl]:
-    session = OnvifSession("127.0.0.1", cam.port, credentials=[Credentials(USER, PASSWORD)])
-    await session.connect()
-    ctl = OnvifControl(session)
-    try:
+    async with onvif_control(cam, USER, PASSWORD) as ctl:
         yield ctl
-    finally:
-        await ctl.close()
-        await session.close()
 
 
 def _decode_size(url: str, frames: int = 3) -> tuple[int, int]:

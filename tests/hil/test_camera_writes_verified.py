@@ -11,37 +11,30 @@ import pytest
 
 from agent.api.errors import camera_error_response
 from agent.camera.models import EncoderRequest, PtzMove, StreamProfile
-from agent.camera.onvif import OnvifControl, OnvifSession
+from agent.camera.onvif import OnvifControl
 from agent.cloud.camera_config import camera_config_set
 from agent.cloud.commands import error_code
 from agent.errors import NotApplied
-from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.model import Faults
 from tests.ports import free_port as _free_port
+from tests.world import onvif_control, sim_camera
 
 USER, PASSWORD = "admin", "verify-Writes-1"
 
 
 @pytest.fixture
 async def cam() -> AsyncIterator[SimCamera]:
-    sim = SimCamera(SimCameraConfig(username=USER, password=PASSWORD, serial="VRF0001"))
-    await sim.start()
-    try:
+    async with sim_camera(
+        SimCameraConfig(username=USER, password=PASSWORD, serial="VRF0001")
+    ) as sim:
         yield sim
-    finally:
-        await sim.stop()
 
 
 @pytest.fixture
 async def control(cam: SimCamera) -> AsyncIterator[OnvifControl]:
-    session = OnvifSession("127.0.0.1", cam.port, credentials=[Credentials(USER, PASSWORD)])
-    await session.connect()
-    ctl = OnvifControl(session)
-    try:
+    async with onvif_control(cam, USER, PASSWORD) as ctl:
         yield ctl
-    finally:
-        await ctl.close()
 
 
 def _ignore(cam: SimCamera, *operations: str) -> None:

@@ -18,29 +18,23 @@ from agent.errors import NotApplied, Refused, Unsupported
 from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.model import Faults
+from tests.world import onvif_control, sim_camera
 
 USER, PASSWORD = "admin", "fault-Map-pw1"
 
 
 @pytest.fixture
 async def cam() -> AsyncIterator[SimCamera]:
-    sim = SimCamera(SimCameraConfig(username=USER, password=PASSWORD, serial="FLT0001"))
-    await sim.start()
-    try:
+    async with sim_camera(
+        SimCameraConfig(username=USER, password=PASSWORD, serial="FLT0001")
+    ) as sim:
         yield sim
-    finally:
-        await sim.stop()
 
 
 @pytest.fixture
 async def control(cam: SimCamera) -> AsyncIterator[OnvifControl]:
-    session = OnvifSession("127.0.0.1", cam.port, credentials=[Credentials(USER, PASSWORD)])
-    await session.connect()
-    ctl = OnvifControl(session)
-    try:
+    async with onvif_control(cam, USER, PASSWORD) as ctl:
         yield ctl
-    finally:
-        await ctl.close()
 
 
 def _faults(cam: SimCamera, switches: dict[str, object]) -> None:

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agent.camera.models import Range
-from agent.camera.onvif import OnvifControl, OnvifSession
-from agent.secret import Credentials
+from agent.camera.onvif import OnvifControl
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
+from tests.world import onvif_control
 
 USER, PASSWORD = "admin", "raw-Fallback-1"
 
@@ -35,13 +35,8 @@ async def cam() -> AsyncIterator[SimCamera]:
 
 @pytest.fixture
 async def control(cam: SimCamera) -> AsyncIterator[OnvifControl]:
-    session = OnvifSession("127.0.0.1", cam.port, credentials=[Credentials(USER, PASSWORD)])
-    await session.connect()
-    ctl = OnvifControl(session)
-    try:
+    async with onvif_control(cam, USER, PASSWORD) as ctl:
         yield ctl
-    finally:
-        await ctl.close()
 
 
 async def test_imaging_values_survive_an_extra_element(
