@@ -16,7 +16,6 @@ only where the announced one does not answer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import logging
 from collections.abc import Sequence
@@ -45,6 +44,7 @@ from agent.errors import (
     Unavailable,
     Unsupported,
 )
+from agent.net.reach import answers
 from agent.secret import Credentials, mask
 
 if TYPE_CHECKING:
@@ -215,20 +215,6 @@ def _with_address(url: str, host: str, port: int | None) -> str:
     shown = f"[{host}]" if ":" in host else host
     netloc = f"{userinfo}{at}{shown}" + (f":{keep}" if keep is not None else "")
     return urlunsplit(parts._replace(netloc=netloc))
-
-
-async def answers(host: str, port: int, timeout: float = ADDRESS_CHECK_TIMEOUT) -> bool:
-    """True if a TCP connection to host:port opens within `timeout`."""
-    try:
-        async with asyncio.timeout(timeout):
-            _reader, writer = await asyncio.open_connection(host, port)
-    except (OSError, TimeoutError, ValueError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError, TimeoutError):
-        async with asyncio.timeout(timeout):
-            await writer.wait_closed()
-    return True
 
 
 async def reached_uri(

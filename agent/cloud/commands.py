@@ -282,8 +282,8 @@ class CommandRunner:
         )
         if new_password is not None and auth.get("login", login) == login:
             self._inventory.set_credentials(camera_id, Credentials(login, Secret(new_password)))
-        if new_port is not None:
-            self._inventory.set_http_port(camera_id, new_port)
+        if new_port is not None:  # follow the camera to its new port before answering
+            await self._inventory.follow_http_port(camera_id, new_port)
         return auth
 
     async def _firmware(

@@ -10,7 +10,6 @@ inspected at once (and online again if all is well)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from urllib.parse import urlsplit
@@ -20,6 +19,7 @@ import aiohttp
 from agent.camera.session import system_date_and_time
 from agent.discovery.inventory import Inventory
 from agent.discovery.records import CameraRecord, CameraState
+from agent.net.reach import answers
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class CameraLiveness:
             return
         host, port = found
         async with self._limit:
-            ok = await _answers(host, port, self._timeout)
+            ok = await answers(host, port, self._timeout)
         if ok:
             self._failures.pop(rec.id, None)
             if rec.state is CameraState.UNREACHABLE:
@@ -127,16 +127,3 @@ def target(xaddr: str) -> tuple[str, int] | None:
     except ValueError:
         return None
     return (host, port) if host else None
-
-
-async def _answers(host: str, port: int, timeout: float) -> bool:
-    try:
-        async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(host, port)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError, TimeoutError):
-        async with asyncio.timeout(timeout):
-            await writer.wait_closed()
-    return True

@@ -16,6 +16,7 @@ from agent.discovery.inventory import Inventory
 from agent.discovery.records import CameraState
 from agent.health import liveness
 from agent.health.liveness import CameraLiveness
+from agent.net.reach import answers
 from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.model import Faults
@@ -60,7 +61,7 @@ async def test_broken_onvif_behind_a_live_port_is_an_error(cam: SimCamera) -> No
         cam.model.faults = Faults.from_json({"soap_garbage": True}, base=cam.model.faults)
         await wait_for(lambda: rec.state is CameraState.ERROR)
         assert "GetSystemDateAndTime" in rec.reason
-        assert await liveness._answers("127.0.0.1", cam.port, 1.0)  # TCP still connects
+        assert await answers("127.0.0.1", cam.port, 1.0)  # TCP still connects
         await asyncio.sleep(1.5)  # neither the inventory nor the TCP probe undoes it
         assert rec.state is CameraState.ERROR, rec.reason
         cam.model.faults = Faults()
