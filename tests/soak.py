@@ -30,7 +30,8 @@ import aiohttp
 from agent.errors import AgentError
 from agent.media.rtsp_client import RtspClient
 from agent.sim.cloud.app import SimCloud
-from tests.bench.common import free_port, proc_rss_mib
+from tests.bench.common import proc_rss_mib
+from tests.ports import free_port
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 #: The sub stream every relayed camera is set to.

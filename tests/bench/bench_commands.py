@@ -21,7 +21,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.bench.common import Figure, free_port
+from tests.bench.common import Figure
+from tests.ports import free_port
 
 CALLS = 600
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 import psutil
 
 from tests.bench.bench_sim import _start_sim, _stop
-from tests.bench.common import Figure, free_port, proc_cpu_seconds, proc_rss_mib
+from tests.bench.common import Figure, proc_cpu_seconds, proc_rss_mib
+from tests.ports import free_port
 
 STREAMS = 4
 SECONDS = 15.0

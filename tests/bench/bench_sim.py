@@ -18,7 +18,8 @@ from pathlib import Path
 
 import av
 
-from tests.bench.common import Figure, free_port, proc_cpu_seconds, proc_rss_mib
+from tests.bench.common import Figure, proc_cpu_seconds, proc_rss_mib
+from tests.ports import free_port
 
 STREAM_SECONDS = 10.0
 IDLE_SECONDS = 5.0

@@ -24,7 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.bench.common import Figure, free_port
+from tests.bench.common import Figure
+from tests.ports import free_port
 
 BENCH = "start-up"
 ROUNDS = 5

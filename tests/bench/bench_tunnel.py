@@ -26,7 +26,8 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from tests.bench.common import Figure, free_port
+from tests.bench.common import Figure
+from tests.ports import free_port
 
 BENCH = "tunnel"
 BULK = 2**30  # bytes through each contender, over all rounds

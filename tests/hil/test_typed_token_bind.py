@@ -19,8 +19,8 @@ from typing import Any
 
 import aiohttp
 
-from tests.bench.common import free_port
 from tests.hil.test_activation_e2e import _coro, _until
+from tests.ports import free_port
 from tests.soak import AUTH, Consumer, agent_config, stop_procs
 
 
