@@ -56,6 +56,7 @@ class CameraLiveness:
         self._failures: dict[str, int] = {}
         self._onvif_failures: dict[str, int] = {}
         self._onvif_due: dict[str, float] = {}
+        self._onvif_at: dict[str, str] = {}  # the address the ONVIF misses were counted at
         self._marked: set[str] = set()  # cameras this probe put in error
         self._limit = asyncio.Semaphore(CONCURRENCY)
 
@@ -66,7 +67,12 @@ class CameraLiveness:
                 cams = [r for r in self._inventory.cameras() if not r.paused]
                 await asyncio.gather(*(self._probe(r, http) for r in cams))
                 known = {r.id for r in cams}
-                for table in (self._failures, self._onvif_failures, self._onvif_due):
+                for table in (
+                    self._failures,
+                    self._onvif_failures,
+                    self._onvif_due,
+                    self._onvif_at,
+                ):
                     for gone in set(table) - known:
                         del table[gone]
                 self._marked &= known
@@ -99,9 +105,18 @@ class CameraLiveness:
         due = self._onvif_due.setdefault(rec.id, now + self._onvif_interval)
         if not watched or now < due:
             return
-        self._onvif_due[rec.id] = now + self._onvif_interval
+        # A camera this probe marked is watched at the fast interval: back online within
+        # seconds of answering again, not at the next slow check.
+        marked = rec.id in self._marked
+        self._onvif_due[rec.id] = now + (self._interval if marked else self._onvif_interval)
+        xaddr = rec.xaddr
         async with self._limit:
-            problem = await system_date_and_time(http, rec.xaddr, self._onvif_timeout)
+            problem = await system_date_and_time(http, xaddr, self._onvif_timeout)
+        if self._onvif_at.get(rec.id) != xaddr:  # moved meanwhile: earlier misses are not its
+            self._onvif_at[rec.id] = xaddr
+            self._onvif_failures.pop(rec.id, None)
+        if rec.xaddr != xaddr:
+            return  # the answer is about an address the camera has left
         if not problem:
             self._onvif_failures.pop(rec.id, None)
             if rec.id in self._marked:
@@ -112,6 +127,7 @@ class CameraLiveness:
         misses = self._onvif_failures[rec.id] = self._onvif_failures.get(rec.id, 0) + 1
         if misses >= self._misses and rec.state is CameraState.ONLINE:
             self._marked.add(rec.id)
+            self._onvif_due[rec.id] = time.monotonic() + self._interval
             self._inventory.report_not_answering(
                 rec.id,
                 f"the port answers but the ONVIF service does not: GetSystemDateAndTime: {problem}",

@@ -181,6 +181,9 @@ class LiveAgent:
         camera = SimCamera(self.cam_config)
         await camera.start()
         self.camera = camera
+        # A fuzzed PUT /network may have moved the camera, and the agent followed it there: point
+        # the agent back at the fresh camera's own port.
+        self.agent.inventory.set_http_port(self.camera_id, camera.port)
         self.agent.inventory.set_paused(self.camera_id, False)
         await self._camera_ready()
 
