@@ -495,7 +495,10 @@ def test_make_demo_needs_only_the_venv_packages() -> None:
             assert package not in dry.stdout + dry.stderr
         tests = run("sysdeps")
         assert tests.returncode != 0
-        assert "make test needs: iproute2 chromium systemd; run as root" in tests.stderr
+        # The headers of the third-party ONVIF server's libraries may be there; the rest is not.
+        assert re.search(
+            r"make test needs: iproute2 chromium systemd( [a-z0-9.+-]+)*; run as root", tests.stderr
+        ), tests.stderr
         bench = run("benchdeps")
         assert bench.returncode == 0
         assert "make bench: not installed: ffmpeg socat (going on without)" in bench.stderr
