@@ -186,6 +186,12 @@ async def test_qr_code_for_another_cloud_cannot_take_a_bound_agent(
             {"url": a.fleet.cameras[1].rtsp_url("main"), "via": f"agent://{agent_id}"}
         ]
         assert _identity(a.tmp / "state") == before
+
+        # The cloud records the bind when it answers; the agent adds the stream on reading it.
+        async def both_streams() -> bool:
+            return len(agent.cloud.status()["streams"]) == 2
+
+        await _until(both_streams, 20)
         streams = agent.cloud.status()["streams"]
         assert [s["stream_name"] for s in streams] == [name, record["stream_name"]]
         assert all("token" not in s for s in streams)
