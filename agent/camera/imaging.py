@@ -95,7 +95,9 @@ def image_info(img: Imaging) -> ImageInfo:
         as_float(get(s, "Exposure", "MinExposureTime")),
         as_float(get(s, "Exposure", "MaxExposureTime")),
     )
-    if supported is not None and lo is not None and hi is not None:
+    # An inverted window (AXIS Q3819-PVE answers MinExposureTime 1, MaxExposureTime -1) is
+    # no range: the exposure is left unreported rather than given as one.
+    if supported is not None and lo is not None and hi is not None and lo <= hi:
         exposure = ExposureInfo(Range(lo, hi), supported)
     wb = None
     cr, cb = range_of(o, "WhiteBalance", "YrGain"), range_of(o, "WhiteBalance", "YbGain")
