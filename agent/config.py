@@ -519,7 +519,7 @@ def camera_entry(item: Mapping[str, Any]) -> CameraConfig:
     if password is not None and not username:
         raise InvalidArgument("a password needs a username")
     if username:
-        cred = Credentials(username, Secret(password or ""))
+        cred = rtsp_only.login(username, password or "")
     name = (text("name") or "").strip()
     if len(name) > rtsp_only.MAX_NAME or any(ord(ch) < 32 for ch in name):
         raise InvalidArgument(f"name must be printable, at most {rtsp_only.MAX_NAME} characters")

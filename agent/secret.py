@@ -33,6 +33,11 @@ _QUERY_SECRET = re.compile(
     r"""(?i)([?&;][a-z0-9_.\-]*(?:password|passwd|pwd|pass|passphrase|psk|token|secret|key"""
     r"""|auth|signature|credentials?)=)[^&#\s'"<>]+"""
 )
+# Credentials in an RTSP path, as XMeye/NetSurveillance firmwares write them:
+# /user=admin_password=SECRET_channel=1_stream=0.sdp (the value ends at the next field).
+_PATH_SECRET = re.compile(
+    r"""(?i)([/_](?:password|passwd|pwd)=)[^\s/?#&'"<>]*?(?=_channel=|_stream=|\.sdp\b|[/?#&\s'"<>]|$)"""
+)
 # The text of an XML element named like a password (<tt:Password>, <wsse:Password Type=..>).
 _XML_SECRET = re.compile(
     r"(?i)(<(?:[\w.\-]+:)?(?:password|passphrase|psk|presharedkey|secret|key)\b[^<>]*>)[^<]+(?=</)"
@@ -85,6 +90,7 @@ def mask(text: str) -> str:
     if _HINT.search(text):
         if "=" in text:
             text = _QUERY_SECRET.sub(rf"\1{MASK}", text)
+            text = _PATH_SECRET.sub(rf"\1{MASK}", text)
         if "<" in text:
             text = _XML_SECRET.sub(rf"\1{MASK}", text)
         if '"' in text or "'" in text:

@@ -21,7 +21,7 @@ from agent.api.context import (
 from agent.api.errors import INVALID_REQUEST, UNAVAILABLE, error_response
 from agent.config import CAMERA_KEYS, CameraConfig, camera_entry
 from agent.errors import InvalidArgument, LimitExceeded, NotFound
-from agent.secret import Credentials, Secret
+from agent.secret import Credentials
 
 if TYPE_CHECKING:
     from agent.api.server import CameraRecordLike
@@ -113,7 +113,7 @@ def _onvif_entry(body: dict[str, Any]) -> tuple[str, Credentials | None]:
     if password is not None and not username:
         raise InvalidArgument("password needs a username")
     if isinstance(username, str) and username:
-        cred = Credentials(username, Secret(password if isinstance(password, str) else ""))
+        cred = rtsp_only.login(username, password if isinstance(password, str) else "")
     return xaddr, cred
 
 

@@ -28,6 +28,7 @@ from av.stream import Stream
 
 from agent.errors import Unavailable
 from agent.net.backoff import Backoff
+from agent.secret import mask
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,7 @@ def redact(url: str) -> str:
     if parts.scheme.lower().startswith("rtmp") and path.count("/") >= 2:
         path = path.rsplit("/", 1)[0] + "/***"
     query = "***" if parts.query else ""
-    return urlunsplit((parts.scheme, netloc, path, query, ""))
+    return mask(urlunsplit((parts.scheme, netloc, path, query, "")))  # a login in the path
 
 
 def target_format(url: str) -> tuple[str, dict[str, str]]:

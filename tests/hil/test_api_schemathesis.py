@@ -192,9 +192,12 @@ class LiveAgent:
         except TimeoutError:
             # Not back by itself after the fuzzed calls (seen once in a loaded full run after a
             # port move): start this run from a camera the agent learns anew, as an operator would.
+            # A fuzzed POST /api/v1/cameras may have given the agent another login for this
+            # host: add it again with the camera's own.
             log.warning("camera not back after its replacement; forgetting and adding it again")
             self.agent.inventory.forget(self.camera_id)
-            await self.agent.inventory.add_onvif(camera.device_url)
+            login = Credentials(USER, Secret(PASSWORD))
+            await self.agent.inventory.add_onvif(camera.device_url, login)
             await self._camera_ready()
 
     async def _camera_back(self) -> None:

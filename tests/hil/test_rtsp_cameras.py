@@ -235,6 +235,13 @@ async def test_camera_without_rtsp_server_is_unreachable(running: Running) -> No
         ({"rtsp_url": "rtsp://127.0.0.1/x", "password": PASSWORD}, "username"),
         ({"rtsp_url": "rtsp://a:b@127.0.0.1/x", "onvif_url": "http://127.0.0.1/"}, "exactly"),
         ({"name": "x"}, "exactly"),
+        # No camera protocol carries a control character in a login (SOAP XML refuses them):
+        # such a login, stored, would make every later call to the camera fail.
+        ({"onvif_url": "http://127.0.0.1/", "username": "admin", "password": "a\x00b"}, "password"),
+        ({"onvif_url": "http://127.0.0.1/", "username": "ad\x07min"}, "username"),
+        ({"rtsp_url": "rtsp://admin:a%00b@127.0.0.1/x"}, "password"),
+        ({"rtsp_url": "rtsp://127.0.0.1/x", "username": "a", "password": "\x1b[2J"}, "password"),
+        ({"onvif_url": "http://127.0.0.1/", "username": "a", "password": "x" * 129}, "password"),
     ],
 )
 async def test_bad_bodies_are_refused(running: Running, body: Any, needle: str) -> None:

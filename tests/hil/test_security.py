@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from agent.api import ApiServer, build_app
@@ -100,6 +100,10 @@ def check_policy(policy: TunnelPolicy, tally: Tally, examples: int) -> None:
 
     @settings(max_examples=examples, deadline=None, database=None)
     @given(_targets)
+    # Always tried, whatever the random draw: a host that is no camera (the cloud's own), on a
+    # camera's RTSP port and on a web port.
+    @example((CLOUD_HOST, 8554, TargetKind.RTSP))
+    @example((CLOUD_HOST, 80, TargetKind.HTTP))
     def prop(target_spec: tuple[str, int, TargetKind]) -> None:
         host, port, kind = target_spec
         tally.inputs += 1

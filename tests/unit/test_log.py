@@ -65,6 +65,11 @@ def _shown(record: logging.LogRecord) -> str:
             "<ns1:Username>op</ns1:Username>",
         ),
         ('body {"login": "admin", "password": "Zq9-pw", "port": 80}', '"port": 80'),
+        # XMeye firmwares put the login in the RTSP path (tests/fixtures/onvif/sunba-405-xm530).
+        (
+            "DESCRIBE rtsp://192.0.2.5:554/user=admin_password=Zq9_pw_channel=1_stream=0.sdp",
+            "_channel=1_stream=0.sdp",
+        ),
         ("args {'users': [{'password': 'Zq9\\'pw', 'name': 'op'}]}", "'name': 'op'"),
     ],
 )
