@@ -91,8 +91,9 @@ fmt: $(VENV)
 	$(BIN)/ruff format agent firmware_tools tests
 	$(BIN)/ruff check --fix agent firmware_tools tests
 
+FLEET ?= default
 demo: $(VENV)
-	$(BIN)/camera-agent demo
+	$(BIN)/camera-agent demo --fleet $(FLEET)
 
 # Baselines the benchmarks compare against (ffmpeg -c copy, socat); optional.
 benchdeps:

@@ -1,22 +1,29 @@
 """`camera-agent demo`: the whole chain on loopback, in one process, until Ctrl-C.
 
 A simulated cloud (Watcher, Central, activation server, two streampoints) and three simulated
-ONVIF cameras start on 127.0.0.1. The mobile app's part is played too: an activation token is
-shown as a QR code to the first camera. The real agent daemon starts with no token, finds the
-cameras (WS-Discovery), reads the QR code from the camera's video, activates itself and connects
-to the cloud; then it binds the other two cameras from their own QR codes. Each camera's video is
-pulled the way the cloud streamer does, through the agent's tunnel, and decoded with FFmpeg
-(PyAV); the agent's own RTSP server (restream) and local API are exercised as well. The demo then
-prints the URLs to open (cloud page, RTSP through the tunnel and from the restream server, the
-agent's status page and local API; each one fetched first), the agent's state directory and the
-commands that inspect it, and keeps everything running. Nothing leaves the machine.
+ONVIF cameras start on 127.0.0.1 (the world of agent.sim.world). The mobile app's part is played
+too: an activation token is shown as a QR code to the first camera. The real agent daemon starts
+with no token, finds the cameras (WS-Discovery), reads the QR code from the camera's video,
+activates itself and connects to the cloud; then it binds the other cameras from their own QR
+codes. Each camera's video (its main stream and another one) is pulled the way the cloud
+streamer does, through the agent's tunnel, and decoded with FFmpeg (PyAV); the agent's own RTSP
+server (restream) and local API are exercised as well. The demo then prints the URLs to open
+(cloud page, RTSP through the tunnel and from the restream server, the agent's status page and
+local API; each one fetched first), the agent's state directory and the commands that inspect
+it, and keeps everything running. Nothing leaves the machine.
+
+`--fleet mixed` (`make demo FLEET=mixed`) replaces the three cameras with one simulated camera
+per persona of agent.sim.camera.persona (makes with their stream layouts and quirks) and one
+camera the agent is given by RTSP URL only (a `[[camera]]` table, no ONVIF). The checks are the
+same: every ONVIF camera discovered, every camera bound by its QR code and pulled through the
+tunnel (a second stream where the camera has one), camera control on a camera with the imaging
+service (and PTZ where one has it).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import shlex
 import shutil
@@ -24,6 +31,8 @@ import socket
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -31,21 +40,21 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import aiohttp
 import av
 
-from agent.app import Agent
-from agent.config import AgentConfig, DiscoveryConfig, RestreamConfig
+from agent.config import AgentConfig, RestreamConfig
 from agent.discovery.scan import discover, format_table
-from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
+from agent.sim.camera.persona import PERSONAS
 from agent.sim.cloud.app import SimCloud
+from agent.sim.world import CameraSpec, RtspCameraSpec, SimCameraSpec, World
 
 log = logging.getLogger(__name__)
 
-CLOUD_AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 USERNAME, PASSWORD = "admin", "demo-pass"
 RESTREAM_USER = "viewer"
 #: Seconds the agent may take for each step (activation, binding a camera, the tunnel).
 STEP_TIMEOUT = 60.0
+#: Streams decoded at once.
+PULL_THREADS = 4
 #: Seconds each printed URL may take to answer the demo's own check.
 URL_CHECK_TIMEOUT = 10.0
 #: Paths of the agent's local HTTP server printed for the user (each answers GET with 200).
@@ -106,28 +115,44 @@ def _free_port(preferred: int) -> int:
     return preferred
 
 
-class Demo:
-    def __init__(self, args: argparse.Namespace) -> None:
-        self.args = args
-        self.cloud = SimCloud(port=0, streampoints=2, camera_login=(USERNAME, PASSWORD))
-        configs = [
-            SimCameraConfig(
-                host="127.0.0.1",
-                username=USERNAME,
-                password=PASSWORD,
-                name=f"DemoCam-{i + 1}",
-                serial=f"DEMO{i + 1:04d}",
-            )
-            for i in range(args.cameras)
+#: The fleets `--fleet` names.
+FLEETS = ("default", "mixed")
+
+
+def fleet_specs(fleet: str, cameras: int) -> list[CameraSpec]:
+    """The demo's cameras: `default` is `cameras` simulated ONVIF cameras; `mixed` is one
+    simulated ONVIF camera per persona and one camera the agent gets by RTSP URL only."""
+    base = SimCameraConfig(host="127.0.0.1", username=USERNAME, password=PASSWORD)
+    if fleet == "default":
+        return [
+            SimCameraSpec(replace(base, name=f"DemoCam-{i + 1}", serial=f"DEMO{i + 1:04d}"))
+            for i in range(cameras)
         ]
+    specs: list[CameraSpec] = [
+        SimCameraSpec(replace(base, name=f"Demo-{name}", serial=f"DEMO{i + 1:04d}", persona=name))
+        for i, name in enumerate(sorted(PERSONAS))
+    ]
+    specs.append(RtspCameraSpec(replace(base, name="Demo-rtsp", serial="DEMORTSP")))
+    return specs
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, state: Path) -> None:
+        self.args = args
         # Discovery on an ephemeral port: the demo must not clash with cameras already on 3702.
-        self.fleet = SimCameraFleet(configs, discovery_port=0, multicast=False)
-        self.http = aiohttp.ClientSession(
-            headers=CLOUD_AUTH, timeout=aiohttp.ClientTimeout(total=20)
+        self.world = World(
+            fleet_specs(args.fleet, args.cameras),
+            cloud=SimCloud(port=0, streampoints=2, camera_login=(USERNAME, PASSWORD)),
+            state_dir=state,
+            discovery=True,
+            configure=self.configure,
         )
-        self.agent: Agent | None = None
         self.stop = asyncio.Event()
         self.ok = True
+
+    @property
+    def cloud(self) -> SimCloud:
+        return self.world.cloud
 
     def check(self, ok: bool, what: str) -> None:
         if not ok:
@@ -135,23 +160,12 @@ class Demo:
         self.ok = self.ok and ok
 
     async def json(self, method: str, url: str, body: Any = None) -> Any:
-        async with self.http.request(method, url, json=body) as r:
-            if r.status >= 300:
-                raise RuntimeError(f"{method} {url}: HTTP {r.status}")
-            return await r.json(content_type=None)
+        return await self.world.cloud_json(method, url, body)
 
     async def show_qr(self, cam: SimCamera, title: str) -> str:
         """The mobile app: create a token, show its QR code to a camera."""
-        body = await self.json(
-            "POST", f"{self.cloud.watcher_url}/agent_activation_token", {"title": title}
-        )
-        token = str(body["token"])
-        async with self.http.get(f"{self.cloud.url}/sim/qr/{token}") as r:
-            payload = await r.text()
-        async with self.http.put(
-            f"http://127.0.0.1:{cam.port}/sim/qr", json={"text": payload}
-        ) as r:
-            r.raise_for_status()
+        token = await self.world.new_token(title)
+        await self.world.show_qr(cam, token)
         print(f"== mobile app: token {token[:8]}... shown as a QR code to {cam.config.name}")
         return token
 
@@ -176,7 +190,7 @@ class Demo:
         return stream
 
     async def discover(self) -> None:
-        port = self.fleet.discovery_port
+        port = self.world.discovery_port
         assert port is not None
         found = await discover(
             timeout=1.5,
@@ -188,104 +202,94 @@ class Demo:
         )
         print(f"== WS-Discovery probe (unicast to 127.0.0.1:{port}) and ONVIF details")
         print(format_table(found))
-        self.check(len(found) == len(self.fleet.cameras), "not every camera was discovered")
+        self.check(len(found) == len(self.world.cameras), "not every ONVIF camera was discovered")
 
-    def start_agent(self, state: Path) -> asyncio.Task[None]:
-        port = self.fleet.discovery_port
-        assert port is not None
-        cfg = AgentConfig(
-            state_dir=state,
-            api_host="127.0.0.1",
+    @staticmethod
+    def configure(cfg: AgentConfig) -> AgentConfig:
+        """The demo agent: no token (QR activation), its API and restream server on the usual
+        ports when they are free, WebRTC on loopback."""
+        return replace(
+            cfg,
             api_port=_free_port(8780),
             webrtc_addresses=("127.0.0.1",),
-            discovery=DiscoveryConfig(
-                multicast=False, mdns=False, subnets=("127.0.0.1/32",), discovery_port=port
-            ),
-            default_credentials=(Credentials(USERNAME, Secret(PASSWORD)),),
+            cloud=replace(cfg.cloud, activation_url=None),
             restream=RestreamConfig(
                 host="127.0.0.1", port=_free_port(8554), username=RESTREAM_USER
             ),
         )
-        self.agent = Agent(cfg)
-        return asyncio.create_task(self.agent.run(self.stop), name="agent")
 
-    async def pull(self, label: str, url: str) -> None:
-        try:
-            n, w, h, took = await asyncio.to_thread(pull_frames, url, self.args.frames)
-        except av.error.FFmpegError as exc:
-            self.check(False, f"{label}: {exc}")
-            return
-        print(f"   {label}: {n} frames {w}x{h} in {took:.1f} s")
-        self.check(n >= self.args.frames, f"{label}: only {n} frames")
+    async def pull(self, pulls: list[tuple[str, str]]) -> None:
+        """Decode `frames` frames from each (label, RTSP URL), a few at a time, in threads of
+        their own (the cameras' encoders use the default executor)."""
+        loop = asyncio.get_running_loop()
+        with ThreadPoolExecutor(PULL_THREADS) as pool:
+            results = await asyncio.gather(
+                *(
+                    loop.run_in_executor(pool, pull_frames, url, self.args.frames)
+                    for _, url in pulls
+                ),
+                return_exceptions=True,
+            )
+        for (label, _), result in zip(pulls, results, strict=True):
+            if isinstance(result, av.error.FFmpegError):
+                self.check(False, f"{label}: {result}")
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            n, w, h, took = result
+            print(f"   {label}: {n} frames {w}x{h} in {took:.1f} s")
+            self.check(n >= self.args.frames, f"{label}: only {n} frames")
 
-    async def drive(self, base: str, cam_id: str) -> None:
-        onvif = f"{base}/onvif/{cam_id}"
+    async def drive(self, base: str, cam: dict[str, Any]) -> None:
+        """Camera control through the local API: brightness, and PTZ when the camera has it."""
+        onvif = f"{base}/onvif/{cam['id']}"
         await self.json("PUT", f"{onvif}/image/brightness", {"value": 80})
+        brightness = (await self.json("GET", f"{onvif}/image"))["brightness"]["current_value"]
+        if not cam["ptz"]:
+            print(f"== local API: brightness set to {brightness} (the camera has no PTZ)")
+            self.check(brightness == 80, "camera control failed")
+            return
         await self.json("PUT", f"{onvif}/ptz", {"move": "RIGHT", "step": 5})
         pos = (await self.json("GET", f"{onvif}/ptz"))["pan_tilt"].get("current_position")
-        brightness = (await self.json("GET", f"{onvif}/image"))["brightness"]["current_value"]
         print(f"== local API: brightness set to {brightness}, PTZ moved right to {pos}")
         self.check(brightness == 80 and bool(pos) and pos["x"] > 0, "camera control failed")
 
     async def run(self) -> int:
-        state = await asyncio.to_thread(self.state_dir)
-        try:
-            return await self._run(state)
-        finally:
-            if self.args.state_dir is None:
-                await asyncio.to_thread(shutil.rmtree, state, True)
-            else:
-                print(f"== the agent's state is kept in {state}; its audit log:")
-                print(f"   {log_command(state)}")
+        async with self.world:
+            return await self._run()
 
-    async def _run(self, state: Path) -> int:
-        await self.cloud.start()
-        await self.fleet.start()
+    async def _run(self) -> int:
+        world, state = self.world, self.world.state_dir
+        assert state is not None
         print(
             f"== simulated cloud (Watcher, Central, activation, streampoints) at {self.cloud.url}/"
         )
-        for cam in self.fleet.cameras:
+        for cam in world.cameras:
             print(f"== {cam.config.name}: ONVIF {cam.device_url}")
+        for cam in world.rtsp_cameras:
+            print(f"== {cam.config.name}: RTSP only {cam.rtsp_url('main')}")
         await self.discover()
-        first = await self.show_qr(self.fleet.cameras[0], "Front door")
-        task = self.start_agent(state)
-        agent = self.agent
-        assert agent is not None
-        try:
-            await asyncio.wait_for(agent.ready.wait(), 20)
-            base = f"http://127.0.0.1:{agent.api.port}/api/v1"
-            print(f"== agent started with no token; local API at {base}/hello")
-            streams = [await self.wait_stream(first)]
-            await self.json("POST", f"{base}/activation/scan", {"seconds": 120})
-            print("== agent asked (POST /activation/scan) to bind more cameras by QR code")
-            for i, cam in enumerate(self.fleet.cameras[1:], start=2):
-                token = await self.show_qr(cam, f"Camera {i}")
-                streams.append(await self.wait_stream(token))
-            await self.show_all(base, streams)
-            self.show_state(state, agent.api.port)
-            if self.args.once:
-                print("== demo " + ("passed" if self.ok else "FAILED"))
-                return 0 if self.ok else 1
-            print(
-                "== demo " + ("passed" if self.ok else "FAILED") + "; running until Ctrl-C",
-                flush=True,
-            )
-            await self.forever(task)
+        first = await self.show_qr(world.cameras[0], "Front door")
+        agent = await world.start_agent()
+        base = world.api
+        print(f"== agent started with no token; local API at {base}/hello")
+        streams = [await self.wait_stream(first)]
+        await self.json("POST", f"{base}/activation/scan", {"seconds": 120})
+        print("== agent asked (POST /activation/scan) to bind more cameras by QR code")
+        others = [*world.cameras[1:], *world.rtsp_cameras]
+        tokens = [await self.show_qr(cam, f"Camera {i}") for i, cam in enumerate(others, 2)]
+        streams += [await self.wait_stream(token) for token in tokens]
+        await self.show_all(base, streams)
+        self.show_state(state, agent.api.port)
+        verdict = "== demo " + ("passed" if self.ok else "FAILED")
+        if self.args.once:
+            print(verdict)
             return 0 if self.ok else 1
-        finally:
-            self.stop.set()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(task, 10)
-
-    def state_dir(self) -> Path:
-        """The agent's state directory: --state-dir (new or empty), else a temporary one."""
-        if self.args.state_dir is None:
-            return Path(tempfile.mkdtemp(prefix="camera-agent-demo-"))
-        path = Path(self.args.state_dir).absolute()
-        path.mkdir(mode=0o700, parents=True, exist_ok=True)
-        if any(path.iterdir()):
-            raise DemoError(f"--state-dir {path} is not empty (the demo starts a new agent)")
-        return path
+        print(verdict + "; running until Ctrl-C", flush=True)
+        task = world.agent_task
+        assert task is not None
+        await self.forever(task)
+        return 0 if self.ok else 1
 
     def show_state(self, state: Path, api_port: int) -> None:
         kept = (
@@ -312,18 +316,31 @@ class Demo:
                     continue
                 self.check(status == 200, f"{label} {url}: HTTP {status}")
 
+    def other_stream(self, url: str) -> str | None:
+        """The RTSP URL of another stream of the camera that streams at `url`, if it has one."""
+        for cam in [*self.world.cameras, *self.world.rtsp_cameras]:
+            urls = [cam.rtsp_url(token) for token in cam.model.profiles]
+            if url in urls:
+                return next((u for u in urls if u != url), None)
+        return None
+
     async def show_all(self, base: str, streams: list[dict[str, Any]]) -> None:
-        agent = self.agent
-        assert agent is not None
+        agent = self.world.agent
         assert agent.restream is not None
         restream_pw = (await asyncio.to_thread(agent.state.restream_password)).reveal()
         print("== video through the agent tunnel, pulled as the cloud streamer does (FFmpeg)")
         tunnel_urls: list[str] = []
+        pulls: list[tuple[str, str]] = []
         for stream in streams:
             url = str(stream["sim_rtsp_url"])
             tunnel_urls.append(url)
-            await self.pull(f"{stream['name']} main", url)
-            await self.pull(f"{stream['name']} sub ", _with_path(url, "/live/sub"))
+            pulls.append((f"{stream['name']} main", url))
+            other = self.other_stream(str(stream["inputs"][0]["url"]))
+            if other is None:
+                print(f"   {stream['name']}: the camera has one stream only")
+            else:
+                pulls.append((f"{stream['name']} sub ", _with_path(url, other)))
+        await self.pull(pulls)
         cams = (await self.json("GET", f"{base}/cameras"))["cameras"]
         print("== the agent's own RTSP server (one camera session shared by every viewer)")
         restream_urls: list[str] = []
@@ -332,15 +349,19 @@ class Demo:
                 "rtsp://", f"rtsp://{RESTREAM_USER}:{quote(restream_pw, safe='')}@"
             )
             restream_urls.append(url)
-        await self.pull("restream main", restream_urls[0])
-        await self.drive(base, cams[0]["id"])
+        await self.pull([("restream main", restream_urls[0])])
+        # Camera control needs ONVIF (not a camera added by URL) with the imaging service;
+        # one with PTZ too when there is one.
+        controlled = [cam for cam in cams if cam["kind"] == "onvif" and cam["imaging"]]
+        onvif = next((cam for cam in controlled if cam["ptz"]), controlled[0])
+        await self.drive(base, onvif)
         tunnels = agent.relay_status()["tunnels"] or {}
         print(
             f"== tunnels: {tunnels.get('opened', 0)} opened, {tunnels.get('refused', 0)} refused, "
             f"{tunnels.get('bytes_out', 0) / 1e6:.1f} MB camera -> cloud"
         )
         root = base.removesuffix("/api/v1")
-        urls = [("Cloud status page", f"{self.cloud.url}/"), *agent_urls(root, cams[0]["id"])]
+        urls = [("Cloud status page", f"{self.cloud.url}/"), *agent_urls(root, onvif["id"])]
         await self.check_urls(urls)
         print()
         shown = ""
@@ -363,15 +384,22 @@ class Demo:
         waiter.cancel()
         print("\n== stopping")
 
-    async def close(self) -> None:
-        await self.http.close()
-        await self.fleet.stop()
-        await self.cloud.stop()
+
+def state_dir(given: str | None) -> Path:
+    """The agent's state directory: `given` (new or empty), else a temporary one."""
+    if given is None:
+        return Path(tempfile.mkdtemp(prefix="camera-agent-demo-"))
+    path = Path(given).absolute()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if any(path.iterdir()):
+        raise DemoError(f"--state-dir {path} is not empty (the demo starts a new agent)")
+    return path
 
 
-def _with_path(url: str, path: str) -> str:
-    parts = urlsplit(url)
-    return urlunsplit(parts._replace(path=path))
+def _with_path(url: str, other: str) -> str:
+    """`url` with the path and query of `other`."""
+    parts, path = urlsplit(url), urlsplit(other)
+    return urlunsplit(parts._replace(path=path.path, query=path.query))
 
 
 class DemoError(Exception):
@@ -379,7 +407,20 @@ class DemoError(Exception):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cameras", type=int, default=3, help="how many simulated cameras (1-8)")
+    p.add_argument(
+        "--fleet",
+        choices=FLEETS,
+        default="default",
+        metavar="FLEET",
+        help="the cameras: default (--cameras simulated ONVIF cameras) or mixed (one simulated "
+        "camera per persona, makes with their quirks, and one camera added by RTSP URL only)",
+    )
+    p.add_argument(
+        "--cameras",
+        type=int,
+        default=3,
+        help="how many simulated ONVIF cameras without --fleet mixed (1-8)",
+    )
     p.add_argument("--frames", type=int, default=50, help="video frames to pull per stream")
     p.add_argument(
         "--once", action="store_true", help="exit after the checks instead of running on"
@@ -401,14 +442,19 @@ async def run(args: argparse.Namespace) -> int:
         # Per-session server chatter would drown the demo's own lines.
         for name in ("agent.media", "agent.sim", "agent.api", "agent.app", "agent.cloud"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    demo = Demo(args)
     try:
-        return await demo.run()
+        state = await asyncio.to_thread(state_dir, args.state_dir)
     except DemoError as exc:
         print(f"camera-agent demo: {exc}", file=sys.stderr)
         return 2
+    try:
+        return await Demo(args, state).run()
     except (TimeoutError, RuntimeError, aiohttp.ClientError, OSError) as exc:
         print(f"== demo FAILED: {exc or type(exc).__name__}")
         return 1
     finally:
-        await demo.close()
+        if args.state_dir is None:
+            await asyncio.to_thread(shutil.rmtree, state, True)
+        else:
+            print(f"== the agent's state is kept in {state}; its audit log:")
+            print(f"   {log_command(state)}")

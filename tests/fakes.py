@@ -333,6 +333,16 @@ class FakeControl:
         self.state.pan_tilt = (round(pan, 6), round(tilt, 6))
         self.state.zoom = round(z, 6)
 
+    async def ptz_absolute(self, x: float | None, y: float | None, zoom: float | None) -> None:
+        await self._enter("ptz_absolute", x, y, zoom)
+        self._need_ptz()
+        for name, value, lo in (("x", x, -1.0), ("y", y, -1.0), ("zoom", zoom, 0.0)):
+            if value is not None and not lo <= value <= 1.0:
+                raise InvalidArgument(f"{name} {value:g} is outside the camera's range {lo:g}..1")
+        pan, tilt = self.state.pan_tilt
+        self.state.pan_tilt = (pan if x is None else x, tilt if y is None else y)
+        self.state.zoom = self.state.zoom if zoom is None else zoom
+
     async def ptz_continuous(self, move: ContinuousMove) -> None:
         await self._enter("ptz_continuous", move)
         self._need_ptz()

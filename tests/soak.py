@@ -30,6 +30,7 @@ import aiohttp
 from agent.errors import AgentError
 from agent.media.rtsp_client import RtspClient
 from agent.sim.cloud.app import SimCloud
+from agent.sim.world import World
 from tests.bench.common import proc_rss_mib
 from tests.ports import free_port
 
@@ -129,13 +130,14 @@ class Consumer:
 
 
 class FleetWorld:
-    """Cameras, cloud and agent; `bind(n)` relays n more cameras, each with a consumer."""
+    """Cameras and agent in processes of their own (what the figures measure), the cloud of an
+    agent.sim.world World in this one; `bind(n)` relays n more cameras, each with a consumer."""
 
     def __init__(self, tmp: Path, cameras: int, *, health_interval: float = 10.0) -> None:
         self.tmp = tmp
         self.count = cameras
         self.health_interval = health_interval
-        self.cloud = SimCloud(port=0, camera_login=("admin", "admin"))
+        self.sim = World([], cloud=SimCloud(port=0, camera_login=("admin", "admin")))
         self.procs: list[subprocess.Popen[bytes]] = []
         self.cams: list[dict[str, Any]] = []
         self.cam_ids: list[str] = []  # agent camera id per camera, in camera order
@@ -147,13 +149,17 @@ class FleetWorld:
         self._http: aiohttp.ClientSession | None = None
 
     @property
+    def cloud(self) -> SimCloud:
+        return self.sim.cloud
+
+    @property
     def http(self) -> aiohttp.ClientSession:
         assert self._http is not None
         return self._http
 
     async def start(self) -> None:
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        await self.cloud.start()
+        await self.sim.__aenter__()
         if self.count:
             ready = self.tmp / "cams.json"
             self.procs.append(
@@ -199,9 +205,7 @@ class FleetWorld:
         return self.agent.pid
 
     async def token(self, title: str) -> str:
-        url = f"{self.cloud.watcher_url}/agent_activation_token"
-        async with self.http.post(url, json={"title": title}, headers=AUTH) as r:
-            return str((await r.json())["token"])
+        return await self.sim.new_token(title)
 
     async def activate(self, camera: int | None) -> str:
         """Bind camera `camera` (an index; None: no camera) with a new token; the stream name."""
@@ -283,7 +287,7 @@ class FleetWorld:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await asyncio.to_thread(stop_procs, list(reversed(self.procs)))
-        await self.cloud.stop()
+        await self.sim.__aexit__(None, None, None)
         if self._http is not None:
             await self._http.close()
 

@@ -347,6 +347,11 @@ SCHEMAS: dict[str, Schema] = {
         one_of_needed=True,
         example={"move": "RIGHT_UP", "zoom": "ZOOM_IN", "step": 3},
     ),
+    "PtzPosition": _body(
+        {"x": NUMBER, "y": NUMBER, "zoom": NUMBER},
+        one_of_needed=True,
+        example={"x": 0.5, "y": -0.2, "zoom": 0.1},
+    ),
     "PresetList": _answer({"presets": _array(STRING)}),
     "PresetName": _body(
         {
@@ -510,6 +515,11 @@ def _onvif_paths() -> dict[str, Schema]:
         f"{p}/ptz": {
             "get": _get("get_ptz", "Get camera PTZ", "ok", "PtzInfo", ptz=True),
             "put": _set("ptz_step", "Update camera PTZ", "ok", "PtzStep", ptz=True),
+        },
+        f"{p}/ptz/position": {
+            "put": _set(
+                "ptz_absolute", "Move camera PTZ to a position", "ok", "PtzPosition", ptz=True
+            )
         },
         f"{p}/ptz/home": {
             "put": _set("ptz_home_save", "Save current PTZ position as home", "ok", None, ptz=True)

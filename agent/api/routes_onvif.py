@@ -145,6 +145,13 @@ async def put_ptz(request: web.Request) -> web.Response:
     return web.json_response(OK)
 
 
+async def put_ptz_position(request: web.Request) -> web.Response:
+    cid = path_camera_id(request)
+    x, y, zoom = v.position_body(await read_json(request))
+    await camera_call(request, cid, lambda c: c.ptz_absolute(x, y, zoom))
+    return web.json_response(OK)
+
+
 async def put_ptz_home(request: web.Request) -> web.Response:
     cid = path_camera_id(request)
     await camera_call(request, cid, lambda c: c.ptz_home_save())
@@ -192,7 +199,8 @@ async def post_ptz_preset_apply(request: web.Request) -> web.Response:
 
 
 def onvif_routes() -> list[web.RouteDef]:
-    """Routes 8.1-8.25 in the order the API documents them."""
+    """Routes 8.1-8.25 in the order the API documents them, with the absolute PTZ move
+    (`PUT .../ptz/position`, no number in the reference) next to the step move."""
     p = PREFIX
     return [
         web.get(p, get_device, allow_head=False),
@@ -214,6 +222,7 @@ def onvif_routes() -> list[web.RouteDef]:
         web.put(f"{p}/image/wb", put_white_balance),
         web.get(f"{p}/ptz", get_ptz, allow_head=False),
         web.put(f"{p}/ptz", put_ptz),
+        web.put(f"{p}/ptz/position", put_ptz_position),
         web.put(f"{p}/ptz/home", put_ptz_home),
         web.put(f"{p}/ptz/home/apply", put_ptz_home_apply),
         web.get(f"{p}/ptz/presets", get_ptz_presets, allow_head=False),

@@ -373,6 +373,18 @@ def ptz_body(body: Any) -> tuple[PtzMove | None, PtzZoom | None, int]:
     )
 
 
+def position_body(body: Any) -> tuple[float | None, float | None, float | None]:
+    """(x, y, zoom) of an absolute PTZ move; the camera checks them against its own ranges."""
+    f = Fields(body)
+    x = f.number("x", required=False)
+    y = f.number("y", required=False)
+    zoom = f.number("zoom", required=False)
+    f.check()
+    if x is None and y is None and zoom is None:
+        raise InsufficientArguments("x, y or zoom is required")
+    return x, y, zoom
+
+
 def preset_body(body: Any) -> str:
     f = Fields(body)
     name = f.string(

@@ -6,6 +6,8 @@ import asyncio
 import logging
 from pathlib import Path
 
+import aiohttp
+
 from agent.camera import firmware, imaging, media, snapshot
 from agent.camera.models import (
     ContinuousMove,
@@ -198,7 +200,19 @@ class OnvifControl:
         except Unsupported:
             uri = None
         if uri:
-            return await snapshot.fetch(uri, self.session.credentials_used, self.session.timeout)
+            try:
+                return await snapshot.fetch(
+                    uri, self.session.credentials_used, self.session.timeout
+                )
+            except Unavailable as exc:
+                # Nothing listens where the URI points (Reolink names its HTTP API port,
+                # off by default): the stream still serves. Timeouts and HTTP errors stay.
+                if not isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+                    raise
+                log.info(
+                    "camera %s: its snapshot URI does not answer; using the stream",
+                    self.session.host,
+                )
         return await self._snapshot_from_stream(found)
 
     async def _snapshot_from_stream(self, found: list[media.MediaProfile]) -> Snapshot:
@@ -251,6 +265,9 @@ class OnvifControl:
 
     async def ptz_continuous(self, move: ContinuousMove) -> None:
         await self._ptz.continuous(move)
+
+    async def ptz_absolute(self, x: float | None, y: float | None, zoom: float | None) -> None:
+        await self._ptz.absolute(x, y, zoom)
 
     async def ptz_stop(self) -> None:
         await self._ptz.stop()

@@ -1,12 +1,13 @@
 """Device information, media profiles, stream URIs and video encoders over Media (ver10)
 and Media2 (ver20), with a raw-XML fallback for answers zeep cannot map onto the schema.
 
-The camera's profiles are listed Media 1 first, then the profiles only Media2 announces.
+The camera's profiles are listed Media 1 first, then the profiles only Media2 announces. A profile
+both announce takes its H.265 encoding from Media2 (Media 1 cannot name it).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from agent.camera.models import (
@@ -182,9 +183,14 @@ async def profiles(session: OnvifSession) -> list[MediaProfile]:
             token = get(prof, "token")
             out.append(_profile10(prof, raw_by_token.get(token)))
     if session.has_service("media2"):
-        known = {p.token for p in out}
+        known = {p.token: i for i, p in enumerate(out)}
         result = await session.call("media2", "GetProfiles", {"Type": ["All"]})
-        out.extend(p for p in map(_profile20, as_list(result)) if p.token not in known)
+        for prof in map(_profile20, as_list(result)):
+            if prof.token not in known:
+                out.append(prof)
+            elif prof.encoding == "H265" and out[known[prof.token]].encoding != "H265":
+                # Media 1 has no name for H.265: cameras call such a profile H264 there.
+                out[known[prof.token]] = replace(out[known[prof.token]], encoding="H265")
     if not session.has_service("media") and not session.has_service("media2"):
         raise Unsupported("the camera offers neither the Media nor the Media2 service")
     return out
@@ -399,7 +405,12 @@ async def read_details(session: OnvifSession) -> CameraDetails:
         )
         for prof in found
     ]
-    snapshot = await snapshot_uri(session, found[0]) if found else None
+    snapshot = None
+    if found:
+        try:
+            snapshot = await snapshot_uri(session, found[0])
+        except Unsupported:  # no ONVIF snapshot (Tapo, Reolink): the stream still serves
+            snapshot = None
     return CameraDetails(
         xaddr=session.xaddr,
         info=info,

@@ -436,6 +436,56 @@ class PtzControl:
         await self._disarm()
         await self._call("GotoPreset", {"PresetToken": token})
 
+    # Absolute moves.
+
+    async def absolute(self, x: float | None, y: float | None, zoom: float | None) -> None:
+        """AbsoluteMove to pan `x`, tilt `y` and `zoom`, in the chosen position spaces (the
+        `supported_range` info() reports); an omitted axis keeps the position GetStatus reports.
+        A value outside the space is InvalidArgument naming the range, never clamped. Done only
+        once the camera reports the target (within ABSOLUTE_TOLERANCE of each axis' range): a
+        camera that holds still elsewhere is NotApplied naming where it is."""
+        node = await self.node()
+        check_absolute(node, x, y, zoom)
+        await self._disarm()
+        target = absolute_target(node, x, y, zoom, await self.status())
+        await self._call("AbsoluteMove", {"Position": _absolute_position(node, target)})
+        held = await self._reach(node, target)
+        if held is None:
+            return
+        shown = ", ".join(f"{k} {v:g}" for k, v in held.items())
+        raise NotApplied(f"the camera accepted AbsoluteMove but holds {shown}", held=dict(held))
+
+    async def _reach(self, node: PtzNode, target: AbsoluteTarget) -> dict[str, float] | None:
+        """Poll GetStatus until the camera is at `target`: None when it got there (or reports
+        no position of the axes moved, after it is idle), else the position it holds once it
+        stayed idle and still for ABSOLUTE_STALL seconds or ABSOLUTE_TIMEOUT ran out."""
+        deadline = time.monotonic() + ABSOLUTE_TIMEOUT
+        still_since = time.monotonic()
+        last: dict[str, float] | None = None
+        while True:
+            st = await self.status()
+            now = _axes(st)
+            wanted = target.axes()
+            if not any(k in now for k in wanted):
+                log.info("the camera reports no PTZ position; trusting its AbsoluteMove")
+                await self.wait_idle()
+                return None
+            if all(
+                k not in now or abs(now[k] - v) <= _tolerance(node, k) for k, v in wanted.items()
+            ):
+                return None
+            moving = any(
+                str(get(st, "MoveStatus", k, default="IDLE")).upper() == "MOVING"
+                for k in ("PanTilt", "Zoom")
+            )
+            clock = time.monotonic()
+            if moving or now != last:
+                still_since = clock
+            last = now
+            if clock >= deadline or clock - still_since >= ABSOLUTE_STALL:
+                return {k: now[k] for k in wanted if k in now}
+            await asyncio.sleep(POLL_INTERVAL)
+
 
 async def _listed(session: OnvifSession, operation: str, element: str) -> list[Any]:
     """A list answer of the PTZ service, each item from the raw XML where zeep lost values
@@ -462,3 +512,102 @@ def _paired(position: Space, translation: Space) -> bool:
 
 def _duration(seconds: float) -> timedelta:
     return timedelta(seconds=seconds)
+
+
+#: Largest distance, as a fraction of an axis' range, between the target of an absolute move
+#: and the position the camera reports for the move to count as done.
+ABSOLUTE_TOLERANCE = 0.01
+#: Longest wait for an absolute move to reach its target, seconds.
+ABSOLUTE_TIMEOUT = SETTLE_TIMEOUT
+#: Seconds a camera may report IDLE and hold still away from the target before the move
+#: counts as not applied (cameras may report IDLE a moment before they start to move).
+ABSOLUTE_STALL = 1.0
+
+
+@dataclass(frozen=True)
+class AbsoluteTarget:
+    """Where an absolute move goes, in the chosen position spaces; None leaves an axis out of
+    the request (the camera keeps it)."""
+
+    pan_tilt: tuple[float, float] | None
+    zoom: float | None
+
+    def axes(self) -> dict[str, float]:
+        out = {}
+        if self.pan_tilt is not None:
+            out["x"], out["y"] = self.pan_tilt
+        if self.zoom is not None:
+            out["zoom"] = self.zoom
+        return out
+
+
+def _axis_ranges(node: PtzNode) -> dict[str, Range]:
+    out = {}
+    if node.abs_pan_tilt is not None and node.abs_pan_tilt.y is not None:
+        out["x"], out["y"] = node.abs_pan_tilt.x, node.abs_pan_tilt.y
+    if node.abs_zoom is not None:
+        out["zoom"] = node.abs_zoom.x
+    return out
+
+
+def check_absolute(node: PtzNode, x: float | None, y: float | None, zoom: float | None) -> None:
+    """InvalidArgument when no axis is given or a value lies outside the chosen position
+    space (naming its range); Unsupported when the camera has no position space for an axis."""
+    given = {k: v for k, v in (("x", x), ("y", y), ("zoom", zoom)) if v is not None}
+    if not given:
+        raise InvalidArgument("give x, y, zoom or several of them")
+    ranges = _axis_ranges(node)
+    if ("x" in given or "y" in given) and "x" not in ranges:
+        raise Unsupported("the camera announces no absolute pan/tilt space")
+    if "zoom" in given and "zoom" not in ranges:
+        raise Unsupported("the camera announces no absolute zoom space")
+    for name, value in given.items():
+        rng = ranges[name]
+        if not rng.contains(value):  # also refuses NaN
+            raise InvalidArgument(
+                f"{name} {value:g} is outside the camera's range {rng.min_val:g}..{rng.max_val:g}"
+            )
+
+
+def absolute_target(
+    node: PtzNode, x: float | None, y: float | None, zoom: float | None, status: Any
+) -> AbsoluteTarget:
+    """The full target of an absolute move: the values given, each omitted axis at the
+    position `status` (GetStatus) reports. Cameras need pan and tilt together, and some set
+    an axis left out of the request to 0, so every axis the camera reports is sent."""
+    check_absolute(node, x, y, zoom)
+    ranges = _axis_ranges(node)
+    now = {k: v for k, v in _axes(status).items() if k in ranges and ranges[k].contains(v)}
+    pan, tilt = (x if x is not None else now.get("x")), (y if y is not None else now.get("y"))
+    if (x is not None or y is not None) and (pan is None or tilt is None):
+        raise InvalidArgument("the camera reports no pan/tilt position: give both x and y")
+    return AbsoluteTarget(
+        pan_tilt=None if pan is None or tilt is None else (pan, tilt),
+        zoom=zoom if zoom is not None else now.get("zoom"),
+    )
+
+
+def _absolute_position(node: PtzNode, target: AbsoluteTarget) -> dict[str, Any]:
+    position: dict[str, Any] = {}
+    if target.pan_tilt is not None and node.abs_pan_tilt is not None:
+        x, y = target.pan_tilt
+        position["PanTilt"] = {"x": x, "y": y, "space": node.abs_pan_tilt.uri}
+    if target.zoom is not None and node.abs_zoom is not None:
+        position["Zoom"] = {"x": target.zoom, "space": node.abs_zoom.uri}
+    return position
+
+
+def _axes(status: Any) -> dict[str, float]:
+    """The position GetStatus reports, by axis name (`x`, `y`, `zoom`); missing ones left out."""
+    values = (
+        ("x", as_float(get(status, "Position", "PanTilt", "x"))),
+        ("y", as_float(get(status, "Position", "PanTilt", "y"))),
+        ("zoom", as_float(get(status, "Position", "Zoom", "x"))),
+    )
+    return {k: v for k, v in values if v is not None}
+
+
+def _tolerance(node: PtzNode, axis: str) -> float:
+    """ABSOLUTE_TOLERANCE of the axis' range; a range of one value allows float noise only."""
+    rng = _axis_ranges(node).get(axis)
+    return 1e-6 if rng is None else max(ABSOLUTE_TOLERANCE * span(rng), 1e-6)

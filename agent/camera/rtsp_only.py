@@ -47,10 +47,28 @@ ID_BASIS = "camera-agent:rtsp:"
 NOT_AVAILABLE = "the camera was added by its RTSP URL and has no ONVIF service"
 
 
+#: Longest user name and password a camera login given by the user may have.
+MAX_LOGIN = 128
+
+
+def login(username: str, password: str) -> Credentials:
+    """A camera login given by the user (API body, config, URL). InvalidArgument, whose text
+    never holds the password, when either part holds a control character (no camera protocol
+    can carry one: SOAP XML refuses them, HTTP and RTSP headers end at them) or is too long."""
+    for what, value in (("username", username), ("password", password)):
+        if len(value) > MAX_LOGIN:
+            raise InvalidArgument(f"{what} is longer than {MAX_LOGIN} characters")
+        if not value.isprintable():
+            raise InvalidArgument(f"{what} must not contain control characters")
+    if not username:
+        raise InvalidArgument("username must not be empty")
+    return Credentials(username, Secret(password))
+
+
 def _credentials(username: str | None, password: str | None) -> Credentials | None:
     if username is None:
         return None
-    return Credentials(unquote(username), Secret(unquote(password or "")))
+    return login(unquote(username), unquote(password or ""))
 
 
 def split_url(url: object, what: str, schemes: tuple[str, ...]) -> tuple[str, Credentials | None]:
@@ -223,6 +241,9 @@ class RtspOnlyControl:
         raise OnvifNotAvailable(NOT_AVAILABLE)
 
     async def ptz_continuous(self, move: ContinuousMove) -> None:
+        raise OnvifNotAvailable(NOT_AVAILABLE)
+
+    async def ptz_absolute(self, x: float | None, y: float | None, zoom: float | None) -> None:
         raise OnvifNotAvailable(NOT_AVAILABLE)
 
     async def ptz_stop(self) -> None:

@@ -141,6 +141,12 @@ def _fault_text(exc: zeep.exceptions.Fault) -> str:
     return " ".join(p for p in parts if p) or "SOAP fault"
 
 
+class EmptyAnswer(ProtocolError, Unsupported):
+    """HTTP 2xx with an empty body instead of a SOAP answer: firmware that does not implement
+    the operation. A permanent answer (the API's 400 `onvif_unsupported_action`), not a
+    transport failure to retry."""
+
+
 def map_error(exc: BaseException, where: str) -> AgentError:
     """Translate an onvif/zeep/transport exception into the agent's hierarchy."""
     if isinstance(exc, AgentError):
@@ -165,7 +171,7 @@ def map_error(exc: BaseException, where: str) -> AgentError:
             return AuthError(f"{where}: camera rejected the credentials (HTTP {exc.status_code})")
         if 200 <= exc.status_code < 300:
             if not exc.content:
-                return ProtocolError(
+                return EmptyAnswer(
                     f"{where}: camera answered HTTP {exc.status_code} with an empty body "
                     "instead of a SOAP response (operation not implemented?)"
                 )

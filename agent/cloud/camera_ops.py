@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 PTZ_COMMANDS = (
     "move_continuous",
+    "move_absolute",
     "stop",
     "goto_preset",
     "set_preset",
@@ -35,6 +37,8 @@ PTZ_COMMANDS = (
 )
 _PRESET_COMMANDS = ("goto_preset", "set_preset", "remove_preset")
 _SPEEDS = ("up", "down", "left", "right", "in", "out")
+#: Axes of an absolute move: pan, tilt, zoom in the camera's position spaces.
+_AXES = ("x", "y", "zoom")
 _OPPOSITE = (("up", "down"), ("left", "right"), ("in", "out"))
 #: Keys the caller may leave in a payload besides the command's own.
 _ENVELOPE = ("camera_id", "deadline_ms")
@@ -56,6 +60,8 @@ class PtzRequest:
     command: str
     move: ContinuousMove | None = None
     preset: str | None = None
+    #: x, y, zoom of `move_absolute`; None keeps an axis where the camera holds it.
+    position: tuple[float | None, float | None, float | None] | None = None
 
 
 def _unknown(payload: Mapping[str, Any], known: tuple[str, ...]) -> None:
@@ -81,19 +87,42 @@ def _preset(value: object) -> str:
     return value
 
 
+def _coordinate(value: object, name: str) -> float:
+    """A finite JSON number (not a boolean); its range is the camera's to check."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArgument(f"{name} must be a number")
+    try:
+        result = float(value)
+    except OverflowError:
+        result = math.inf
+    if not math.isfinite(result):
+        raise InvalidArgument(f"{name} must be a finite number")
+    return result
+
+
 def validate_ptz(payload: object) -> PtzRequest:
-    """Check a camera_ptz payload: command, speeds 0..100 (integers), preset name."""
+    """Check a camera_ptz payload: command, speeds 0..100 (integers), preset name, the
+    position numbers of an absolute move (at least one of them, with no other command)."""
     data = _payload(payload)
-    _unknown(data, ("command", *_SPEEDS, "preset"))
+    _unknown(data, ("command", *_SPEEDS, "preset", *_AXES))
     command = data.get("command")
     if not isinstance(command, str) or command not in PTZ_COMMANDS:
         raise InvalidArgument(f"command must be one of {', '.join(PTZ_COMMANDS)}")
     speeds = {k: percent(data[k], k) if data.get(k) is not None else 0 for k in _SPEEDS}
+    x, y, zoom = (_coordinate(data[k], k) if data.get(k) is not None else None for k in _AXES)
     preset = data.get("preset")
     if command in _PRESET_COMMANDS:
         return PtzRequest(command, preset=_preset(preset))
     if preset is not None:
         _preset(preset)
+    if command == "move_absolute":
+        if x is None and y is None and zoom is None:
+            raise InvalidArgument("move_absolute needs x, y or zoom")
+        if any(speeds.values()):
+            raise InvalidArgument("move_absolute takes a position (x, y, zoom), not speeds")
+        return PtzRequest(command, position=(x, y, zoom))
+    if x is not None or y is not None or zoom is not None:
+        raise InvalidArgument("x, y and zoom belong to move_absolute")
     if command != "move_continuous":
         return PtzRequest(command)
     for a, b in _OPPOSITE:
@@ -115,6 +144,8 @@ async def ptz(control: CameraControl, payload: Mapping[str, Any]) -> dict[str, A
     req = validate_ptz(payload)
     if req.command == "move_continuous" and req.move is not None:
         await control.ptz_continuous(req.move)  # all zero = stop; arms the safety Stop
+    elif req.command == "move_absolute" and req.position is not None:
+        await control.ptz_absolute(*req.position)  # verified: NotApplied if it stays away
     elif req.command == "stop":
         await control.ptz_stop()
     elif req.command == "goto_home":

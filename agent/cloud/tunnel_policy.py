@@ -51,7 +51,8 @@ def camera_endpoints(rec: CameraRecord) -> dict[tuple[str, int], TargetKind]:
 
 
 def _urls(rec: CameraRecord) -> Iterable[tuple[str, TargetKind]]:
-    yield rec.xaddr, TargetKind.HTTP
+    # A camera added by RTSP URL has its main stream URL as xaddr.
+    yield rec.xaddr, TargetKind.RTSP if rec.xaddr.lower().startswith("rtsp") else TargetKind.HTTP
     if rec.snapshot_uri:
         yield rec.snapshot_uri, TargetKind.HTTP
     for profile in rec.profiles:

@@ -54,8 +54,7 @@ async def _round(tmp: Path, qr: bool) -> float:
     try:
         await world.start()
         token = await world.token("bench")
-        async with world.http.get(f"{world.cloud.url}/sim/qr/{token}") as r:
-            payload = await r.text()
+        payload = await world.sim.qr_payload(token)
         t0 = time.monotonic()
         if qr:
             cam = f"http://127.0.0.1:{world.cams[0]['port']}/sim/qr"

@@ -13,6 +13,7 @@ import logging
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,81 +24,51 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.app import Agent
 from agent.cloud import activation as act_mod
 from agent.cloud.service import CloudService
-from agent.config import AgentConfig, CloudConfig, DiscoveryConfig
+from agent.config import CloudConfig
 from agent.errors import Unavailable
 from agent.proto import cloud as pc
-from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
 from agent.state import StateDir
-from tests.hil.test_activation_e2e import CAM_PW, World, _coro, _until
+from tests.hil.test_activation_e2e import CAM_PW, check_provisioned
 from tests.hil.test_faults_agent import _can_mount, _fill
+from tests.world import SimCameraSpec, World, wait_until
 
 
 @pytest.fixture
 async def pair(tmp_path: Path) -> AsyncIterator[tuple[World, World]]:
-    """(cloud A on 127.0.0.1, cloud B on 127.0.0.2), sharing two cameras and a state dir."""
+    """(cloud A on 127.0.0.1 with two cameras and the agent's state dir, cloud B on 127.0.0.2)."""
     cams = [
         SimCameraConfig(password=CAM_PW, name="Hall", serial="TRUST01"),
         SimCameraConfig(password=CAM_PW, name="Yard", serial="TRUST02"),
     ]
     async with (
-        SimCloud(host="127.0.0.1", port=0) as a,
-        SimCloud(host="127.0.0.2", port=0) as b,
-        SimCameraFleet(cams, discovery_port=None) as fleet,
+        World(
+            [SimCameraSpec(c) for c in cams],
+            cloud=SimCloud(host="127.0.0.1", port=0),
+            state_dir=tmp_path / "state",
+        ) as a,
+        World([], cloud=SimCloud(host="127.0.0.2", port=0)) as b,
     ):
-        yield World(a, fleet, tmp_path), World(b, fleet, tmp_path)
-
-
-def _agent(
-    world: World, *, activation_url: str | None = None, hosts: tuple[str, ...] = ()
-) -> Agent:
-    cfg = AgentConfig(
-        state_dir=world.tmp / "state",
-        api_host="127.0.0.1",
-        api_port=0,
-        discovery=DiscoveryConfig(
-            multicast=False,
-            mdns=False,
-            probe=tuple(("127.0.0.1", c.port) for c in world.fleet.cameras),
-        ),
-        cloud=CloudConfig(activation_url=activation_url, activation_hosts=hosts),
-        default_credentials=(Credentials("admin", Secret(CAM_PW)),),
-    )
-    return Agent(cfg)
+        yield a, b
 
 
 @asynccontextmanager
-async def _running(agent: Agent, cameras: int) -> AsyncIterator[Agent]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(agent.run(stop))
+async def _running(
+    world: World, *, activation_url: str | None = None, hosts: tuple[str, ...] = ()
+) -> AsyncIterator[Agent]:
+    """The agent with these cloud settings, both cameras online; stopped on exit."""
+    cloud = CloudConfig(activation_url=activation_url, activation_hosts=hosts)
+    agent = await world.start_agent(lambda cfg: replace(cfg, cloud=cloud))
     try:
-        await asyncio.wait_for(agent.ready.wait(), 20)
-        await _until(
-            lambda: _coro(sum(c.state == "online" for c in agent.inventory.cameras()) == cameras),
-            20,
-        )
+        await wait_until(lambda: world.online(2), 20)
         yield agent
     finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+        await world.stop_agent()
 
 
 def _camera_id(agent: Agent, serial: str) -> str:
     return next(c.id for c in agent.inventory.cameras() if c.serial_number == serial)
-
-
-async def _show_qr(world: World, camera: int, token: str) -> None:
-    """Camera `camera` shows the QR code `world`'s cloud makes for `token`."""
-    status, payload = await world.http("GET", f"{world.cloud.url}/sim/qr/{token}")
-    assert status == 200
-    cam = world.fleet.cameras[camera]
-    async with (
-        aiohttp.ClientSession() as s,
-        s.put(f"http://127.0.0.1:{cam.port}/sim/qr", json={"text": payload}) as r,
-    ):
-        assert r.status == 200
 
 
 async def _token_record(world: World, token: str) -> dict[str, Any]:
@@ -126,7 +97,7 @@ async def _warned(caplog: pytest.LogCaptureFixture, *words: str) -> logging.LogR
             None,
         )
 
-    await _until(lambda: _coro(find() is not None), 20)
+    await wait_until(lambda: find() is not None, 20)
     found = find()
     assert found is not None
     return found
@@ -145,20 +116,19 @@ def _no_token_logged(caplog: pytest.LogCaptureFixture, tokens: list[str]) -> Non
 
 
 async def test_qr_code_for_another_cloud_cannot_take_a_bound_agent(
-    pair: tuple[World, World], caplog: pytest.LogCaptureFixture
+    pair: tuple[World, World], caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="agent")
     a, b = pair
-    agent = _agent(a, activation_url=a.cloud.url)
-    async with _running(agent, 2):
+    async with _running(a, activation_url=a.cloud.url) as agent:
         first = await a.new_token("Hall")
         await agent.cloud.activate(first, None, _camera_id(agent, "TRUST01"))
-        before = _identity(a.tmp / "state")
+        before = _identity(tmp_path / "state")
         assert before["activation_url"] == a.cloud.url
 
         # In a bind window, the yard camera shows a code made by cloud B.
         foreign = await b.new_token("taken")
-        await _show_qr(b, 1, foreign)
+        await b.show_qr(a.cameras[1], foreign)
         agent.cloud.scan_for_more(60)
         record = await _warned(caplog, "127.0.0.2")
         assert "127.0.0.1" in record.getMessage()  # names the server the agent is pinned to
@@ -167,31 +137,31 @@ async def test_qr_code_for_another_cloud_cannot_take_a_bound_agent(
         assert "stream_name" not in await _token_record(b, foreign)
         assert await _cloud_agents(b) == []
         assert b.cloud.tokens()[foreign].public_key is None
-        assert _identity(a.tmp / "state") == before
+        assert _identity(tmp_path / "state") == before
         assert agent.cloud.status()["agent_id"] == before["agent_id"]
 
         # In the same window a code of cloud A binds the yard camera to the same agent.
         second = await a.new_token("Yard")
-        await _show_qr(a, 1, second)
+        await a.show_qr(a.cameras[1], second)
 
         async def bound() -> bool:
             return "stream_name" in await _token_record(a, second)
 
-        await _until(bound, 20)
-        name, agent_id = await a.check_provisioned(first)
+        await wait_until(bound, 20)
+        name, agent_id = await check_provisioned(a, first)
         assert agent_id == before["agent_id"]
         record = await _token_record(a, second)
         _, stream = await a.http("GET", f"{a.cloud.watcher_url}/streams/{record['stream_name']}")
         assert stream["inputs"] == [
-            {"url": a.fleet.cameras[1].rtsp_url("main"), "via": f"agent://{agent_id}"}
+            {"url": a.cameras[1].rtsp_url("main"), "via": f"agent://{agent_id}"}
         ]
-        assert _identity(a.tmp / "state") == before
+        assert _identity(tmp_path / "state") == before
 
         # The cloud records the bind when it answers; the agent adds the stream on reading it.
         async def both_streams() -> bool:
             return len(agent.cloud.status()["streams"]) == 2
 
-        await _until(both_streams, 20)
+        await wait_until(both_streams, 20)
         streams = agent.cloud.status()["streams"]
         assert [s["stream_name"] for s in streams] == [name, record["stream_name"]]
         assert all("token" not in s for s in streams)
@@ -200,16 +170,15 @@ async def test_qr_code_for_another_cloud_cannot_take_a_bound_agent(
 
 
 async def test_a_bind_never_replaces_the_agent_identity(
-    pair: tuple[World, World], caplog: pytest.LogCaptureFixture
+    pair: tuple[World, World], caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     """A server that answers a bind with another agent id, or the same id with another
     endpoint, is refused: the agent keeps its cloud."""
     a, b = pair
-    agent = _agent(a, activation_url=a.cloud.url)
-    async with _running(agent, 2):
+    async with _running(a, activation_url=a.cloud.url) as agent:
         first = await a.new_token("Hall")
         await agent.cloud.activate(first, None, _camera_id(agent, "TRUST01"))
-        before = _identity(a.tmp / "state")
+        before = _identity(tmp_path / "state")
         yard = _camera_id(agent, "TRUST02")
 
         # Cloud B already has an agent (another box): it answers a new agent id.
@@ -224,19 +193,20 @@ async def test_a_bind_never_replaces_the_agent_identity(
             answer = await r.json()
         assert r.status == 400 and answer["status"] == "refused", answer
         assert token_b not in json.dumps(answer)
-        assert _identity(a.tmp / "state") == before
+        assert _identity(tmp_path / "state") == before
 
         # A fresh cloud C numbers its agents as A does: the same agent id, another endpoint.
-        async with SimCloud(host="127.0.0.3", port=0) as c:
-            token_c = await World(c, a.fleet, a.tmp).new_token("Yard")
+        async with World([], cloud=SimCloud(host="127.0.0.3", port=0)) as world_c:
+            c = world_c.cloud
+            token_c = await world_c.new_token("Yard")
             with pytest.raises(act_mod.ActivationError) as info:
                 await agent.cloud.activate(token_c, c.url, yard)
             assert "endpoint" in str(info.value) and token_c not in str(info.value)
             assert c.tokens()[token_c].agent_id == before["agent_id"]  # same id, as planned
-        assert _identity(a.tmp / "state") == before
+        assert _identity(tmp_path / "state") == before
         assert agent.cloud.status()["agent_id"] == before["agent_id"]
         assert len(agent.cloud.status()["streams"]) == 1
-        await _until(lambda: _central_alive_on(a, before["agent_id"]), 20)
+        await wait_until(lambda: _central_alive_on(a, before["agent_id"]), 20)
 
 
 async def _central_alive_on(world: World, agent_id: str) -> bool:
@@ -247,14 +217,14 @@ async def _central_alive_on(world: World, agent_id: str) -> bool:
 
 
 async def test_activation_hosts_limit_qr_codes_before_activation(
-    pair: tuple[World, World], caplog: pytest.LogCaptureFixture
+    pair: tuple[World, World], caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="agent")
     a, b = pair
-    agent = _agent(a, hosts=("127.0.0.1",))  # no activation URL: it comes from the QR code
-    async with _running(agent, 2):
+    # No activation URL: it comes from the QR code.
+    async with _running(a, hosts=("127.0.0.1",)) as agent:
         foreign = await b.new_token("not allowed")
-        await _show_qr(b, 0, foreign)
+        await b.show_qr(a.cameras[0], foreign)
         record = await _warned(caplog, "127.0.0.2", "not allowed")
         assert foreign not in record.getMessage()
         assert not agent.cloud.status()["activated"]
@@ -262,17 +232,17 @@ async def test_activation_hosts_limit_qr_codes_before_activation(
         assert await _cloud_agents(b) == []
 
         token = await a.new_token("Hall")
-        await _show_qr(a, 0, token)
+        await a.show_qr(a.cameras[0], token)
 
         async def activated() -> bool:
             return "stream_name" in await _token_record(a, token)
 
-        await _until(activated, 20)
+        await wait_until(activated, 20)
         record_a = await _token_record(a, token)
         _, stream = await a.http("GET", f"{a.cloud.watcher_url}/streams/{record_a['stream_name']}")
-        assert stream["inputs"][0]["url"] == a.fleet.cameras[0].rtsp_url("main")
+        assert stream["inputs"][0]["url"] == a.cameras[0].rtsp_url("main")
         assert agent.cloud.status()["activated"]
-        assert _identity(a.tmp / "state")["activation_url"] == a.cloud.url
+        assert _identity(tmp_path / "state")["activation_url"] == a.cloud.url
     assert b.cloud.tokens()[foreign].public_key is None
     _no_token_logged(caplog, [foreign, token])
 

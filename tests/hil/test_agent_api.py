@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,12 @@ import pytest
 from agent.api.openapi import openapi_document
 from agent.app import Agent
 from agent.audit import read_entries
-from agent.config import AgentConfig, DiscoveryConfig
+from agent.config import AgentConfig
 from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
 from tests.fakes import ApiClient, SpecChecker
+from tests.world import SimCameraSpec, World
 
 USER, PASSWORD = "admin", "agent-pw"
 
@@ -69,39 +71,33 @@ async def _wait(predicate: Any, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+def _one_login(cfg: AgentConfig) -> AgentConfig:
+    """Only the first camera's password: the second one's is refused."""
+    return replace(
+        cfg,
+        webrtc_addresses=("127.0.0.1",),
+        default_credentials=(Credentials(USER, Secret(PASSWORD)),),
+    )
+
+
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     configs = [
         SimCameraConfig(username=USER, password=PASSWORD, name="Porch", serial="API0001"),
         SimCameraConfig(username=USER, password="other-pw", name="Shed", serial="API0002"),
     ]
-    async with SimCameraFleet(configs, discovery_port=None) as fleet:
-        cfg = AgentConfig(
-            state_dir=tmp_path / "state",
-            api_host="127.0.0.1",
-            api_port=0,
-            webrtc_addresses=("127.0.0.1",),
-            discovery=DiscoveryConfig(
-                multicast=False,
-                mdns=False,
-                probe=tuple(("127.0.0.1", c.port) for c in fleet.cameras),
-            ),
-            default_credentials=(Credentials(USER, Secret(PASSWORD)),),
-        )
-        agent = Agent(cfg)
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        await asyncio.wait_for(agent.ready.wait(), 20)
+    async with World(
+        [SimCameraSpec(c) for c in configs], state_dir=tmp_path / "state", configure=_one_login
+    ) as world:
+        agent = await world.start_agent()
         await _wait(lambda: len(agent.inventory.cameras()) == 2)
-        await _wait(lambda: any(c.state == "online" for c in agent.inventory.cameras()))
+        await _wait(lambda: world.online(1))
         checker = SpecChecker(openapi_document("test"))
-        client = ApiClient(f"http://127.0.0.1:{agent.api.port}", checker)
+        client = ApiClient(world.api_root, checker)
         try:
-            yield Stack(fleet, agent, client)
+            yield Stack(world.fleet, agent, client)
         finally:
             await client.close()
-            stop.set()
-            await asyncio.wait_for(task, 10)
 
 
 async def test_hello_cameras_and_openapi(stack: Stack) -> None:

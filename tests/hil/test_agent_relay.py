@@ -15,10 +15,11 @@ import av
 import pytest
 
 from agent.app import Agent
-from agent.config import AgentConfig, DiscoveryConfig, PushConfig, RestreamConfig
-from agent.secret import Credentials, Secret
+from agent.config import AgentConfig, PushConfig, RestreamConfig
+from agent.secret import Secret
 from agent.sim.camera.camera import SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
+from tests.world import SimCameraSpec, World, wait_until
 
 CAM_PW = "relay-pw"
 
@@ -33,35 +34,25 @@ def decode(url: str, frames: int) -> tuple[int, int]:
     return n, 0
 
 
+def _relays(cfg: AgentConfig) -> AgentConfig:
+    return replace(
+        cfg,
+        webrtc_addresses=("127.0.0.1",),
+        restream=RestreamConfig(host="127.0.0.1", port=0, username="nvr"),
+        push=(PushConfig("no-such-camera", Secret("rtmp://127.0.0.1:1/live/key-9"), "main"),),
+    )
+
+
 @pytest.fixture
 async def running(tmp_path: Path) -> AsyncIterator[tuple[Agent, SimCameraFleet]]:
-    async with SimCameraFleet(
-        [SimCameraConfig(password=CAM_PW, name="Relay", serial="RLY1")], discovery_port=None
-    ) as fleet:
-        cam = fleet.cameras[0]
-        cfg = AgentConfig(
-            state_dir=tmp_path / "state",
-            api_host="127.0.0.1",
-            api_port=0,
-            discovery=DiscoveryConfig(
-                multicast=False, mdns=False, probe=(("127.0.0.1", cam.port),)
-            ),
-            default_credentials=(Credentials("admin", Secret(CAM_PW)),),
-            restream=RestreamConfig(host="127.0.0.1", port=0, username="nvr"),
-            push=(PushConfig("no-such-camera", Secret("rtmp://127.0.0.1:1/live/key-9"), "main"),),
-        )
-        agent = Agent(replace(cfg, webrtc_addresses=("127.0.0.1",)))
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        try:
-            await asyncio.wait_for(agent.ready.wait(), 20)
-            async with asyncio.timeout(20):
-                while not any(c.state == "online" for c in agent.inventory.cameras()):
-                    await asyncio.sleep(0.1)
-            yield agent, fleet
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
+    async with World(
+        [SimCameraSpec(SimCameraConfig(password=CAM_PW, name="Relay", serial="RLY1"))],
+        state_dir=tmp_path / "state",
+        configure=_relays,
+    ) as world:
+        agent = await world.start_agent()
+        await wait_until(lambda: world.online(1), 20)
+        yield agent, world.fleet
 
 
 async def test_restream_serves_every_viewer_from_one_camera_session(

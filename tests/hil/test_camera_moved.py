@@ -3,7 +3,6 @@ id, online at the new port, control calls working without rediscovery."""
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,42 +15,40 @@ from agent.discovery.records import CameraState
 from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from tests.fakes import ApiClient, SpecChecker
+from tests.ports import free_port
+from tests.world import sim_camera
 
 PASSWORD = "pw-M0ved-cam"
 RIGHT = Credentials("admin", PASSWORD)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
-class World:
+class Rig:
+    """A simulated camera and the agent's inventory behind its local API (no daemon)."""
+
     cam: SimCamera
     inventory: Inventory
     client: ApiClient
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[World]:
-    cam = SimCamera(SimCameraConfig(password=PASSWORD, name="Mover", serial="MOVE0001"))
-    await cam.start()
-    inventory = Inventory(None, default_credentials=[RIGHT], recheck_interval=3600.0)
-    api = ApiServer(build_app(inventory, version="test"), "127.0.0.1", 0)
-    await api.start()
-    client = ApiClient(f"http://127.0.0.1:{api.port}", SpecChecker(openapi_document("test")))
-    try:
-        yield World(cam, inventory, client)
-    finally:
-        await client.close()
-        await api.stop()
-        await inventory.close()
-        await cam.stop()
+async def world() -> AsyncIterator[Rig]:
+    async with sim_camera(
+        SimCameraConfig(password=PASSWORD, name="Mover", serial="MOVE0001")
+    ) as cam:
+        inventory = Inventory(None, default_credentials=[RIGHT], recheck_interval=3600.0)
+        api = ApiServer(build_app(inventory, version="test"), "127.0.0.1", 0)
+        await api.start()
+        client = ApiClient(f"http://127.0.0.1:{api.port}", SpecChecker(openapi_document("test")))
+        try:
+            yield Rig(cam, inventory, client)
+        finally:
+            await client.close()
+            await api.stop()
+            await inventory.close()
 
 
-async def test_put_network_http_port_follows_the_camera(world: World) -> None:
+async def test_put_network_http_port_follows_the_camera(world: Rig) -> None:
     cam, inventory = world.cam, world.inventory
     rec = await inventory.offer(cam.device_url, source="probe")
     assert rec.state is CameraState.ONLINE, rec.reason

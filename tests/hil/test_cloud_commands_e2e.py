@@ -13,7 +13,6 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,27 +22,32 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from agent.app import Agent
-from agent.config import AgentConfig, DiscoveryConfig
-from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.control import state as cam_state
 from agent.sim.camera.firmware import build_image
-from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
+from tests.world import SimCameraSpec, World
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 CAM_PW = "cmd-pw-1"
 
 
-class World:
-    def __init__(self, cloud: SimCloud, cam: SimCamera, tmp: Path) -> None:
-        self.cloud = cloud
-        self.cam = cam
+class CommandWorld(World):
+    """One simulated camera bound to a stream of the running agent, and cloud calls."""
+
+    def __init__(self, tmp: Path) -> None:
+        cam = SimCameraConfig(password=CAM_PW, name="Cmd", serial="CMD0001")
+        super().__init__(
+            [SimCameraSpec(cam)],
+            cloud=SimCloud(port=0, camera_login=("admin", CAM_PW)),
+            state_dir=tmp / "state",
+        )
         self.tmp = tmp
-        self.agent: Agent | None = None
         self.stream = ""
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def cam(self) -> SimCamera:
+        return self.cameras[0]
 
     async def call(
         self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, **kw: Any
@@ -67,29 +71,6 @@ class World:
                     return dict(stream)
                 await asyncio.sleep(0.1)
 
-    async def start_agent(self) -> Agent:
-        cfg = AgentConfig(
-            state_dir=self.tmp / "state",
-            api_host="127.0.0.1",
-            api_port=0,
-            discovery=DiscoveryConfig(
-                multicast=False, mdns=False, probe=(("127.0.0.1", self.cam.port),)
-            ),
-            default_credentials=(Credentials("admin", Secret(CAM_PW)),),
-        )
-        cfg = replace(cfg, cloud=replace(cfg.cloud, activation_url=self.cloud.url))
-        self.agent = Agent(cfg)
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self.agent.run(self._stop))
-        await asyncio.wait_for(self.agent.ready.wait(), 20)
-        return self.agent
-
-    async def stop_agent(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await asyncio.wait_for(self._task, 10)
-            self._task = None
-
 
 def _decode(url: str, n: int) -> int:
     got = 0
@@ -108,25 +89,16 @@ async def until(check: Any, timeout: float) -> None:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with (
-        SimCloud(port=0, camera_login=("admin", CAM_PW)) as cloud,
-        SimCameraFleet(
-            [SimCameraConfig(password=CAM_PW, name="Cmd", serial="CMD0001")], discovery_port=None
-        ) as fleet,
-    ):
-        w = World(cloud, fleet.cameras[0], tmp_path)
+async def world(tmp_path: Path) -> AsyncIterator[CommandWorld]:
+    async with CommandWorld(tmp_path) as w:
         agent = await w.start_agent()
-        try:
-            await until(lambda: any(c.state == "online" for c in agent.inventory.cameras()), 20)
-            status, tok = await w.call("POST", "/agent_activation_token", {"title": "Cmd"})
-            assert status in (200, 201)
-            act = await agent.cloud.activate(tok["token"])
-            w.stream = str(act.streams[-1]["stream_name"])
-            await until(lambda: agent.cloud.control is not None and _ready(agent), 15)
-            yield w
-        finally:
-            await w.stop_agent()
+        await until(lambda: any(c.state == "online" for c in agent.inventory.cameras()), 20)
+        status, tok = await w.call("POST", "/agent_activation_token", {"title": "Cmd"})
+        assert status in (200, 201)
+        act = await agent.cloud.activate(tok["token"])
+        w.stream = str(act.streams[-1]["stream_name"])
+        await until(lambda: agent.cloud.control is not None and _ready(agent), 15)
+        yield w
 
 
 def _ready(agent: Agent) -> bool:
@@ -134,7 +106,7 @@ def _ready(agent: Agent) -> bool:
     return bool(ep and ep.get("state") == "ready")
 
 
-async def test_ptz_moves_and_stops_the_camera(world: World) -> None:
+async def test_ptz_moves_and_stops_the_camera(world: CommandWorld) -> None:
     before = cam_state(world.cam)["ptz"]
     status, _ = await world.call(
         "POST", f"/streams/{world.stream}/ptz", {"command": "move_continuous", "right": 60}
@@ -179,7 +151,7 @@ async def test_ptz_moves_and_stops_the_camera(world: World) -> None:
         assert r.status == 400
 
 
-async def test_camera_config_and_auth_round_trip(world: World) -> None:
+async def test_camera_config_and_auth_round_trip(world: CommandWorld) -> None:
     status, config = await world.call("GET", f"/streams/{world.stream}/camera_config")
     assert status == 200, config
     assert config["camera_info"]["serial_number"] == "CMD0001"
@@ -219,7 +191,7 @@ async def test_camera_config_and_auth_round_trip(world: World) -> None:
     assert "new-pw-22" not in json.dumps(entries)
 
 
-async def test_reboot_and_firmware_update(world: World) -> None:
+async def test_reboot_and_firmware_update(world: CommandWorld) -> None:
     boot = cam_state(world.cam)["boot_time"]
     status, _ = await world.call("POST", f"/streams/{world.stream}/reboot")
     assert status in (200, 204)
@@ -301,7 +273,7 @@ async def test_reboot_and_firmware_update(world: World) -> None:
 
 
 async def test_logs_are_signed_and_hold_the_audit(
-    world: World, caplog: pytest.LogCaptureFixture
+    world: CommandWorld, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)  # as the daemon logs
     await world.call("POST", f"/streams/{world.stream}/ptz", {"command": "stop"})
@@ -342,7 +314,7 @@ async def test_logs_are_signed_and_hold_the_audit(
     assert "camera_ptz" in shown.stdout and "cloud" in shown.stdout
 
 
-async def test_paused_camera_and_offline_agent_refuse(world: World) -> None:
+async def test_paused_camera_and_offline_agent_refuse(world: CommandWorld) -> None:
     agent = world.agent
     assert agent is not None
     cam_id = agent.inventory.cameras()[0].id

@@ -17,7 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,16 +27,14 @@ import aiohttp
 import pytest
 
 from agent.app import Agent
-from agent.config import AgentConfig, DiscoveryConfig, RestreamConfig
-from agent.secret import Credentials, Secret
+from agent.config import RestreamConfig
 from agent.sim.camera.camera import SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
 from agent.sim.cloud.endpoint import Kind
 from tests.loopback_proxy import LoopbackProxy
 from tests.viewer import Viewer
+from tests.world import SimCameraSpec, World
 
-AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 CAM_PW = "faults-pw"
 #: Generous: the machine is shared; the measured figures are what the report shows.
 BOUND_S = 20.0
@@ -62,29 +60,26 @@ class ProxiedCloud(SimCloud):
     def direct_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    async def start(self) -> None:
+        await super().start()
+        self.proxy.target_port = self.port
 
-@dataclass
-class World:
-    cloud: SimCloud
-    fleet: SimCameraFleet
-    tmp: Path
-    agent: Agent
-    camera_id: str = ""
-    stream: str = ""
-    agent_id: str = ""
+
+class FaultWorld(World):
+    """One camera and the agent activated for it; the test's own cloud calls never cross the
+    proxy."""
+
+    camera_id = ""
+    stream = ""
+    agent_id = ""
 
     @property
-    def api(self) -> str:
+    def cloud_root(self) -> str:
         """The cloud's HTTP root for the test's own calls (never through the proxy)."""
         return getattr(self.cloud, "direct_url", self.cloud.url)
 
     async def http(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        async with (
-            aiohttp.ClientSession(headers=AUTH) as s,
-            s.request(method, self.api + path, json=body) as r,
-        ):
-            text = await r.text()
-            return r.status, json.loads(text) if text else None
+        return await super().http(method, self.cloud_root + path, body)
 
     async def endpoint_alive(self) -> bool:
         status, body = await self.http("GET", f"/central/api/v3/agents/{self.agent_id}")
@@ -105,7 +100,7 @@ class World:
 
     async def audited_change(self) -> None:
         """A harmless change through the local API: one more audit record."""
-        url = f"http://127.0.0.1:{self.agent.api.port}/api/v1/cameras/{self.camera_id}/run_state"
+        url = f"{self.api_root}/api/v1/cameras/{self.camera_id}/run_state"
         async with aiohttp.ClientSession() as s, s.put(url, json={"run_state": "running"}) as r:
             assert r.status == 200, await r.text()
 
@@ -163,56 +158,35 @@ def assert_nothing_lost(before: dict[str, Any], agent: Agent) -> None:
 # ---------------------------------------------------------------- the world
 
 
-def agent_config(tmp: Path, cloud_url: str, fleet: SimCameraFleet) -> AgentConfig:
-    cfg = AgentConfig(
-        state_dir=tmp / "state",
-        api_host="127.0.0.1",
-        api_port=0,
-        discovery=DiscoveryConfig(
-            multicast=False,
-            mdns=False,
-            probe=tuple(("127.0.0.1", cam.port) for cam in fleet.cameras),
-        ),
-        default_credentials=(Credentials("admin", Secret(CAM_PW)),),
-        restream=RestreamConfig(host="127.0.0.1", port=0),
-    )
-    return replace(cfg, cloud=replace(cfg.cloud, activation_url=cloud_url))
-
-
 @asynccontextmanager
-async def running(tmp: Path, cloud: SimCloud) -> AsyncIterator[World]:
-    """One camera, the agent activated for it and streaming through the tunnel."""
+async def running(tmp: Path, cloud: SimCloud) -> AsyncIterator[FaultWorld]:
+    """One camera, the agent activated for it and streaming through the tunnel; `cloud` is
+    started and stopped here."""
     cams = [SimCameraConfig(password=CAM_PW, name="Fault", serial="FLT0001")]
-    async with SimCameraFleet(cams, discovery_port=None) as fleet:
-        agent = Agent(agent_config(tmp, cloud.url, fleet))
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        try:
-            await asyncio.wait_for(agent.ready.wait(), 20)
-            await until(lambda: any(c.state == "online" for c in agent.inventory.cameras()), 20)
-            world = World(cloud, fleet, tmp, agent)
-            world.camera_id = agent.inventory.cameras()[0].id
-            status, body = await world.http(
-                "POST", "/watcher/client-api/v3/agent_activation_token", {"title": "Fault"}
-            )
-            assert status in (200, 201), body
-            act = await agent.cloud.activate(body["token"], camera_id=world.camera_id)
-            world.stream = str(act.streams[-1]["stream_name"])
-            world.agent_id = act.agent_id
-            await until(world.streampoint_alive, 15)
-            await world.audited_change()
-            yield world
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
+    async with FaultWorld(
+        [SimCameraSpec(c) for c in cams],
+        cloud=cloud,
+        state_dir=tmp / "state",
+        configure=lambda cfg: replace(cfg, restream=RestreamConfig(host="127.0.0.1", port=0)),
+    ) as world:
+        agent = await world.start_agent()
+        await until(lambda: world.online(1), 20)
+        world.camera_id = agent.inventory.cameras()[0].id
+        status, body = await world.http(
+            "POST", "/watcher/client-api/v3/agent_activation_token", {"title": "Fault"}
+        )
+        assert status in (200, 201), body
+        act = await agent.cloud.activate(body["token"], camera_id=world.camera_id)
+        world.stream = str(act.streams[-1]["stream_name"])
+        world.agent_id = act.agent_id
+        await until(world.streampoint_alive, 15)
+        await world.audited_change()
+        yield world
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    async with (
-        SimCloud(port=0, camera_login=("admin", CAM_PW)) as cloud,
-        running(tmp_path, cloud) as w,
-    ):
+async def world(tmp_path: Path) -> AsyncIterator[FaultWorld]:
+    async with running(tmp_path, SimCloud(port=0, camera_login=("admin", CAM_PW))) as w:
         yield w
 
 
@@ -237,8 +211,8 @@ async def sim(cam_port: int, method: str, path: str, body: Any) -> int:
 # ---------------------------------------------------------------- faults
 
 
-async def test_camera_reboot(world: World, record_reliability: Record) -> None:
-    cam = world.fleet.cameras[0]
+async def test_camera_reboot(world: FaultWorld, record_reliability: Record) -> None:
+    cam = world.cameras[0]
     async with watching(await world.stream_url()) as viewer:
         before = snapshot(world.agent)
         assert await sim(cam.port, "POST", "/sim/reboot", {"seconds": 2}) == 202
@@ -260,8 +234,8 @@ async def test_camera_reboot(world: World, record_reliability: Record) -> None:
     )
 
 
-async def test_camera_rtp_stall(world: World, record_reliability: Record) -> None:
-    cam = world.fleet.cameras[0]
+async def test_camera_rtp_stall(world: FaultWorld, record_reliability: Record) -> None:
+    cam = world.cameras[0]
     restream = world.agent.restream
     assert restream is not None
     local = world.agent.inventory.local_stream
@@ -311,9 +285,9 @@ async def test_camera_rtp_stall(world: World, record_reliability: Record) -> Non
 
 
 async def test_camera_soap_garbage(
-    world: World, record_reliability: Record, caplog: pytest.LogCaptureFixture
+    world: FaultWorld, record_reliability: Record, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cam = world.fleet.cameras[0]
+    cam = world.cameras[0]
     inventory = world.agent.inventory
     before = snapshot(world.agent)
     caplog.set_level(logging.DEBUG)
@@ -351,28 +325,24 @@ async def test_camera_soap_garbage(
 async def test_cloud_restart(tmp_path: Path, record_reliability: Record) -> None:
     db = tmp_path / "cloud.db"
     first = SimCloud(port=0, db=db, camera_login=("admin", CAM_PW))
-    await first.start()
-    try:
-        async with running(tmp_path, first) as world:
-            port = first.port
-            before = snapshot(world.agent)
-            async with watching(await world.stream_url()):
-                pass
-            await first.stop()
-            await until(lambda: not world.agent.cloud.status()["endpoint"]["alive"], 15)
-            async with SimCloud(port=port, db=db, camera_login=("admin", CAM_PW)) as second:
-                world.cloud = second
-                back = time.monotonic()
-                alive = await until_async(world.endpoint_alive, 45)
-                await until(world.streampoint_alive, BOUND_S)
-                viewer = Viewer(await world.stream_url(), start=True)
-                try:
-                    took = await first_frame(viewer, back, 45)
-                finally:
-                    await asyncio.to_thread(viewer.stop)
-            assert_nothing_lost(before, world.agent)
-    finally:
+    async with running(tmp_path, first) as world:
+        port = first.port
+        before = snapshot(world.agent)
+        async with watching(await world.stream_url()):
+            pass
         await first.stop()
+        await until(lambda: not world.agent.cloud.status()["endpoint"]["alive"], 15)
+        async with SimCloud(port=port, db=db, camera_login=("admin", CAM_PW)) as second:
+            world.cloud = second
+            back = time.monotonic()
+            alive = await until_async(world.endpoint_alive, 45)
+            await until(world.streampoint_alive, BOUND_S)
+            viewer = Viewer(await world.stream_url(), start=True)
+            try:
+                took = await first_frame(viewer, back, 45)
+            finally:
+                await asyncio.to_thread(viewer.stop)
+        assert_nothing_lost(before, world.agent)
     print(f"\ncloud restart: endpoint alive {alive:.2f} s, frames {took:.2f} s after the restart")
     assert took < 45
     record_reliability(
@@ -386,7 +356,7 @@ async def test_cloud_restart(tmp_path: Path, record_reliability: Record) -> None
     )
 
 
-async def test_streampoint_dropped(world: World, record_reliability: Record) -> None:
+async def test_streampoint_dropped(world: FaultWorld, record_reliability: Record) -> None:
     hub = world.cloud.hub
     assert hub is not None
     async with watching(await world.stream_url()) as viewer:
@@ -419,11 +389,8 @@ async def test_network_partition(
     from agent.proto import cloud as codec
 
     monkeypatch.setattr(codec, "HEARTBEAT_S", 2)  # the simulated cloud announces this period
-    async with (
-        LoopbackProxy() as proxy,
-        ProxiedCloud(proxy, port=0, camera_login=("admin", CAM_PW)) as cloud,
-    ):
-        proxy.target_port = cloud.port
+    async with LoopbackProxy() as proxy:
+        cloud = ProxiedCloud(proxy, port=0, camera_login=("admin", CAM_PW))
         async with running(tmp_path, cloud) as world:
             before = snapshot(world.agent)
             status = world.agent.cloud.status
@@ -493,7 +460,7 @@ def agent_wall_clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 
 async def test_wall_clock_jumps(
-    world: World, record_reliability: Record, agent_wall_clock: list[float]
+    world: FaultWorld, record_reliability: Record, agent_wall_clock: list[float]
 ) -> None:
     agent = world.agent
     control = agent.cloud.control

@@ -17,11 +17,9 @@ import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_om
 
 from agent.app import Agent
-from agent.config import AgentConfig, DiscoveryConfig
-from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
+from tests.world import SimCameraSpec, World
 
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 PW = "health-pw"
@@ -52,43 +50,20 @@ def decode(url: str, n: int) -> int:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[tuple[SimCloud, SimCamera, Agent, str]]:
-    async with (
-        SimCloud(port=0, camera_login=("admin", PW)) as cloud,
-        SimCameraFleet(
-            [SimCameraConfig(password=PW, name="Health", serial="HLT1")], discovery_port=None
-        ) as fleet,
-    ):
-        cam = fleet.cameras[0]
-        cfg = AgentConfig(
-            state_dir=tmp_path / "state",
-            api_host="127.0.0.1",
-            api_port=0,
-            discovery=DiscoveryConfig(
-                multicast=False, mdns=False, probe=(("127.0.0.1", cam.port),)
-            ),
-            default_credentials=(Credentials("admin", Secret(PW)),),
-            health_interval=1.0,
-        )
-        agent = Agent(replace(cfg, cloud=replace(cfg.cloud, activation_url=cloud.url)))
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        try:
-            await asyncio.wait_for(agent.ready.wait(), 20)
+    async with World(
+        [SimCameraSpec(SimCameraConfig(password=PW, name="Health", serial="HLT1"))],
+        cloud=SimCloud(port=0, camera_login=("admin", PW)),
+        state_dir=tmp_path / "state",
+        configure=lambda cfg: replace(cfg, health_interval=1.0),
+    ) as w:
+        agent = await w.start_agent()
 
-            async def online() -> bool:
-                return any(c.state == "online" for c in agent.inventory.cameras())
+        async def online() -> bool:
+            return w.online(1)
 
-            await until(online, 20)
-            async with (
-                aiohttp.ClientSession(headers=AUTH) as s,
-                s.post(f"{cloud.watcher_url}/agent_activation_token", json={"title": "h"}) as r,
-            ):
-                token = (await r.json())["token"]
-            act = await agent.cloud.activate(token)
-            yield cloud, cam, agent, str(act.streams[-1]["stream_name"])
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
+        await until(online, 20)
+        act = await agent.cloud.activate(await w.new_token("h"))
+        yield w.cloud, w.cameras[0], agent, str(act.streams[-1]["stream_name"])
 
 
 async def test_cloud_and_metrics_follow_the_camera(

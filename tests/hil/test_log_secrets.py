@@ -16,13 +16,10 @@ import av
 import pytest
 
 from agent import log as agent_log
-from agent.app import Agent
 from agent.cloud import qrscan
-from agent.config import AgentConfig, DiscoveryConfig
-from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
 from tests.conftest import LEAKS, TEST_SECRETS
+from tests.world import SimCameraSpec, World
 
 QR_PW = "pw-Qr-Scan-5e"
 CHECK_PW = "log-check-pw-4d"
@@ -44,41 +41,25 @@ async def test_qr_scan_of_a_stopped_camera_never_logs_its_password(
     monkeypatch.setattr(qrscan, "RESCAN", 0.2)
     caplog.set_level(logging.INFO)
     cam_cfg = SimCameraConfig(username="admin", password=QR_PW, name="Door", serial="QRL0001")
-    async with SimCameraFleet([cam_cfg], discovery_port=None) as fleet:
-        cam = fleet.cameras[0]
-        cfg = AgentConfig(
-            state_dir=tmp_path / "state",
-            api_host="127.0.0.1",
-            api_port=0,
-            discovery=DiscoveryConfig(
-                multicast=False, mdns=False, probe=(("127.0.0.1", cam.port),)
-            ),
-            default_credentials=(Credentials("admin", Secret(QR_PW)),),
-        )
-        agent = Agent(cfg)
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        try:
-            await asyncio.wait_for(agent.ready.wait(), 20)
+    async with World([SimCameraSpec(cam_cfg)], state_dir=tmp_path / "state") as world:
+        cam = world.cameras[0]
+        agent = await world.start_agent()
 
-            def scanning() -> bool:
-                scanner = agent.cloud.scanner
-                return scanner is not None and bool(scanner.scanning)
+        def scanning() -> bool:
+            scanner = agent.cloud.scanner
+            return scanner is not None and bool(scanner.scanning)
 
-            await _until(scanning, 30, "the QR scanner reading the camera")
-            await cam.stop()
+        await _until(scanning, 30, "the QR scanner reading the camera")
+        await cam.stop()
 
-            def failed() -> list[str]:
-                return [
-                    r.getMessage()
-                    for r in caplog.records
-                    if r.name == "agent.cloud.qrscan" and "failed" in r.getMessage()
-                ]
+        def failed() -> list[str]:
+            return [
+                r.getMessage()
+                for r in caplog.records
+                if r.name == "agent.cloud.qrscan" and "failed" in r.getMessage()
+            ]
 
-            await _until(lambda: bool(failed()), 30, "the scan to fail")
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
+        await _until(lambda: bool(failed()), 30, "the scan to fail")
     assert QR_PW not in caplog.text
     line = failed()[0]
     assert f"127.0.0.1:{cam.rtsp_port}" in line, line  # the camera is still named

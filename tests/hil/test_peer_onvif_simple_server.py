@@ -5,7 +5,11 @@ as an unprivileged user); its media profiles point at a simulated camera's RTSP 
 snapshot. Every check reads the peer's own state (its PTZ position, presets and home files, its
 configuration) rather than trusting the agent's answer. It runs in two modes: default (unknown
 and unimplemented `Set*` calls get an empty success) and strict (`adv_fault_if_unknown=1
-adv_fault_if_set=1`: they get a `ter:Action/ActionFailed` fault).
+adv_fault_if_set=1`: they get a `ter:Action/ActionFailed` fault). Continuous moves are cloud
+commands (`camera_ptz`): that test activates the agent with a simulated cloud and sends them
+from its Watcher API. H.265 has its own peer configuration: Media2 on, the second profile
+the simulated camera's H.265 stream, watched through the agent's restream server. WS-Discovery
+(the peer's wsd_simple_server) is tested in a network namespace by test_peer_wsdiscovery.py.
 
 Where the agent is known to be wrong against this peer, the test states the right behaviour and
 is marked `xfail(strict=True)`: it fails loudly as soon as the agent is fixed.
@@ -17,19 +21,23 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+import av
 import pytest
 
 from agent.api.openapi import openapi_document
 from agent.app import Agent
-from agent.config import AgentConfig, DiscoveryConfig
+from agent.config import AgentConfig, DiscoveryConfig, RestreamConfig
 from agent.discovery.records import CameraState
 from agent.discovery.scan import discover
 from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
+from agent.sim.cloud.app import SimCloud
 from tests.fakes import ApiClient, SpecChecker
 from tests.peers.onvif_simple_server import PEERS_DIR as PEERS
 from tests.peers.onvif_simple_server import (
@@ -42,6 +50,7 @@ from tests.peers.onvif_simple_server import (
 )
 
 USER, PASSWORD = "admin", "oss-Peer-pw"
+RESTREAM_USER, RESTREAM_PASSWORD = "nvr", "oss-Restream-pw-1"
 #: One step of the agent's PTZ step move: this fraction of the absolute range (0..360 degrees).
 STEP_FRACTION = 0.02
 MODES = ("default", "strict")
@@ -63,28 +72,61 @@ class World:
     peer: OnvifSimpleServer
 
 
-@pytest.fixture(params=MODES)
-async def world(request: pytest.FixtureRequest, peer_build: None) -> AsyncIterator[World]:
+def _profile(cam: SimCamera, i: int, token: str, size: tuple[int, int]) -> StreamProfile:
+    """The peer's profile `Profile_<i>`: `size` as its configuration declares it, the stream
+    and snapshot of the simulated camera's profile `token`."""
+    prof = cam.model.profile(token)
+    return StreamProfile(
+        name=f"Profile_{i}",
+        width=size[0],
+        height=size[1],
+        rtsp_url=f"rtsp://%s:{cam.rtsp_port}{prof.rtsp_path}",
+        snapshot_url=f"http://%s:{cam.port}/onvif/snapshot?profile={token}",
+        encoding=prof.encoder.encoding,
+    )
+
+
+def _camera_size(cam: SimCamera, token: str) -> tuple[int, int]:
+    """The size the simulated camera's profile `token` sends."""
+    enc = cam.model.profile(token).encoder
+    return enc.width, enc.height
+
+
+@asynccontextmanager
+async def _world(mode: str, tokens: tuple[str, str], *, media2: bool) -> AsyncIterator[World]:
+    """A simulated camera and the peer in front of it, its two profiles on `tokens`."""
     cam = SimCamera(SimCameraConfig(username=USER, password=PASSWORD, serial="OSSSIM1"))
     await cam.start()
     try:
+        sizes = {"main": (1920, 1080)}  # the main profile declares more than the camera sends
         profiles = tuple(
-            StreamProfile(
-                name=f"Profile_{i}",
-                width=w,
-                height=h,
-                rtsp_url=f"rtsp://%s:{cam.rtsp_port}{cam.model.profile(token).rtsp_path}",
-                snapshot_url=f"http://%s:{cam.port}/onvif/snapshot?profile={token}",
-            )
-            for i, (token, w, h) in enumerate((("main", 1920, 1080), ("sub", 640, 360)))
+            _profile(cam, i, token, sizes.get(token, _camera_size(cam, token)))
+            for i, token in enumerate(tokens)
         )
         config = PeerConfig(
-            username=USER, password=PASSWORD, profiles=profiles, strict=request.param == "strict"
+            username=USER,
+            password=PASSWORD,
+            profiles=profiles,
+            strict=mode == "strict",
+            media2=media2,
         )
-        async with OnvifSimpleServer(request.param, config) as peer:
+        async with OnvifSimpleServer(mode, config) as peer:
             yield World(cam, peer)
     finally:
         await cam.stop()
+
+
+@pytest.fixture(params=MODES)
+async def world(request: pytest.FixtureRequest, peer_build: None) -> AsyncIterator[World]:
+    async with _world(request.param, ("main", "sub"), media2=False) as w:
+        yield w
+
+
+@pytest.fixture(params=MODES)
+async def h265_world(request: pytest.FixtureRequest, peer_build: None) -> AsyncIterator[World]:
+    """The peer with Media2 on, its second profile the simulated camera's H.265 stream."""
+    async with _world(request.param, ("main", "h265"), media2=True) as w:
+        yield w
 
 
 class Stack:
@@ -110,8 +152,9 @@ async def _wait(predicate: Any, timeout: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture
-async def stack(world: World, tmp_path: Path) -> AsyncIterator[Stack]:
+@asynccontextmanager
+async def _stack(world: World, tmp_path: Path) -> AsyncIterator[Stack]:
+    """The agent, finding the peer by a unicast probe; its restream server on loopback."""
     cfg = AgentConfig(
         state_dir=tmp_path / "state",
         api_host="127.0.0.1",
@@ -121,6 +164,9 @@ async def stack(world: World, tmp_path: Path) -> AsyncIterator[Stack]:
             multicast=False, mdns=False, probe=(("127.0.0.1", world.peer.port),)
         ),
         default_credentials=(Credentials(USER, Secret(PASSWORD)),),
+        restream=RestreamConfig(
+            host="127.0.0.1", port=0, username=RESTREAM_USER, password=Secret(RESTREAM_PASSWORD)
+        ),
     )
     agent = Agent(cfg)
     stop = asyncio.Event()
@@ -134,6 +180,12 @@ async def stack(world: World, tmp_path: Path) -> AsyncIterator[Stack]:
         await client.close()
         stop.set()
         await asyncio.wait_for(task, 10)
+
+
+@pytest.fixture
+async def stack(world: World, tmp_path: Path) -> AsyncIterator[Stack]:
+    async with _stack(world, tmp_path) as s:
+        yield s
 
 
 def _boot_id() -> str:
@@ -272,3 +324,135 @@ async def test_encoder_write_not_applied_is_refused(stack: Stack) -> None:
     held = next(s for s in streams if s["name"] == "MAIN_STREAM")["current_bitrate"]
     assert held != 1234  # the peer cannot change its encoder
     assert 400 <= put.status < 500, put.body
+
+
+async def _watcher(cloud: SimCloud, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """A call of the simulated cloud's Watcher API, as its operators make it."""
+    auth = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
+    async with (
+        aiohttp.ClientSession(headers=auth) as s,
+        s.request(method, f"{cloud.watcher_url}{path}", json=body) as r,
+    ):
+        text = await r.text()
+        return r.status, (await r.json()) if text and r.content_type.endswith("json") else text
+
+
+async def test_ptz_continuous_and_absolute(stack: Stack) -> None:
+    """A continuous move and its stop reach the camera's motor commands with the speeds asked
+    for; an absolute move (local API `PUT .../ptz/position` or cloud command `move_absolute`)
+    reaches its `abs` command with the values asked for, the axes left out where the camera
+    holds them; a position outside its range runs nothing."""
+    peer, agent = stack.peer, stack.agent
+    # The local API's PTZ route moves by steps only: a position alone is not a move.
+    put = await stack.onvif("PUT", "/ptz", {"position": {"x": 10.0, "y": 20.0}, "step": 1})
+    assert (put.status, put.json()["status"]) == (400, "onvif_invalid_argument")
+
+    def absolute(since: int) -> list[str]:
+        return [c for c in peer.commands()[since:] if c.startswith("abs ")]
+
+    _x0, _y0, z0 = peer.position()
+    seen = len(peer.commands())
+    put = await stack.onvif("PUT", "/ptz/position", {"x": 10.0, "y": 20.0})
+    assert put.status == 200, put.json()
+    assert absolute(seen) == [f"abs 10.000000,20.000000,{z0:f}"]
+    assert _close(peer.position(), (10.0, 20.0, z0))
+    seen = len(peer.commands())
+    assert (await stack.onvif("PUT", "/ptz/position", {"y": 45.5})).status == 200
+    assert absolute(seen) == [f"abs 10.000000,45.500000,{z0:f}"]  # pan kept
+    seen = len(peer.commands())
+    out = await stack.onvif("PUT", "/ptz/position", {"x": 400.0})
+    assert (out.status, out.json()["status"]) == (400, "onvif_invalid_argument")
+    assert "0..360" in out.json()["detail"]
+    assert absolute(seen) == []
+    # Continuous moves are cloud commands (camera_ptz): sent from the simulated cloud's Watcher.
+    async with SimCloud(port=0, camera_login=(USER, PASSWORD)) as cloud:
+        status, token = await _watcher(cloud, "POST", "/agent_activation_token", {"title": "O"})
+        assert status in (200, 201), token
+        act = await agent.cloud.activate(token["token"], activation_url=cloud.url)
+        ptz = f"/streams/{act.streams[-1]['stream_name']}/ptz"
+        await _wait(lambda: (agent.cloud.status().get("endpoint") or {}).get("state") == "ready")
+
+        async def command(body: dict[str, Any]) -> list[str]:
+            """The motor commands the peer ran for this cloud command."""
+            seen = len(peer.commands())
+            status, answer = await _watcher(cloud, "POST", ptz, body)
+            assert status in (200, 204), (body, status, answer)
+            return peer.commands()[seen:]
+
+        assert await command({"command": "move_continuous", "right": 60}) == ["move right 0.600000"]
+        assert await command({"command": "stop"}) == ["stop all"]
+        assert await command({"command": "move_continuous", "down": 30, "out": 10}) == [
+            "move down 0.300000",
+            "move out 0.100000",
+        ]
+        assert await command({"command": "move_continuous"}) == ["stop all"]  # all zero
+        ran = await command({"command": "move_absolute", "x": 300.25})
+        assert [c for c in ran if c.startswith("abs ")] == [f"abs 300.250000,45.500000,{z0:f}"]
+        seen = len(peer.commands())
+        status, answer = await _watcher(cloud, "POST", ptz, {"command": "move_absolute"})
+        assert 400 <= status < 500, answer
+        assert peer.commands()[seen:] == []
+    assert _close(peer.position(), (300.25, 45.5, z0))
+
+
+def _decode(url: str, frames: int = 10) -> list[tuple[str, int, int]]:
+    """(codec, width, height) of the first `frames` frames decoded from `url` with PyAV."""
+    out: list[tuple[str, int, int]] = []
+    options = {"rtsp_transport": "tcp", "timeout": "5000000"}
+    with av.open(url, options=options) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            out.append((stream.codec_context.name, frame.width, frame.height))
+            if len(out) >= frames:
+                break
+    return out
+
+
+async def test_h265_profile_through_media2(h265_world: World, tmp_path: Path) -> None:
+    """Media 1 cannot say H.265: the server calls its H.265 profile H264 there and H265 only in
+    Media2 (`adv_enable_media2=1`). The agent reads that profile's encoding from Media2, its
+    size as the server's configuration declares it and its stream URI; the stream, restreamed
+    by the agent, decodes as HEVC at the simulated camera's size."""
+    peer, cam = h265_world.peer, h265_world.cam
+    conf = (peer.dir / "onvif_simple_server.conf").read_text()
+    assert "adv_enable_media2=1\n" in conf and "type=H265\n" in conf
+
+    def declared(p: StreamProfile) -> tuple[str, str, int, int, str]:
+        return p.name, p.encoding, p.width, p.height, p.rtsp_url.replace("%s", "127.0.0.1")
+
+    want = [declared(p) for p in peer.config.profiles]
+    assert [w[1] for w in want] == ["H264", "H265"]
+    found = await discover(
+        timeout=1.0,
+        probes=[("127.0.0.1", peer.port)],
+        multicast=False,
+        username=USER,
+        password=PASSWORD,
+    )
+    assert len(found) == 1
+    assert found[0].state is CameraState.ONLINE, found[0].reason
+    got = [
+        (p["name"], p["encoding"], p["width"], p["height"], p["rtsp_uri"])
+        for p in found[0].profiles
+    ]
+    assert got == want
+    async with _stack(h265_world, tmp_path) as stack:
+        (record,) = (await stack.client.call("GET", "/api/v1/cameras")).json()["cameras"]
+        got = [
+            (p["name"], p["encoding"], p["width"], p["height"], p["rtsp_uri"])
+            for p in record["profiles"]
+        ]
+        assert got == want
+        streams = (await stack.onvif("GET", "/streams")).json()["streams"]
+        h265 = streams[1]
+        assert (h265["current_encoder"], h265["current_resolution"], h265["link"]) == (
+            "H265",
+            f"{want[1][2]}x{want[1][3]}",
+            want[1][4],
+        )
+        assert stack.agent.restream is not None
+        url = stack.agent.restream.url(stack.id, "Profile_1").replace(
+            "rtsp://", f"rtsp://{RESTREAM_USER}:{RESTREAM_PASSWORD}@"
+        )
+        frames = await asyncio.to_thread(_decode, url)
+    assert frames == [("hevc", *_camera_size(cam, "h265"))] * 10

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -19,20 +18,18 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
 from agent.sim.camera.camera import SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
 from agent.update import journal as jr
 from agent.update.releases import Releases
 from firmware_tools import keys
 from firmware_tools.bundle import build
 from tests.ports import free_port as _free_port
+from tests.world import SimCameraSpec, World
 
 REPO = Path(__file__).resolve().parents[2]
-AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 CAM_PW = "upd-pw"
 IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc")
 
@@ -95,18 +92,8 @@ async def _until(check: Callable[[], Awaitable[Any]], timeout: float, what: str)
         await asyncio.sleep(0.2)
 
 
-class World:
-    def __init__(self, cloud: SimCloud, tmp: Path) -> None:
-        self.cloud = cloud
-        self.tmp = tmp
-
-    async def http(self, method: str, url: str, **kw: Any) -> tuple[int, Any]:
-        async with aiohttp.ClientSession(headers=AUTH) as s, s.request(method, url, **kw) as r:
-            text = await r.text()
-            try:
-                return r.status, json.loads(text) if text else None
-            except ValueError:
-                return r.status, text
+class UpdateWorld(World):
+    """The simulated cloud and one camera; the agent runs under the arbiter (a subprocess)."""
 
     async def push_update(self, agent_id: str, bundle: Path) -> dict[str, Any]:
         """The simulated cloud's update call with `bundle`; its 202 answer."""
@@ -126,21 +113,16 @@ class World:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[tuple[World, SimCameraFleet]]:
-    async with (
-        SimCloud(port=0) as cloud,
-        SimCameraFleet(
-            [SimCameraConfig(password=CAM_PW, name="Yard", serial="UPD0001")], discovery_port=None
-        ) as fleet,
-    ):
-        yield World(cloud, tmp_path), fleet
+async def world() -> AsyncIterator[UpdateWorld]:
+    cam = SimCameraConfig(password=CAM_PW, name="Yard", serial="UPD0001")
+    async with UpdateWorld([SimCameraSpec(cam)], cloud=SimCloud(port=0)) as w:
+        yield w
 
 
 async def test_cloud_pushed_update_commits_then_a_broken_one_rolls_back(
-    world: tuple[World, SimCameraFleet],
+    world: UpdateWorld, tmp_path: Path
 ) -> None:
-    w, fleet = world
-    tmp = w.tmp
+    w, tmp = world, tmp_path
     keydir = tmp / "keys"
     keys.generate_keypair(keydir)
     root = tmp / "root"
@@ -151,12 +133,9 @@ async def test_cloud_pushed_update_commits_then_a_broken_one_rolls_back(
     await asyncio.to_thread(Releases(root).bootstrap, first)
 
     # Activate with the command line, as an installer would.
-    status, body = await w.http(
-        "POST", f"{w.cloud.watcher_url}/agent_activation_token", json={"title": "Yard"}
-    )
-    assert status in (200, 201), body
+    token = await w.new_token("Yard")
     state = tmp / "state"
-    activate = [sys.executable, "-m", "agent", "activate", "--token", body["token"],
+    activate = [sys.executable, "-m", "agent", "activate", "--token", token,
                 "--activation-url", w.cloud.url, "--state-dir", str(state)]  # fmt: skip
     done = await asyncio.to_thread(
         subprocess.run, activate, capture_output=True, text=True, timeout=60, check=False
@@ -164,7 +143,7 @@ async def test_cloud_pushed_update_commits_then_a_broken_one_rolls_back(
     assert done.returncode == 0, done.stderr
     agent_id = done.stdout.split("agent_id=")[1].split()[0]
 
-    cam = fleet.cameras[0]
+    cam = w.cameras[0]
     config = tmp / "agent.toml"
     config.write_text(
         f'[agent]\nstate_dir = "{state}"\n'

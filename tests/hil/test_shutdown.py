@@ -36,13 +36,13 @@ from agent.net.tunnel import MuxPeer
 from agent.proto.mux import MuxSession, Role
 from agent.secret import Credentials
 from agent.sim.camera.camera import SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
 from agent.state import StateDir
 from tests.hil.test_faults_agent import CAM_PW, AgentProc, Rig, _free_port, _until
 from tests.hil.test_push import _receiver
 from tests.loopback_proxy import LoopbackProxy
 from tests.viewer import Viewer
+from tests.world import SimCameraSpec, World
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(90)]
 
@@ -66,27 +66,14 @@ class CloudAt:
     central_url: str
 
 
-@dataclass
-class World:
-    """The simulated cloud and camera the cases that leave them up share."""
-
-    cloud: SimCloud
-    fleet: SimCameraFleet
-
-    @property
-    def cam_port(self) -> int:
-        return self.fleet.cameras[0].port
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world() -> AsyncIterator[World]:
-    async with (
-        SimCloud(port=0, camera_login=("admin", CAM_PW)) as cloud,
-        SimCameraFleet(
-            [SimCameraConfig(password=CAM_PW, name="Stop", serial=SERIAL)], discovery_port=None
-        ) as fleet,
-    ):
-        yield World(cloud, fleet)
+    """The simulated cloud and camera the cases that leave them up share."""
+    async with World(
+        [SimCameraSpec(SimCameraConfig(password=CAM_PW, name="Stop", serial=SERIAL))],
+        cloud=SimCloud(port=0, camera_login=("admin", CAM_PW)),
+    ) as w:
+        yield w
 
 
 class Sims:
@@ -276,7 +263,7 @@ class Case:
     at_sigterm: list[Callable[[], None]] = field(default_factory=list)
 
     def agent(self, cloud: Any, cam_port: int | None = None, extra: str = "") -> AgentProc:
-        return _agent(self.sims, cloud, cam_port or self.world.cam_port, extra)
+        return _agent(self.sims, cloud, cam_port or self.world.cameras[0].port, extra)
 
     async def viewer(self, watcher_url: str, name: str) -> Viewer:
         """A streamer's consumer pulling the stream through the agent's tunnel, video flowing."""
@@ -463,7 +450,7 @@ class StubbornAgent(AgentProc):
 
 
 async def _stubborn(world: World, sims: Sims, mode: str) -> AgentProc:
-    agent = _agent(sims, world.cloud, world.cam_port, mode=mode)
+    agent = _agent(sims, world.cloud, world.cameras[0].port, mode=mode)
     await _until(agent.camera_online, 30, "camera online")
     return agent
 
@@ -579,7 +566,7 @@ async def test_a_caller_cancelled_while_the_rtsp_server_stops_is_cancelled() -> 
 async def test_a_ptz_move_cancelled_while_the_last_one_is_disarmed_is_not_sent(
     world: World,
 ) -> None:
-    cam = world.fleet.cameras[0]
+    cam = world.cameras[0]
     session = OnvifSession("127.0.0.1", cam.port, credentials=[Credentials("admin", CAM_PW)])
     await session.connect()
     control = OnvifControl(session)

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from agent.proto import cloud as pc
 from agent.sim.cloud import commands, firmware
 from agent.sim.cloud.app import SimCloud
+from tests.world import World
 
 BASIC = {"Authorization": "Basic " + base64.b64encode(b"admin:admin").decode()}
 CAMERA = pc.CameraInfo(
@@ -119,7 +120,9 @@ class FakeAgent:
 
 
 @dataclass
-class World:
+class Linked:
+    """The simulated cloud with a protocol-level agent connected to its endpoint."""
+
     cloud: SimCloud
     http: aiohttp.ClientSession
     agent: FakeAgent
@@ -150,12 +153,10 @@ class World:
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[World]:
-    async with SimCloud() as cloud, aiohttp.ClientSession() as http:
-        async with http.post(
-            f"{cloud.watcher_url}/agent_activation_token", json={"title": "Door"}, headers=BASIC
-        ) as r:
-            token = (await r.json())["token"]
+async def world() -> AsyncIterator[Linked]:
+    async with World([], cloud=SimCloud()) as sim, aiohttp.ClientSession() as http:
+        cloud = sim.cloud
+        token = await sim.new_token("Door")
         key = Ed25519PrivateKey.generate()
         req = pc.make_activation(key, token, serial="BOX1", version="0.1.0", camera=CAMERA)
         async with http.post(f"{cloud.url}/agent/v1/activate", json=req.to_dict()) as r:
@@ -163,7 +164,7 @@ async def world() -> AsyncIterator[World]:
             result = pc.parse_activation_result(await r.json())
         agent = await FakeAgent.connect(http, result.endpoint_url, result.agent_id, key)
         try:
-            yield World(cloud, http, agent, result.agent_id, result.stream_name)
+            yield Linked(cloud, http, agent, result.agent_id, result.stream_name)
         finally:
             await agent.close()
 
@@ -173,7 +174,7 @@ def assert_deadline(req: pc.Request, limit_s: float, sent_ms: int) -> None:
     assert sent_ms + limit_s * 1000 - 50 <= deadline <= sent_ms + limit_s * 1000 + 2000
 
 
-async def test_commands_reach_the_agent_and_answer(world: World) -> None:
+async def test_commands_reach_the_agent_and_answer(world: Linked) -> None:
     auth = {"login": "admin", "password": "s3cret-pass", "port": 8080}
     world.agent.table.update(
         camera_ptz=ok(),
@@ -223,7 +224,7 @@ async def test_commands_reach_the_agent_and_answer(world: World) -> None:
     assert "pass" not in lines
 
 
-async def test_agent_errors_map_to_http(world: World) -> None:
+async def test_agent_errors_map_to_http(world: Linked) -> None:
     cases = {
         "invalid_request": 400,
         "onvif_unsupported_action": 400,
@@ -250,7 +251,7 @@ async def test_agent_errors_map_to_http(world: World) -> None:
 
 
 async def test_no_answer_is_504_and_a_late_answer_is_harmless(
-    world: World, monkeypatch: pytest.MonkeyPatch
+    world: Linked, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setitem(commands.LIMITS_S, "camera_ptz", 0.3)
     monkeypatch.setattr(commands, "GRACE_S", 0.2)
@@ -269,7 +270,7 @@ async def test_no_answer_is_504_and_a_late_answer_is_harmless(
     assert "camera_ptz for cam-1: timeout" in "\n".join(world.cloud.agents()[world.agent_id].logs)
 
 
-async def test_bad_requests_and_offline_agent(world: World) -> None:
+async def test_bad_requests_and_offline_agent(world: Linked) -> None:
     world.agent.table.update(camera_ptz=ok(), camera_config_set=ok(CONFIG))
     assert (await world.call("POST", "/ptz", stream="nope", json={}))[0] == 404
     assert (await world.call("POST", "/ptz", headers={}, json={}))[0] == 401
@@ -313,7 +314,7 @@ async def test_bad_requests_and_offline_agent(world: World) -> None:
     assert time.monotonic() - started < 2
 
 
-async def test_logs_route(world: World) -> None:
+async def test_logs_route(world: Linked) -> None:
     world.agent.table["logs"] = ok({**LOGS, "agent_id": world.agent_id})
     url = f"{world.cloud.central_url}/agents/{world.agent_id}/logs"
     sent = int(time.time() * 1000)
@@ -333,7 +334,7 @@ async def test_logs_route(world: World) -> None:
 class FirmwareScript:
     """The agent side of `camera_firmware`: download, check, report progress, answer on release."""
 
-    def __init__(self, world: World, *, after: str = "2.0", error: str | None = None) -> None:
+    def __init__(self, world: Linked, *, after: str = "2.0", error: str | None = None) -> None:
         self.world = world
         self.after = after
         self.error = error
@@ -363,7 +364,7 @@ class FirmwareScript:
         return pc.Response(req.id, True, result)
 
 
-async def wait_state(world: World, state: str) -> dict[str, Any]:
+async def wait_state(world: Linked, state: str) -> dict[str, Any]:
     for _ in range(250):
         view = await world.stream_view()
         if view.get("firmware_update", {}).get("state") == state:
@@ -372,7 +373,7 @@ async def wait_state(world: World, state: str) -> dict[str, Any]:
     raise AssertionError(f"firmware update never reached {state}")
 
 
-async def test_firmware_update_flow(world: World) -> None:
+async def test_firmware_update_flow(world: Linked) -> None:
     image = os.urandom(300_000)
     script = FirmwareScript(world)
     world.agent.table["camera_firmware"] = script
@@ -427,7 +428,7 @@ async def test_firmware_update_flow(world: World) -> None:
     )
 
 
-async def test_firmware_multipart_and_validation(world: World) -> None:
+async def test_firmware_multipart_and_validation(world: Linked) -> None:
     script = FirmwareScript(world)
     script.release.set()
     world.agent.table["camera_firmware"] = script
@@ -476,7 +477,7 @@ async def test_firmware_multipart_and_validation(world: World) -> None:
     assert (await world.call("PUT", "/firmware_update", json={"image": "AQID"}))[0] == 202
 
 
-async def test_oversized_image_is_413_without_holding_it(world: World) -> None:
+async def test_oversized_image_is_413_without_holding_it(world: Linked) -> None:
     world.agent.table["camera_firmware"] = ok()
     block = b"\0" * (1 << 20)
 
@@ -516,7 +517,7 @@ async def test_oversized_image_is_413_without_holding_it(world: World) -> None:
     assert not [r for r in world.agent.requests if r.command == "camera_firmware"]
 
 
-async def test_download_expires_and_stop_ends_the_job(world: World) -> None:
+async def test_download_expires_and_stop_ends_the_job(world: Linked) -> None:
     assert world.cloud.firmware is not None
     world.cloud.firmware.ttl_s = 0.2
     world.agent.table["camera_firmware"] = silent

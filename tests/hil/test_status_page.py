@@ -19,11 +19,10 @@ import pytest
 
 from agent.api import ApiServer, build_app
 from agent.app import Agent
-from agent.config import AgentConfig, DiscoveryConfig
-from agent.secret import Credentials, Secret
+from agent.secret import Secret
 from agent.sim.camera.camera import SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
 from tests.fakes import FakeDirectory, FakeRecord
+from tests.world import SimCameraSpec, World, wait_until
 
 CAM_PW = "page-pw"
 TOKEN = "page-token-1"
@@ -170,30 +169,10 @@ async def agent(tmp_path: Path) -> AsyncIterator[Agent]:
         SimCameraConfig(password=CAM_PW, name="Porch", model="PorchCam-X1", serial="PCH1"),
         SimCameraConfig(password=CAM_PW, name="Yard", model="YardCam-Z9", serial="YRD2"),
     ]
-    async with SimCameraFleet(cams, discovery_port=None) as fleet:
-        cfg = AgentConfig(
-            state_dir=tmp_path / "state",
-            api_host="127.0.0.1",
-            api_port=0,
-            discovery=DiscoveryConfig(
-                multicast=False,
-                mdns=False,
-                probe=tuple(("127.0.0.1", c.port) for c in fleet.cameras),
-            ),
-            default_credentials=(Credentials("admin", Secret(CAM_PW)),),
-        )
-        agent = Agent(cfg)
-        stop = asyncio.Event()
-        task = asyncio.create_task(agent.run(stop))
-        try:
-            await asyncio.wait_for(agent.ready.wait(), 20)
-            async with asyncio.timeout(20):
-                while sum(c.state == "online" for c in agent.inventory.cameras()) < 2:
-                    await asyncio.sleep(0.1)
-            yield agent
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 10)
+    async with World([SimCameraSpec(c) for c in cams], state_dir=tmp_path / "state") as world:
+        agent = await world.start_agent()
+        await wait_until(lambda: world.online(2), 20)
+        yield agent
 
 
 @needs_chromium

@@ -11,7 +11,6 @@ import socket
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -20,15 +19,11 @@ import aiohttp
 import av
 import pytest
 
-from agent.app import Agent
-from agent.config import AgentConfig, DiscoveryConfig
-from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.cloud.app import SimCloud
 from tests.viewer import Viewer
+from tests.world import SimCameraSpec, World
 
-AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 CAM_PW = "tunnel-pw"
 RECOVERY_S = 5.0
 
@@ -46,66 +41,30 @@ def decode(url: str, frames: int) -> tuple[int, int, int]:
         return n, w, h
 
 
-class World:
-    def __init__(self, cloud: SimCloud, fleet: SimCameraFleet, tmp: Path) -> None:
-        self.cloud = cloud
-        self.fleet = fleet
-        self.tmp = tmp
-        self.agent: Agent | None = None
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+class TunnelWorld(World):
+    """The simulated cloud with two streampoints and three simulated cameras."""
 
-    async def http(self, method: str, url: str, body: Any = None) -> Any:
-        async with (
-            aiohttp.ClientSession(headers=AUTH) as s,
-            s.request(method, url, json=body) as r,
-        ):
-            assert r.status < 300, await r.text()
-            return await r.json(content_type=None)
-
-    def config(self) -> AgentConfig:
-        cfg = AgentConfig(
-            state_dir=self.tmp / "state",
-            api_host="127.0.0.1",
-            api_port=0,
-            discovery=DiscoveryConfig(
-                multicast=False,
-                mdns=False,
-                probe=tuple(("127.0.0.1", cam.port) for cam in self.fleet.cameras),
-            ),
-            default_credentials=(Credentials("admin", Secret(CAM_PW)),),
+    def __init__(self, tmp: Path) -> None:
+        cams = [
+            SimCameraConfig(password=CAM_PW, name=f"Cam{i}", serial=f"TUN000{i}") for i in range(3)
+        ]
+        super().__init__(
+            [SimCameraSpec(c) for c in cams],
+            cloud=SimCloud(port=0, streampoints=2, camera_login=("admin", CAM_PW)),
+            state_dir=tmp / "state",
         )
-        return replace(cfg, cloud=replace(cfg.cloud, activation_url=self.cloud.url))
-
-    async def start_agent(self) -> Agent:
-        self.agent = Agent(self.config())
-        self._stop = asyncio.Event()
-        self._task = asyncio.create_task(self.agent.run(self._stop))
-        await asyncio.wait_for(self.agent.ready.wait(), 20)
-        return self.agent
-
-    async def stop_agent(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await asyncio.wait_for(self._task, 10)
-        self._task = None
 
     async def activate_all(self) -> dict[str, str]:
         """Bind every camera to a stream of its own; {camera serial: stream name}."""
         agent = self.agent
-        assert agent is not None
-        await until(lambda: sum(c.state == "online" for c in agent.inventory.cameras()) == 3, 20)
+        await until(lambda: self.online(3), 20)
         by_port = {
             urlsplit(c.xaddr).port: c.id for c in agent.inventory.cameras()
         }  # camera id by ONVIF port
         names: dict[str, str] = {}
-        for cam in self.fleet.cameras:
-            body = await self.http(
-                "POST",
-                f"{self.cloud.watcher_url}/agent_activation_token",
-                {"title": cam.config.name},
-            )
-            act = await agent.cloud.activate(body["token"], camera_id=by_port[cam.port])
+        for cam in self.cameras:
+            token = await self.new_token(cam.config.name)
+            act = await agent.cloud.activate(token, camera_id=by_port[cam.port])
             names[cam.config.serial] = str(act.streams[-1]["stream_name"])
         return names
 
@@ -113,11 +72,11 @@ class World:
         """The simulated streamer's URL of a stream (and of the camera's other stream)."""
 
         async def ready() -> bool:
-            body = await self.http("GET", f"{self.cloud.watcher_url}/streams/{name}")
+            body = await self.cloud_json("GET", f"{self.cloud.watcher_url}/streams/{name}")
             return "sim_rtsp_url" in body
 
         await until_async(ready, 10)
-        body = await self.http("GET", f"{self.cloud.watcher_url}/streams/{name}")
+        body = await self.cloud_json("GET", f"{self.cloud.watcher_url}/streams/{name}")
         url = str(body["sim_rtsp_url"])
         if which == "main":
             return url
@@ -125,7 +84,6 @@ class World:
         return urlunsplit(parts._replace(path=parts.path.replace("/main", f"/{which}")))
 
     def streampoint(self) -> str | None:
-        assert self.agent is not None
         sp = self.agent.cloud.status().get("streampoint")
         return str(sp["hostname"]) if sp and sp.get("alive") else None
 
@@ -143,17 +101,9 @@ async def until_async(check: Any, timeout: float) -> None:
 
 
 @pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
-    cams = [SimCameraConfig(password=CAM_PW, name=f"Cam{i}", serial=f"TUN000{i}") for i in range(3)]
-    async with (
-        SimCloud(port=0, streampoints=2, camera_login=("admin", CAM_PW)) as cloud,
-        SimCameraFleet(cams, discovery_port=None) as fleet,
-    ):
-        w = World(cloud, fleet, tmp_path)
-        try:
-            yield w
-        finally:
-            await w.stop_agent()
+async def world(tmp_path: Path) -> AsyncIterator[TunnelWorld]:
+    async with TunnelWorld(tmp_path) as w:
+        yield w
 
 
 def _port_open(port: int) -> bool:
@@ -162,7 +112,7 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-async def test_three_cameras_main_and_sub_through_the_tunnel(world: World) -> None:
+async def test_three_cameras_main_and_sub_through_the_tunnel(world: TunnelWorld) -> None:
     agent = await world.start_agent()
     names = await world.activate_all()
     await until(lambda: world.streampoint() == "streampoint-1", 15)
@@ -196,12 +146,12 @@ async def test_three_cameras_main_and_sub_through_the_tunnel(world: World) -> No
 
 
 async def test_video_resumes_after_camera_reboot_agent_restart_and_streampoint_switch(
-    world: World,
+    world: TunnelWorld,
 ) -> None:
     await world.start_agent()
     names = await world.activate_all()
     await until(lambda: world.streampoint() == "streampoint-1", 15)
-    cam = world.fleet.cameras[0]
+    cam = world.cameras[0]
     viewer = Viewer(await world.stream_url(names[cam.config.serial]))
     viewer.start()
     try:
@@ -229,7 +179,7 @@ async def test_video_resumes_after_camera_reboot_agent_restart_and_streampoint_s
         await until(lambda: world.streampoint() == "streampoint-1", 15)
         switched = time.monotonic()
         opens = viewer.opens
-        await world.http(
+        await world.cloud_json(
             "PUT",
             f"{world.cloud.central_url}/agents/{agent_id}",
             {"layout": {"ingest": "streampoint-2"}},

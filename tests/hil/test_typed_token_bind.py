@@ -19,9 +19,9 @@ from typing import Any
 
 import aiohttp
 
-from tests.hil.test_activation_e2e import _coro, _until
 from tests.ports import free_port
 from tests.soak import AUTH, Consumer, agent_config, stop_procs
+from tests.world import wait_until
 
 
 def _agent_cmd(*args: str, level: str) -> list[str]:
@@ -46,7 +46,7 @@ async def _ready_file(path: Path, proc: subprocess.Popen[bytes], log: Path) -> d
         assert proc.poll() is None, _text(log)
         return _written(path)
 
-    await _until(written, 60)
+    await wait_until(written, 60)
     data = json.loads(_text(path))
     assert isinstance(data, dict)
     return data
@@ -122,7 +122,7 @@ async def test_typed_token_binds_the_first_online_camera_at_start(tmp_path: Path
                 s = await get(f"{watcher}/streams/{name}")
                 return bool(s["inputs"]) and "sim_rtsp_url" in s
 
-            await _until(bound, 60)
+            await wait_until(bound, 60)
             stream = await get(f"{watcher}/streams/{name}")
             assert stream["inputs"] == [{"url": cam["rtsp"]["main"], "via": f"agent://{agent_id}"}]
             assert stream["stats"]["current_agent_id"] == agent_id
@@ -134,7 +134,7 @@ async def test_typed_token_binds_the_first_online_camera_at_start(tmp_path: Path
             # The streamer gets the camera's video through the agent.
             consumer = Consumer(stream["sim_rtsp_url"])
             consumer_task = asyncio.create_task(consumer.run())
-            await _until(lambda: _coro(consumer.bytes > 20_000), 30)
+            await wait_until(lambda: consumer.bytes > 20_000, 30)
 
             async with http.get(f"http://127.0.0.1:{api_port}/api/v1/cameras") as r:
                 (camera,) = (await r.json())["cameras"]

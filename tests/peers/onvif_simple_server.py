@@ -11,6 +11,12 @@ mod_cgi on 127.0.0.1 runs one binary under each service name (`device_service`,
   inside `build/peers/<instance>/`.
 - Safety: its SystemReboot calls reboot(2). lighttpd and the CGI run as an unprivileged user
   (`nobody` when the tests run as root), never as root, so the call fails and nothing happens.
+- Network namespace: given `netns` and `host`, lighttpd runs inside that namespace (one the test
+  created), bound to `host`, still as the unprivileged user (`setpriv` after `ip netns exec`).
+- WS-Discovery: `start_wsd()` runs the tarball's `wsd_simple_server` next to it (same user, same
+  namespace) with the device address as its XAddrs template; it sends Hello at start, answers
+  Probes and sends Bye when stopped (SIGTERM). Its device UUID is derived from the interface's
+  MAC address and written to its log (`wsd_uuid()`).
 - State: its PTZ moves, presets and home position are shell commands of its configuration; here
   they run `ptz.sh`, which keeps the camera's position, presets, home and a log of every command
   in files of `build/peers/<instance>/state/`, read back by the tests (`position()`,
@@ -21,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import os
 import pwd
 import re
@@ -30,6 +37,7 @@ import tarfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tests.ports import free_port
 
@@ -102,11 +110,15 @@ class StreamProfile:
     height: int
     rtsp_url: str  # `%s` becomes the address the server is reached on
     snapshot_url: str
+    #: Its `type`: H264 or H265. Media 1 cannot say H.265: the server calls such a profile H264
+    #: there and H265 only in Media2.
+    encoding: str = "H264"
 
 
 @dataclass(frozen=True)
 class PeerConfig:
-    """What the peer's configuration file says about the camera."""
+    """What the peer's configuration file says about the camera. The server answers for two
+    profiles at most (tokens `Profile_0` and `Profile_1`, the names its Media2 service uses)."""
 
     username: str
     password: str = field(repr=False)
@@ -124,6 +136,12 @@ class PeerConfig:
     #: The interface whose address it advertises; without it, it picks one by itself (on a
     #: machine with several, often not the one it was reached on).
     interface: str = "lo"
+    #: `adv_enable_media2`: the Media2 service is announced and answers.
+    media2: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.profiles) <= 2:
+            raise ValueError("onvif_simple_server answers for one or two profiles")
 
 
 def missing_packages() -> list[str]:
@@ -221,13 +239,25 @@ def process_uid(pid: int) -> int:
 class OnvifSimpleServer:
     """One running instance. `async with OnvifSimpleServer("default", config) as peer: ...`"""
 
-    def __init__(self, instance: str, config: PeerConfig) -> None:
+    def __init__(
+        self,
+        instance: str,
+        config: PeerConfig,
+        *,
+        netns: str | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
         self.config = config
         self.dir = PEERS_DIR / instance
         self.state = self.dir / "state"
         self.www = self.dir / "www"
-        self.port = 0
+        self.netns = netns
+        self.host = host
+        self.port = port
         self._proc: asyncio.subprocess.Process | None = None
+        self._wsd: asyncio.subprocess.Process | None = None
+        self.wsd_xaddr = ""  # the XAddrs template wsd_simple_server was given
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -238,37 +268,68 @@ class OnvifSimpleServer:
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
 
+    def _command(self, *argv: str) -> tuple[list[str], dict[str, Any]]:
+        """argv and subprocess options running `argv` as the peer's user, in its namespace."""
+        user = peer_user()
+        if self.netns is None:
+            options: dict[str, Any] = (
+                {} if user is None else {"user": user[0], "group": user[1], "extra_groups": []}
+            )
+            return list(argv), options
+        # `ip netns exec` needs root: the user is dropped after it, by setpriv.
+        drop = (
+            []
+            if user is None
+            else ["setpriv", f"--reuid={user[0]}", f"--regid={user[1]}", "--clear-groups"]
+        )
+        return ["ip", "netns", "exec", self.netns, *drop, *argv], {}
+
     async def start(self) -> None:
         src = await asyncio.to_thread(build, self.dir)
-        self.port = free_port()
+        if not self.port:
+            self.port = free_port()
         await asyncio.to_thread(self._lay_out, src)
-        user = peer_user()
+        argv, options = self._command("lighttpd", "-D", "-f", str(self.dir / "lighttpd.conf"))
         self._proc = await asyncio.create_subprocess_exec(
-            "lighttpd",
-            "-D",
-            "-f",
-            str(self.dir / "lighttpd.conf"),
+            *argv,
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.DEVNULL,
-            user=None if user is None else user[0],
-            group=None if user is None else user[1],
-            extra_groups=None if user is None else [],
+            **options,
         )
         deadline = time.monotonic() + START_TIMEOUT
-        while True:
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
-                return
+        while not await self._listening():
             if self._proc.returncode is not None or time.monotonic() > deadline:
-                log = (self.dir / "log" / "lighttpd.log").read_text(errors="replace")
+                path = self.dir / "log" / "lighttpd.log"
+                log = path.read_text(errors="replace") if path.exists() else ""
                 await self.stop()
                 raise RuntimeError(f"lighttpd did not start on port {self.port}: {log[-500:]}")
             await asyncio.sleep(0.05)
 
+    async def _listening(self) -> bool:
+        """Whether lighttpd accepts connections on (host, port)."""
+        if self.netns is None:
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection(self.host, self.port)
+                writer.close()
+                await writer.wait_closed()
+                return True
+            return False
+        # Another namespace: its listening sockets, as the process itself sees them.
+        assert self._proc is not None
+        packed = ipaddress.IPv4Address(self.host).packed
+        wanted = f"{packed[::-1].hex().upper()}:{self.port:04X}"
+        try:
+            table = await asyncio.to_thread(Path(f"/proc/{self._proc.pid}/net/tcp").read_text)
+        except OSError:
+            return False
+        return any(
+            line.split()[1] == wanted and line.split()[3] == "0A"  # 0A: LISTEN
+            for line in table.splitlines()[1:]
+        )
+
     async def stop(self) -> None:
+        await self.stop_wsd()
         proc, self._proc = self._proc, None
         if proc is None or proc.returncode is not None:
             return
@@ -278,6 +339,64 @@ class OnvifSimpleServer:
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+    # ---- WS-Discovery ------------------------------------------------------------------------
+
+    async def start_wsd(self, interface: str) -> None:
+        """Run wsd_simple_server on `interface` (its Hello goes out at once)."""
+        src = await asyncio.to_thread(build, self.dir)
+        log = self.dir / "log" / "wsd.log"
+        with contextlib.suppress(FileNotFoundError):
+            log.unlink()
+        self.wsd_xaddr = f"http://%s:{self.port}/onvif/device_service"
+        argv, options = self._command(
+            str(src / "wsd_simple_server"),
+            "--if_name", interface,
+            "--xaddr", self.wsd_xaddr,
+            "--model", self.config.model,
+            "--hardware", self.config.manufacturer,
+            "--pid_file", str(self.dir / "log" / "wsd.pid"),
+            "--template_dir", str(src / "wsd_files"),
+            "--foreground",
+            "--debug", "3",
+        )  # fmt: skip
+        self._wsd = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.DEVNULL,
+            **options,
+        )
+        deadline = time.monotonic() + START_TIMEOUT
+        while "Starting main loop" not in self.wsd_log():
+            if self._wsd.returncode is not None or time.monotonic() > deadline:
+                text = self.wsd_log()
+                await self.stop_wsd()
+                raise RuntimeError(f"wsd_simple_server did not start: {text[-500:]}")
+            await asyncio.sleep(0.05)
+
+    async def stop_wsd(self) -> None:
+        """SIGTERM: it sends its Bye, then exits."""
+        proc, self._wsd = self._wsd, None
+        if proc is None or proc.returncode is not None:
+            return
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+    def wsd_log(self) -> str:
+        path = self.dir / "log" / "wsd.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def wsd_uuid(self) -> str:
+        """The device UUID wsd_simple_server announces, as its own log states it."""
+        found = re.search(r"Device UUID \(([^)]*)\): ([0-9a-f-]{36})", self.wsd_log())
+        if found is None:
+            raise RuntimeError("wsd_simple_server logged no device UUID")
+        return found.group(2)
 
     @property
     def pid(self) -> int:
@@ -290,7 +409,7 @@ class OnvifSimpleServer:
 
     @property
     def device_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/onvif/device_service"
+        return f"http://{self.host}:{self.port}/onvif/device_service"
 
     # ---- files -------------------------------------------------------------------------------
 
@@ -342,7 +461,7 @@ class OnvifSimpleServer:
             "scope=onvif://www.onvif.org/name/OssPeer",
             f"user={c.username}",
             f"password={c.password}",
-            "adv_enable_media2=0",
+            f"adv_enable_media2={int(c.media2)}",
             f"adv_fault_if_unknown={int(c.strict)}",
             f"adv_fault_if_set={int(c.strict)}",
             "adv_synology_nvr=0",
@@ -354,7 +473,7 @@ class OnvifSimpleServer:
                 f"height={p.height}",
                 f"url={p.rtsp_url}",
                 f"snapurl={p.snapshot_url}",
-                "type=H264",
+                f"type={p.encoding}",
                 "audio_encoder=NONE",
                 "audio_decoder=NONE",
             ]
@@ -386,7 +505,7 @@ class OnvifSimpleServer:
         return "\n".join(
             [
                 f'server.document-root = "{self.www}"',
-                'server.bind = "127.0.0.1"',
+                f'server.bind = "{self.host}"',
                 f"server.port = {self.port}",
                 f'server.errorlog = "{self.dir / "log" / "lighttpd.log"}"',
                 'server.modules = ( "mod_cgi" )',

@@ -20,11 +20,10 @@ from agent.camera.models import (
     StreamProfile,
     SupportedEncoder,
 )
-from agent.camera.session import map_error
+from agent.camera.session import EmptyAnswer, map_error
 from agent.errors import (
     AuthError,
     InvalidArgument,
-    ProtocolError,
     Refused,
     Unavailable,
     Unsupported,
@@ -160,7 +159,7 @@ def _transport(status: int, content: bytes = b"x") -> Any:
         (_fault("InvalidArgVal", "SettingsInvalid"), InvalidArgument),
         (_fault("InvalidArgVal", "ConfigModify"), InvalidArgument),
         (_fault("Action", "MovingPTZ"), Refused),
-        (_transport(200, b""), ProtocolError),
+        (_transport(200, b""), EmptyAnswer),  # a ProtocolError and an Unsupported
         (_transport(401), AuthError),
         (_transport(503), Unavailable),
         (TimeoutError(), Unavailable),

@@ -83,3 +83,13 @@ def test_a_streamer_in_a_tight_loop_is_slowed_with_a_growing_penalty() -> None:
     other = TunnelPolicy(lambda: [_camera(), _camera("cam-2", "192.0.2.20")], burst=1, clock=clock)
     other.resolve(target)
     other.resolve(Target("192.0.2.20", 554, TargetKind.RTSP))
+
+
+def test_a_camera_added_by_rtsp_url_opens_its_stream_port() -> None:
+    url = "rtsp://192.0.2.20:8554/stream1"
+    rec = CameraRecord("cam-rtsp", url, state=CameraState.ONLINE)
+    rec.kind = "rtsp"
+    rec.profiles = [{"token": "main", "rtsp_uri": url}]
+    assert camera_endpoints(rec) == {("192.0.2.20", 8554): TargetKind.RTSP}
+    policy = TunnelPolicy(lambda: [rec])
+    assert policy.resolve(Target("192.0.2.20", 8554, TargetKind.RTSP)) == ("192.0.2.20", 8554)

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
@@ -25,6 +26,7 @@ from agent.sim.camera.dahua import DahuaUpgrader
 from agent.sim.camera.isapi import Isapi
 from agent.sim.camera.model import CameraModel, Faults, Profile, url_host
 from agent.sim.camera.onvif_http import add_onvif_routes
+from agent.sim.camera.persona import get_persona
 from agent.sim.camera.sofia import SofiaServer
 from agent.sim.camera.video import EncoderSettings, Overlay, VideoSource
 
@@ -55,6 +57,9 @@ class SimCameraConfig:
     firmware_version: str = "1.0.0"
     location: str = ""
     faults: dict[str, Any] | None = None
+    #: A vendor persona (`agent.sim.camera.persona.PERSONAS`): its identity fills the fields
+    #: left at their defaults, its quirks go under `faults`.
+    persona: str | None = None
 
 
 def encoder_settings(profile: Profile) -> EncoderSettings:
@@ -80,6 +85,11 @@ class SimCamera:
         on_online: Callable[[SimCamera], None] | None = None,
         on_offline: Callable[[SimCamera], None] | None = None,
     ) -> None:
+        profiles = None
+        if config.persona is not None:
+            persona = get_persona(config.persona)
+            config = persona.apply(config)
+            profiles = persona.profiles()
         self.config = config
         faults = Faults.from_json(config.faults) if config.faults else None
         self.model = CameraModel(
@@ -95,6 +105,7 @@ class SimCamera:
             rtsp_port=config.rtsp_port,
             location=config.location,
             faults=faults,
+            profiles=profiles,
         )
         self.qr_text: str | None = None
         self.online = False
@@ -135,11 +146,14 @@ class SimCamera:
     def device_url(self) -> str:
         return f"http://{self.host}:{self.port}/onvif/device_service"
 
-    def rtsp_url(self, profile_token: str = "main") -> str:
-        return f"rtsp://{self.host}:{self.rtsp_port}{self.model.profile(profile_token).rtsp_path}"
+    def rtsp_url(self, profile_token: str | None = None) -> str:
+        """The stream URL of a profile (default: the main one)."""
+        prof = self.model.profile(profile_token or self.model.main_profile.token)
+        return f"rtsp://{self.host}:{self.rtsp_port}{prof.rtsp_path}"
 
-    def snapshot_url(self, profile_token: str = "main") -> str:
-        return f"http://{self.host}:{self.port}/onvif/snapshot?profile={profile_token}"
+    def snapshot_url(self, profile_token: str | None = None) -> str:
+        token = quote(profile_token or self.model.main_profile.token, safe="")
+        return f"http://{self.host}:{self.port}/onvif/snapshot?profile={token}"
 
     @property
     def rtsp(self) -> RtspServer | None:
@@ -277,9 +291,11 @@ class SimCamera:
         return user.password if user else None
 
     def _resolve(self, path: str) -> MediaSource | None:
+        # The RTSP server hands over the path without the query: profiles that differ by query
+        # only (Dahua's subtype=N, Axis' profile=...) all play the first of them.
         path = "/" + path.lstrip("/")
         for token, prof in self.model.profiles.items():
-            if prof.rtsp_path == path:
+            if urlsplit(prof.rtsp_path).path.rstrip("/") == path.rstrip("/"):
                 return self._sources.get(token)
         return None
 
@@ -310,7 +326,7 @@ class SimCamera:
             for value in self._auth.challenge(stale=result.stale):
                 resp.headers.add("WWW-Authenticate", value)
             return resp
-        token = request.query.get("profile", "main")
+        token = request.query.get("profile", self.model.main_profile.token)
         source = self._sources.get(token)
         if source is None:
             return web.Response(status=404, text=f"no profile {token!r}\n")

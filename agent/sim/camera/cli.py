@@ -10,8 +10,9 @@ import os
 import sys
 from typing import Any
 
+from agent.sim.camera import persona
 from agent.sim.camera.camera import SimCameraConfig
-from agent.sim.camera.fleet import SimCameraFleet
+from agent.sim.camera.fleet import SimCameraFleet, mixed_fleet_configs
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--mdns", action="store_true", help="advertise the RTSP service over mDNS")
     p.add_argument(
+        "--persona",
+        default=None,
+        metavar="NAME",
+        help="answer as one make of camera does (identity, profiles, RTSP paths, quirks); "
+        "'list' prints the personas, 'mixed' starts one camera per persona; "
+        "--name/--serial/--faults still apply on top",
+    )
+    p.add_argument(
+        "--list-personas", action="store_true", help="print the personas, one a line, and exit"
+    )
+    p.add_argument(
         "--faults",
         default=None,
         metavar="JSON",
@@ -82,9 +94,24 @@ def _configs(args: argparse.Namespace) -> list[SimCameraConfig]:
                 serial=f"{args.serial}{i + 1:04d}" if args.count > 1 else args.serial,
                 firmware_version=args.firmware_version,
                 faults=faults,
+                persona=args.persona,
             )
         )
     return configs
+
+
+def _mixed(args: argparse.Namespace) -> list[SimCameraConfig]:
+    """One camera per persona (`--persona mixed`); --count is ignored."""
+    base = SimCameraConfig(
+        host=args.host,
+        port=args.port,
+        rtsp_port=args.rtsp_port,
+        sofia_port=args.sofia_port,
+        username=args.username,
+        password=args.password,
+        faults=json.loads(args.faults) if args.faults else None,
+    )
+    return mixed_fleet_configs(base)
 
 
 def _write_ready(path: str, info: dict[str, Any]) -> None:
@@ -95,11 +122,30 @@ def _write_ready(path: str, info: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _persona_configs(args: argparse.Namespace) -> list[SimCameraConfig]:
+    """The cameras of `--persona NAME` or `--persona mixed`; raises UnknownPersona."""
+    if args.persona == "mixed":
+        return _mixed(args)
+    chosen = persona.get_persona(args.persona)
+    if args.count > 1:  # suffixes go on the persona's name and serial
+        if args.name == SimCameraConfig.name:
+            args.name = chosen.display_name
+        if args.serial == SimCameraConfig.serial:
+            args.serial = chosen.serial
+    return _configs(args)
+
+
 async def run(args: argparse.Namespace) -> int:
+    if args.list_personas or args.persona == "list":
+        print(persona.describe())
+        return 0
     try:
-        configs = _configs(args)
+        configs = _configs(args) if args.persona is None else _persona_configs(args)
     except json.JSONDecodeError as exc:
         print(f"camera-agent sim camera: --faults is not JSON: {exc}", file=sys.stderr)
+        return 2
+    except persona.UnknownPersona as exc:
+        print(f"camera-agent sim camera: {exc}", file=sys.stderr)
         return 2
     fleet = SimCameraFleet(
         configs,
@@ -118,9 +164,7 @@ async def run(args: argparse.Namespace) -> int:
         return 1
     try:
         for cam in fleet.cameras:
-            log.info(
-                "camera %s: %s  rtsp %s", cam.config.name, cam.device_url, cam.rtsp_url("main")
-            )
+            log.info("camera %s: %s  rtsp %s", cam.config.name, cam.device_url, cam.rtsp_url())
         if args.ready_file:
             await asyncio.to_thread(_write_ready, args.ready_file, fleet.describe())
         await stop.wait()

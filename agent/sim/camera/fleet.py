@@ -4,7 +4,7 @@ Use it from tests as a library:
 
     fleet = SimCameraFleet([SimCameraConfig(name="A"), SimCameraConfig(name="B")])
     await fleet.start()
-    ...  # fleet.cameras[0].device_url, .rtsp_url("main"), ...
+    ...  # fleet.cameras[0].device_url, .rtsp_url(), ...
     await fleet.stop()
 """
 
@@ -14,12 +14,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.discovery import DiscoveryResponder
 from agent.sim.camera.mdns import MdnsAdvertiser
+from agent.sim.camera.persona import PERSONAS
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,28 @@ log = logging.getLogger(__name__)
 START_CONCURRENCY = 16
 #: Seconds between refreshes of the burned-in overlay of cameras that are streaming.
 OVERLAY_INTERVAL = 0.1
+
+
+def mixed_fleet_configs(
+    base: SimCameraConfig | None = None, personas: Sequence[str] | None = None
+) -> list[SimCameraConfig]:
+    """One camera per persona (all of them, sorted, unless `personas` names some), each with
+    its persona's identity; host, credentials and faults come from `base`. Nonzero ports of
+    `base` are the first camera's, the next cameras count up from them."""
+    base = base or SimCameraConfig()
+    names = list(personas) if personas is not None else sorted(PERSONAS)
+    out = []
+    for i, name in enumerate(names):
+        out.append(
+            replace(
+                base,
+                persona=name,
+                port=base.port + i if base.port else 0,
+                rtsp_port=base.rtsp_port + i if base.rtsp_port else 0,
+                sofia_port=base.sofia_port + i if base.sofia_port else 0,
+            )
+        )
+    return out
 
 
 class SimCameraFleet:
@@ -136,7 +160,7 @@ class SimCameraFleet:
                     port=cam.rtsp_port,
                     http_port=cam.port,
                     properties={
-                        "path": cam.model.profile("main").rtsp_path,
+                        "path": cam.model.main_profile.rtsp_path,
                         "manufacturer": ident.manufacturer,
                         "model": ident.model,
                         "serial": ident.serial_number,

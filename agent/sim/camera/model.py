@@ -30,6 +30,8 @@ MAX_FORCED_FAULTS = 100
 MAX_ADVERTISED = 64
 #: Largest magnitude of an `imaging_scale` bound.
 MAX_IMAGING_SCALE = 100000.0
+#: Services the `services_off` fault can take away (the device service always stays).
+OPTIONAL_SERVICES = ("media", "media2", "ptz", "imaging")
 #: Rotate modes of the video source (ON turns the picture by 180 degrees).
 ROTATE_MODES = ("OFF", "ON")
 _QNAME = re.compile(r"^[A-Za-z_][\w.-]*:[A-Za-z_][\w.-]*$")
@@ -214,6 +216,27 @@ def _operations(value: Any, key: str = "empty_ok_ops") -> tuple[str, ...]:
     return tuple(value)
 
 
+def _latencies(value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping) or len(value) > MAX_FORCED_FAULTS:
+        raise InvalidArgument(f"fault op_latency must map at most {MAX_FORCED_FAULTS} operations")
+    out: dict[str, float] = {}
+    for op, seconds in value.items():
+        if not isinstance(op, str) or not _OPERATION.match(op):
+            raise InvalidArgument(f"op_latency: {op!r} is not an operation name")
+        out[op] = _number({"op_latency": seconds}, "op_latency", 0.0, MAX_SOAP_LATENCY)
+    return out
+
+
+def _services(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or any(v not in OPTIONAL_SERVICES for v in value):
+        raise InvalidArgument(
+            f"fault services_off must list services among {', '.join(OPTIONAL_SERVICES)}"
+        )
+    if {"media", "media2"} <= set(value):
+        raise InvalidArgument("fault services_off cannot take away both media and media2")
+    return tuple(dict.fromkeys(value))
+
+
 def _scale(value: Any) -> tuple[float, float] | None:
     if value is None:
         return None
@@ -279,6 +302,9 @@ class Faults:
     ptz_ignore_timeout: bool = False  # ContinuousMove ignores Timeout and speed
     preset_refused_while_moving: bool = False  # SetPreset faults while PTZ moves
     advertised_address: str | None = None  # "HOST[:PORT]" put in service and media URIs
+    op_latency: Mapping[str, float] = field(default_factory=dict)  # operation -> extra seconds
+    services_off: tuple[str, ...] = ()  # services the camera does not offer
+    snapshot_port: int | None = None  # snapshot URIs name this port (nothing answers there)
 
     @classmethod
     def from_json(cls, data: object, *, base: Faults | None = None) -> Faults:
@@ -307,6 +333,17 @@ class Faults:
             changes["imaging_scale"] = _scale(data["imaging_scale"])
         if "advertised_address" in data:
             changes["advertised_address"] = _advertised(data["advertised_address"])
+        if "op_latency" in data:
+            changes["op_latency"] = _latencies(data["op_latency"])
+        if "services_off" in data:
+            changes["services_off"] = _services(data["services_off"])
+        if "snapshot_port" in data:
+            port = data["snapshot_port"]
+            if port is not None and (
+                isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536
+            ):
+                raise InvalidArgument("fault snapshot_port must be null or a port 1..65535")
+            changes["snapshot_port"] = port
         return replace(base or cls(), **changes)
 
     def to_json(self) -> dict[str, Any]:
@@ -325,7 +362,19 @@ class Faults:
             "ptz_ignore_timeout": self.ptz_ignore_timeout,
             "preset_refused_while_moving": self.preset_refused_while_moving,
             "advertised_address": self.advertised_address,
+            "op_latency": dict(self.op_latency),
+            "services_off": list(self.services_off),
+            "snapshot_port": self.snapshot_port,
         }
+
+    def latency(self, operation: str | None) -> float:
+        """Seconds to wait before answering `operation` (all answers, plus its own)."""
+        extra = self.op_latency.get(operation, 0.0) if operation else 0.0
+        return self.soap_latency + extra
+
+    def offers(self, service: str) -> bool:
+        """Whether the camera offers the service (`device`, `media`, `ptz`, ...)."""
+        return service not in self.services_off
 
     def advertised(self) -> tuple[str, int | None] | None:
         """The (URL host, port or None) announced instead of the real address, if any."""
@@ -411,6 +460,7 @@ class CameraModel:
         location: str = "",
         hardware_id: str | None = None,
         faults: Faults | None = None,
+        profiles: Sequence[Profile] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -440,7 +490,10 @@ class CameraModel:
         self.faults = faults or Faults()
         self.video_source = VideoSource()
         self.audio = AudioConfig()
-        self.profiles: dict[str, Profile] = {p.token: p for p in _default_profiles()}
+        chosen = list(profiles) if profiles is not None else _default_profiles()
+        if not chosen or len({p.token for p in chosen}) != len(chosen):
+            raise InvalidArgument("a camera needs media profiles with distinct tokens")
+        self.profiles: dict[str, Profile] = {p.token: p for p in chosen}
         self.ptz = PtzController(monotonic())
         self.imaging = Imaging(monotonic())
 
@@ -508,10 +561,11 @@ class CameraModel:
     def scopes(self) -> list[tuple[str, bool]]:
         """WS-Discovery/GetScopes scopes as (uri, fixed)."""
         base = "onvif://www.onvif.org/"
+        has_ptz = self.faults.offers("ptz") and any(p.ptz for p in self.profiles.values())
         fixed = [
             "type/video_encoder",
             "type/audio_encoder",
-            "type/ptz",
+            *(["type/ptz"] if has_ptz else []),
             "Profile/Streaming",
             "Profile/T",
             f"hardware/{quote(self.identity.model, safe='')}",
@@ -573,6 +627,11 @@ class CameraModel:
     def media_profiles(self, *, media2: bool) -> list[Profile]:
         """Profiles the Media (ver10) or Media2 (ver20) service announces."""
         return [p for p in self.profiles.values() if media2 or not p.media2_only]
+
+    @property
+    def main_profile(self) -> Profile:
+        """The first profile (the main stream)."""
+        return next(iter(self.profiles.values()))
 
     def encoder_profile(self, config_token: str) -> Profile:
         """The profile that owns the video encoder configuration `config_token`."""

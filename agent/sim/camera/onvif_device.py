@@ -45,6 +45,8 @@ REBOOT_DOWNTIME = 1.0
 #: ONVIF version the camera claims (SupportedVersions).
 ONVIF_VERSION = (2, 60)
 _CATEGORIES = ("All", "Device", "Imaging", "Media", "PTZ")
+#: The service behind each GetCapabilities category.
+_KEYS = {"Device": "device", "Imaging": "imaging", "Media": "media", "PTZ": "ptz"}
 
 map_error(UnknownUser, "ter:InvalidArgVal", "ter:UsernameMissing")
 map_error(UsernameClash, "ter:OperationProhibited", "ter:UsernameClash")
@@ -103,6 +105,8 @@ def get_services(ctx: Context, req: Element) -> str:
     include = as_bool(text(req, "IncludeCapability") or "false", "IncludeCapability")
     items = []
     for svc in SERVICES.values():
+        if not ctx.model.faults.offers(svc.key):
+            continue
         caps = el("tds:Capabilities", svc.capabilities(ctx)) if include and svc.capabilities else ""
         version = el("tds:Version", tx("tt:Major", svc.version[0]), tx("tt:Minor", svc.version[1]))
         items.append(
@@ -164,12 +168,15 @@ def _capability(ctx: Context, category: str) -> str:
 @operation("GetCapabilities", access=Access.PRE_AUTH)
 def get_capabilities(ctx: Context, req: Element) -> str:
     asked = {(c.text or "").strip() for c in children(req, "Category")} or {"All"}
+    offered = {c for c in _CATEGORIES if c == "All" or ctx.model.faults.offers(_KEYS[c])}
     for category in asked:
-        if category not in _CATEGORIES:
+        if category not in offered:
             raise SoapFault(
                 ("ter:ActionNotSupported", "ter:NoSuchService"), f"no {category} capabilities"
             )
-    wanted = [c for c in ("Device", "Imaging", "Media", "PTZ") if asked & {c, "All"}]
+    wanted = [
+        c for c in ("Device", "Imaging", "Media", "PTZ") if c in offered and asked & {c, "All"}
+    ]
     return el(
         "tds:GetCapabilitiesResponse",
         el("tds:Capabilities", *(_capability(ctx, c) for c in wanted)),

@@ -78,12 +78,13 @@ class OnvifEndpoint:
             data = await _read_body(request)
         except TimeoutError:
             return web.Response(status=408, text="request body too slow\n")
-        status, payload = self.dispatch(
+        status, payload, operation = self._dispatch(
             service, data, self._url_host(request), request.remote or "?"
         )
         faults = self.model.faults
-        if faults.soap_latency > 0:
-            await asyncio.sleep(faults.soap_latency)
+        delay = faults.latency(operation)
+        if delay > 0:
+            await asyncio.sleep(delay)
         if faults.soap_garbage:
             return web.Response(body=GARBAGE, content_type=CONTENT_TYPE, charset="utf-8")
         return web.Response(status=status, body=payload, content_type=CONTENT_TYPE, charset="utf-8")
@@ -105,21 +106,34 @@ class OnvifEndpoint:
 
     def dispatch(self, service: str, data: bytes, host: str, peer: str) -> tuple[int, bytes]:
         """Answer one SOAP request: (HTTP status, envelope)."""
-        try:
-            return 200, envelope(self._call(service, data, host, peer))
-        except _EmptyAnswer:
-            return 200, b""
-        except SoapFault as fault:
-            return fault.http_status, fault.to_xml()
+        status, payload, _operation = self._dispatch(service, data, host, peer)
+        return status, payload
 
-    def _call(self, service: str, data: bytes, host: str, peer: str) -> str:
+    def _dispatch(
+        self, service: str, data: bytes, host: str, peer: str
+    ) -> tuple[int, bytes, str | None]:
+        """(HTTP status, envelope, operation name if the request parsed)."""
         try:
             env = parse_envelope(data)
         except SoapVersionMismatch as exc:
-            raise SoapFault((), str(exc), code="env:VersionMismatch") from None
+            fault = SoapFault((), str(exc), code="env:VersionMismatch")
+            return fault.http_status, fault.to_xml(), None
         except AgentError as exc:  # malformed, hostile or oversized XML: the sender's fault
             log.debug("malformed SOAP request from %s: %s", peer, exc)
-            raise SoapFault("ter:WellFormed", str(exc)) from None
+            fault = SoapFault("ter:WellFormed", str(exc))
+            return fault.http_status, fault.to_xml(), None
+        try:
+            return 200, envelope(self._call(service, env, host, peer)), env.operation
+        except _EmptyAnswer:
+            return 200, b"", env.operation
+        except SoapFault as fault:
+            return fault.http_status, fault.to_xml(), env.operation
+
+    def _call(self, service: str, env: Envelope, host: str, peer: str) -> str:
+        svc = find_service(service, env)
+        if svc is not None and not self.model.faults.offers(svc.key):
+            # The camera has no such service: as a real one without it, the action is unknown.
+            raise SoapFault("ter:ActionNotSupported", f"no {svc.key} service")
         forced = self.model.faults.soap_faults.get(env.operation)
         if forced:
             raise SoapFault(forced, f"injected fault for {env.operation}")
@@ -129,7 +143,6 @@ class OnvifEndpoint:
         if op is None:
             raise SoapFault("ter:ActionNotSupported", env.operation)
         user = self._authenticate(env, op.access, peer)
-        svc = find_service(service, env)
         if svc is not None and env.operation in self.model.faults.ignored_ops:
             return f"<{svc.prefix}:{env.operation}Response/>"  # success, nothing done
         ctx = Context(self.model, self.hooks, self.firmware, host, self.model.monotonic(), user)

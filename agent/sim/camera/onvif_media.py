@@ -309,7 +309,8 @@ def get_video_encoder_configuration_options(ctx: Context, req: Element) -> str:
     if config:
         prof = _media1_encoder(ctx, config)
     else:
-        prof = _profile(ctx, profile or "main", media2=False)
+        first = ctx.model.media_profiles(media2=False)
+        prof = _profile(ctx, profile or (first[0].token if first else ""), media2=False)
     opts = prof.options
 
     def h264(tag: str, *extra: str) -> str:

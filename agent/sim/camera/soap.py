@@ -494,7 +494,11 @@ class Context:
         return f"rtsp://{host}:{self.model.rtsp_port}{profile.rtsp_path}"
 
     def snapshot_uri(self, profile: Profile) -> str:
-        return f"{self.base_url}/onvif/snapshot?profile={quote(profile.token, safe='')}"
+        base = self.base_url
+        port = self.model.faults.snapshot_port
+        if port is not None:  # a snapshot service elsewhere on the camera, switched off
+            base = f"{base.rpartition(':')[0]}:{port}"
+        return f"{base}/onvif/snapshot?profile={quote(profile.token, safe='')}"
 
 
 Handler = Callable[[Context, Element], str]
