@@ -140,7 +140,8 @@ async def _until(pred: object, timeout: float) -> None:
 
 
 def _relay_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("push-")]
+    """Relay threads still running (one that has ended may stay listed a moment longer)."""
+    return [t for t in threading.enumerate() if t.name.startswith("push-") and t.is_alive()]
 
 
 @pytest.fixture

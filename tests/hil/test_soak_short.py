@@ -27,7 +27,7 @@ async def test_short_soak_stays_flat_and_recovers(
     worst = max(float(r["recovered_s"]) for r in result.reboots)
     record_reliability(
         "soak",
-        "8 cameras, 30 s, camera reboots (make test)",
+        "8 cameras, 30 s, camera reboots (make reliability)",
         reboots=len(result.reboots),
         worst_recovery_s=worst,
         rss_growth=f"{result.rss_growth:+.1%}",
