@@ -247,6 +247,19 @@ def _bitrate10(opts: Any, codec: str) -> Range | None:
     return None
 
 
+#: Frame rates no camera streams at: a range reaching past this is garbage (the Reolink TrackMix
+#: capture sends 25..1701606738 while it streams at 15) and is read as unknown.
+MAX_PLAUSIBLE_FPS = 1000.0
+#: The frame-rate range assumed when the camera gives none the agent can use.
+DEFAULT_FPS_RANGE = Range(1, 30)
+
+
+def _fps_range(found: Range | None) -> Range:
+    if found is None or found.min_val <= 0 or found.max_val > MAX_PLAUSIBLE_FPS:
+        return DEFAULT_FPS_RANGE
+    return found
+
+
 def _options10(opts: Any) -> tuple[SupportedEncoder, ...]:
     out = []
     for name in ("H264", "MPEG4", "JPEG"):
@@ -258,7 +271,7 @@ def _options10(opts: Any) -> tuple[SupportedEncoder, ...]:
             SupportedEncoder(
                 name=name,
                 supported_resolutions=_resolutions(get(node, "ResolutionsAvailable")),
-                framerate_range=fps or Range(1, 30),
+                framerate_range=_fps_range(fps),
                 bitrate_range=_bitrate10(opts, name) or UNKNOWN_BITRATE,
                 gov_length_range=range_of(node, "GovLengthRange"),
             )
@@ -280,7 +293,7 @@ def _options20(options: Any) -> tuple[SupportedEncoder, ...]:
             SupportedEncoder(
                 name=encoding_name(get(opts, "Encoding")),
                 supported_resolutions=_resolutions(get(opts, "ResolutionsAvailable")),
-                framerate_range=Range(min(rates), max(rates)) if rates else Range(1, 30),
+                framerate_range=_fps_range(Range(min(rates), max(rates)) if rates else None),
                 bitrate_range=range_of(opts, "BitrateRange") or UNKNOWN_BITRATE,
                 gov_length_range=Range(min(gov), max(gov)) if len(gov) >= 2 else None,
             )

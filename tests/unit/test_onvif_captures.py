@@ -441,12 +441,13 @@ CAMERAS = [
             (0, "rtsp://192.0.2.236:554/Preview_01_main"),
             snapshot="http://192.0.2.236:80/cgi-bin/api.cgi?cmd=onvifSnapPic&channel=0",
             # FrameRateRange 25..1701606738 as the camera sends it (its current rate, 15,
-            # is below that minimum).
+            # is below that minimum): no camera streams that fast, the range is read as
+            # unknown (1..30) and the camera's own 15 fps stays a valid setting.
             encoders=(
                 SupportedEncoder(
                     "H264",
                     _resolutions((3840, 2160)),
-                    Range(25, 1701606738),
+                    Range(1, 30),
                     UNKNOWN_BITRATE,
                     Range(1, 100),
                 ),
