@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from tests.jsonlines import JsonLinesProcess
+
 PASSWORD = "pw-Netns"
 SELF = Path(__file__)
 
@@ -84,33 +86,6 @@ async def _role(interface: str) -> None:
 # ---- the test ----------------------------------------------------------------------------------
 
 
-class _Process:
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
-    async def read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 40)
-        assert line, "agent role exited early"
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    async def ask(self, command: str) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(command.encode() + b"\n")
-        await self.process.stdin.drain()
-        return await self.read()
-
-    async def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            await asyncio.wait_for(self.process.wait(), 10)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
-
-
 def _start_cameras(namespace: str, ready: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -146,14 +121,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 async def test_multicast_hello_bye_and_mdns(netns: dict[str, str], tmp_path: Path) -> None:
     a, b = netns["a"], netns["b"]
     command = ["ip", "netns", "exec", b, sys.executable, str(SELF), "--interface", "10.200.0.2"]
-    role = _Process(
-        await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-    )
+    role = await JsonLinesProcess.start(*command)
     cameras = None
     try:
         assert await role.read() == {"event": "ready", "cameras": 0}  # first probe: nobody

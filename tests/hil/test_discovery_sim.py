@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -39,6 +38,7 @@ from agent.proto.wsdiscovery import (
 from agent.sim.camera import discovery as responder_module
 from agent.sim.camera.discovery import DiscoveryResponder
 from agent.sim.camera.mdns import MdnsAdvertiser, host_label, instance_name
+from tests.jsonlines import JsonLinesProcess
 
 HELPER = Path(__file__).with_name("discovery_netns_helper.py")
 ONVIF = "onvif://www.onvif.org/"
@@ -358,55 +358,24 @@ def netns() -> Iterator[dict[str, str]]:
             subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=10)
 
 
-class Helper:
+class Helper(JsonLinesProcess):
     """A helper role running in a namespace, spoken to by JSON lines."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
     @classmethod
-    async def start(cls, namespace: str, *args: str) -> Helper:
-        process = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", namespace, sys.executable, str(HELPER), *args,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-        )  # fmt: skip
-        return cls(process)
-
-    async def read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 20)
-        assert line, "helper exited early"
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    async def ask(self, command: str) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(command.encode() + b"\n")
-        await self.process.stdin.drain()
-        return await self.read()
-
-    async def close(self) -> None:
-        """End of input asks the role to stop cleanly; kill it if it does not."""
-        assert self.process.stdin is not None
-        self.process.stdin.close()
-        try:
-            await asyncio.wait_for(self.process.wait(), 5)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+    async def start_role(cls, namespace: str, *args: str) -> Helper:
+        argv = ("ip", "netns", "exec", namespace, sys.executable, str(HELPER), *args)
+        return await cls.start(*argv, read_timeout=20.0)
 
 
 @pytest.mark.netns
 async def test_multicast_probe_hello_bye_and_mdns(netns: dict[str, str]) -> None:
     a, b = netns["a"], netns["b"]
     trap_before = _tx_packets(a, "wsa1")
-    client = await Helper.start(b, "client", "--interface", "10.200.0.2")
+    client = await Helper.start_role(b, "client", "--interface", "10.200.0.2")
     cameras = None
     try:
         assert (await client.read())["event"] == "ready"
-        cameras = await Helper.start(a, "camera", "--host", "10.200.0.1", "--count", "3")
+        cameras = await Helper.start_role(a, "camera", "--host", "10.200.0.1", "--count", "3")
         ready = await cameras.read()
         assert (ready["event"], ready["multicast"], ready["mdns"]) == ("ready", True, True)
 
@@ -431,9 +400,9 @@ async def test_multicast_probe_hello_bye_and_mdns(netns: dict[str, str]) -> None
         assert sorted(seen["byes"]) == eprs
         assert seen["sources"] == ["10.200.0.1"]
     finally:
-        await client.close()
+        await client.close(5)
         if cameras is not None:
-            await cameras.close()
+            await cameras.close(5)
     assert _tx_packets(a, "wsa1") == trap_before, "multicast left through another interface"
 
 
@@ -444,11 +413,11 @@ async def test_loopback_multicast_follows_the_interface_flag(netns: dict[str, st
     for flag, expected in (("off", {"multicast": False, "found": 0, "mdns": False}),
                            ("on", {"multicast": True, "found": 3, "mdns": True})):  # fmt: skip
         _ip("-n", a, "link", "set", "lo", "multicast", flag)
-        helper = await Helper.start(a, "loopback", "--count", "3")
+        helper = await Helper.start_role(a, "loopback", "--count", "3")
         try:
             result = await helper.read()
         finally:
-            await helper.close()
+            await helper.close(5)
         assert result == {"event": "loopback", **expected}, flag
     _ip("-n", a, "link", "set", "lo", "multicast", "off")
     assert _tx_packets(a, "wsa1") == trap_before, (

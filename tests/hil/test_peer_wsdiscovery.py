@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from tests.jsonlines import JsonLinesProcess
+
 if TYPE_CHECKING:
     from tests.peers.onvif_simple_server import OnvifSimpleServer
 
@@ -187,45 +189,13 @@ async def peer(
         yield server
 
 
-class _Role:
+class _Role(JsonLinesProcess):
     """The daemon side in the agent's namespace, spoken to by JSON lines."""
 
-    def __init__(self, process: asyncio.subprocess.Process) -> None:
-        self.process = process
-
     @classmethod
-    async def start(cls, namespace: str) -> _Role:
-        process = await asyncio.create_subprocess_exec(
-            "ip", "netns", "exec", namespace, sys.executable, str(SELF),
-            "--interface", AGENT_HOST,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
-            cwd=ROOT,
-        )  # fmt: skip
-        return cls(process)
-
-    async def read(self) -> dict[str, Any]:
-        assert self.process.stdout is not None
-        line = await asyncio.wait_for(self.process.stdout.readline(), 40)
-        assert line, "the discovery side exited early"
-        result: dict[str, Any] = json.loads(line)
-        return result
-
-    async def ask(self, command: str) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        self.process.stdin.write(command.encode() + b"\n")
-        await self.process.stdin.drain()
-        return await self.read()
-
-    async def close(self) -> None:
-        if self.process.stdin is not None:
-            self.process.stdin.close()
-        try:
-            await asyncio.wait_for(self.process.wait(), 10)
-        except TimeoutError:
-            self.process.kill()
-            await self.process.wait()
+    async def start_role(cls, namespace: str) -> _Role:
+        argv = ("ip", "netns", "exec", namespace, sys.executable, str(SELF))
+        return await cls.start(*argv, "--interface", AGENT_HOST, cwd=ROOT)
 
 
 def _expected_uuid() -> str:
@@ -272,7 +242,7 @@ async def _bye_and_back(role: _Role, peer: OnvifSimpleServer, cam: dict[str, Any
 
 @pytest.mark.netns
 async def test_probe_hello_bye_against_wsd_simple_server(peer: Any, netns: dict[str, str]) -> None:
-    role = await _Role.start(netns["agent"])
+    role = await _Role.start_role(netns["agent"])
     try:
         assert await role.read() == {"event": "ready", "cameras": 0}  # wsd not started yet
         await peer.start_wsd(PEER_IF)
