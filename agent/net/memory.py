@@ -1,9 +1,9 @@
 """Process-wide allocator settings for a process that moves video.
 
 Tunnel and relay buffers are 64-256 KiB. glibc serves blocks that size with mmap and gives them
-back to the kernel on free, so every message costs page faults (measured: 300-1200 per MiB
-relayed, 1-4 CPU-seconds per GiB in the kernel). Raising the mmap and trim thresholds keeps those
-blocks in the heap for reuse: no faults, same peak memory. See docs/tunnel.md, Performance.
+back to the kernel on free, so every message costs page faults and kernel time. Raising the mmap
+and trim thresholds keeps those blocks in the heap for reuse. The tunnel benchmark measures the
+difference (bench/REPORT.md; docs/tunnel.md, Performance).
 """
 
 from __future__ import annotations
