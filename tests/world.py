@@ -13,7 +13,9 @@ from agent.camera.session import OnvifSession
 from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.world import (
+    CameraAddresses,
     CameraSpec,
+    ChildProcess,
     PeerAddresses,
     PeerSpec,
     RtspCameraSpec,
@@ -30,7 +32,9 @@ from tests.peers.onvif_simple_server import (
 )
 
 __all__ = [
+    "CameraAddresses",
     "CameraSpec",
+    "ChildProcess",
     "PeerAddresses",
     "PeerSpec",
     "RtspCameraSpec",

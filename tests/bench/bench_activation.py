@@ -57,7 +57,7 @@ async def _round(tmp: Path, qr: bool) -> float:
         payload = await world.sim.qr_payload(token)
         t0 = time.monotonic()
         if qr:
-            cam = f"http://127.0.0.1:{world.cams[0]['port']}/sim/qr"
+            cam = f"http://127.0.0.1:{world.cams[0].port}/sim/qr"
             async with world.http.put(cam, json={"text": payload}) as r:
                 if r.status != 200:
                     raise RuntimeError(f"PUT /sim/qr: HTTP {r.status}")

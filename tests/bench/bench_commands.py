@@ -3,17 +3,16 @@ agent -> ONVIF ContinuousMove on the camera -> back, against the same Continuous
 camera directly (onvif-zeep-async, the camera layer the agent uses) in the same run.
 
 Processes: the simulated camera, the simulated cloud and the agent (`camera-agent run`) each in
-their own process, as in the field; this process is the cloud's API client. CALLS sequential
+their own process, as in the field (an agent.sim.world World of processes); this process is the
+cloud's API client. CALLS sequential
 calls each way; p50/p99 of the HTTP round trip (which ends after the camera answered).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import dataclasses
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,27 +20,15 @@ from typing import Any
 
 import aiohttp
 
+from agent.config import AgentConfig
+from agent.sim.camera.camera import SimCameraConfig
+from agent.sim.world import Configure, SimCameraSpec, World
 from tests.bench.common import Figure
 from tests.ports import free_port
 
 CALLS = 600
 AUTH = {"Authorization": aiohttp.encode_basic_auth("admin", "admin")}
 BENCH = "cloud commands"
-
-
-def _spawn(args: list[str], ready: Path | None = None) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "agent", "--log-level", "WARNING", *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    if ready is not None:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{args[:2]} did not start")
-            time.sleep(0.05)
-    return proc
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -59,42 +46,26 @@ async def _until(what: str, check: Any, timeout: float = 60) -> Any:
     raise RuntimeError(f"{what}: not reached within {timeout} s")
 
 
+def _activation(url: str) -> Configure:
+    def change(cfg: AgentConfig) -> AgentConfig:
+        cloud = dataclasses.replace(cfg.cloud, activation_url=url)
+        return dataclasses.replace(cfg, cloud=cloud, api_port=free_port())
+
+    return change
+
+
 async def _measure(tmp: Path) -> tuple[list[float], list[float]]:
-    cam_ready, cloud_ready = tmp / "cam.json", tmp / "cloud.json"
-    procs = [
-        _spawn(
-            ["sim", "camera", "--port", "0", "--rtsp-port", "0", "--no-discovery",
-             "--username", "admin", "--password", "admin", "--ready-file", str(cam_ready)],
-            cam_ready,
-        ),
-        _spawn(["sim", "cloud", "--port", "0", "--ready-file", str(cloud_ready)], cloud_ready),
-    ]  # fmt: skip
-    try:
-        cam = json.loads(cam_ready.read_text())["cameras"][0]
-        cloud = json.loads(cloud_ready.read_text())
-        api_port = free_port()
-        config = tmp / "agent.toml"
-        config.write_text(
-            f'[agent]\nstate_dir = "{tmp / "state"}"\n'
-            f'[api]\nlisten = "127.0.0.1:{api_port}"\n'
-            f"[discovery]\nmulticast = false\nmdns = false\n"
-            f'probe = ["127.0.0.1:{cam["port"]}"]\n'
-            f'[cloud]\nactivation_url = "{cloud["url"]}"\n'
-            '[[credentials.default]]\nusername = "admin"\npassword = "admin"\n'
-        )
-        procs.append(_spawn(["run", "--config", str(config)]))
-        api = f"http://127.0.0.1:{api_port}/api/v1"
+    fleet = [SimCameraSpec(SimCameraConfig(username="admin", password="admin"))]
+    async with World(fleet, state_dir=tmp / "state", processes=True) as world:
+        cloud_ready = tmp / "cloud.json"
+        _, cloud = await world.start_process(
+            "sim-cloud", ["sim", "cloud", "--port", "0", "--ready-file", str(cloud_ready)],
+            ready_file=cloud_ready,
+        )  # fmt: skip
+        await world.start_agent_process(_activation(str(cloud["url"])))
+        api = world.api
         async with aiohttp.ClientSession() as http:
-
-            async def cameras() -> list[Any] | None:
-                try:
-                    async with http.get(f"{api}/cameras") as r:
-                        cams = (await r.json())["cameras"] if r.status == 200 else []
-                except aiohttp.ClientError:
-                    return None
-                return cams if any(c["state"] == "online" for c in cams) else None
-
-            await _until("camera online", cameras)
+            await _until("camera online", world.process_online)
             async with http.post(
                 f"{cloud['watcher_url']}/agent_activation_token", json={"title": "b"}, headers=AUTH
             ) as r:
@@ -118,16 +89,8 @@ async def _measure(tmp: Path) -> tuple[list[float], list[float]]:
                         raise RuntimeError(f"PTZ call failed: HTTP {r.status}")
                 via_cloud.append((time.perf_counter() - t0) * 1000)
             await http.post(url, json={"command": "stop"}, headers=AUTH)
-        direct = await _direct(int(cam["port"]))
+        direct = await _direct(world.addresses[0].port)
         return via_cloud, direct
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
 
 
 async def _direct(port: int) -> list[float]:

@@ -2,21 +2,18 @@
 each inspected over ONVIF (device information, profiles, stream and snapshot URIs).
 
 Baseline, measured in the same run against the same simulator process: the bare WS-Discovery
-probe of the same cameras (no ONVIF), timed until the last camera has answered.
+probe of the same cameras (no ONVIF), timed until the last camera has answered. The simulator
+is a camera process of an agent.sim.world World; the inventory runs in this process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from agent.discovery import inventory as inventory_module
 from agent.discovery.inventory import Inventory
@@ -24,6 +21,8 @@ from agent.discovery.records import CameraState
 from agent.discovery.scan import sweep
 from agent.proto.wsdiscovery import NVT, Probe, ProbeMatches, new_message_id, parse, serialize
 from agent.secret import Credentials
+from agent.sim.camera.camera import SimCameraConfig
+from agent.sim.world import SimCameraSpec, World
 from tests.bench.common import Figure, proc_cpu_seconds
 
 SIZES = (200, 50)  # the first run also loads the WSDL documents: 200 is measured cold
@@ -31,35 +30,6 @@ TARGET_SECONDS = 5.0
 #: Seconds the inventory's probe waits for answers (every simulated camera answers in 0.2 s).
 PROBE_WAIT = 0.6
 CONCURRENCY = int(os.environ.get("BENCH_DISCOVERY_CONCURRENCY", "16"))
-
-
-def _start_sim(count: int) -> tuple[subprocess.Popen[bytes], dict[str, Any]]:
-    ready = Path(tempfile.mkdtemp()) / "ready.json"
-    proc = subprocess.Popen(
-        [
-            sys.executable, "-m", "agent", "--log-level", "WARNING", "sim", "camera",
-            "--count", str(count), "--port", "0", "--rtsp-port", "0", "--discovery-port", "0",
-            "--no-multicast", "--username", "admin", "--password", "admin",
-            "--ready-file", str(ready),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.monotonic() + 120
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("simulator did not start")
-        time.sleep(0.05)
-    return proc, json.loads(ready.read_text())
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 async def _bare_probe(port: int, count: int) -> float:
@@ -105,18 +75,26 @@ async def _inventory(port: int, count: int) -> tuple[float, int]:
         await inventory.close()
 
 
-def _measure(count: int) -> list[Figure]:
-    proc, info = _start_sim(count)
-    try:
-        port = int(info["discovery_port"])
-        bare = asyncio.run(_bare_probe(port, count))
+async def _measure_in(tmp: Path, count: int) -> tuple[float, float, int, float, float]:
+    """(bare probe s, inventory s, cameras online, CPU s of this process, of the simulator)."""
+    login = SimCameraConfig(username="admin", password="admin")
+    fleet = [SimCameraSpec(login)] * count
+    async with World(fleet, state_dir=tmp, discovery=True, processes=True) as world:
+        port = world.discovery_port
+        assert port is not None
+        sim = world.camera_processes[0].pid
+        bare = await _bare_probe(port, count)
         cpu0 = proc_cpu_seconds(os.getpid())
-        sim0 = proc_cpu_seconds(proc.pid)
-        seconds, online = asyncio.run(_inventory(port, count))
+        sim0 = proc_cpu_seconds(sim)
+        seconds, online = await _inventory(port, count)
         agent_cpu = proc_cpu_seconds(os.getpid()) - cpu0
-        sim_cpu = proc_cpu_seconds(proc.pid) - sim0
-    finally:
-        _stop(proc)
+        sim_cpu = proc_cpu_seconds(sim) - sim0
+    return bare, seconds, online, agent_cpu, sim_cpu
+
+
+def _measure(count: int) -> list[Figure]:
+    with tempfile.TemporaryDirectory() as tmp:
+        bare, seconds, online, agent_cpu, sim_cpu = asyncio.run(_measure_in(Path(tmp), count))
     note = (
         f"{online}/{count} online with details; probe wait {PROBE_WAIT} s; concurrency "
         f"{CONCURRENCY}; CPU agent {agent_cpu:.1f} s, simulator {sim_cpu:.1f} s; "
