@@ -110,6 +110,8 @@ class Inventory:
         self._configured = dict(camera_credentials or {})
         self._rtsp_config = tuple(rtsp_cameras)
         self._explicit: dict[str, Credentials] = {}
+        # Logins given with an address (POST /api/v1/cameras), by host; forgotten with the camera.
+        self._given: dict[str, Credentials] = {}
         self._interval = recheck_interval
         self._timeout = timeout
         self._limit = asyncio.Semaphore(concurrency)
@@ -176,7 +178,7 @@ class Inventory:
         """An ONVIF camera given by its device service address, inspected as `--probe` ones
         are; `credentials` are tried first on that address."""
         if credentials is not None:
-            self._configured[xaddr_host(xaddr)] = credentials
+            self._given[xaddr_host(xaddr)] = credentials
         return await self.offer(xaddr, source="probe")
 
     async def add_rtsp(self, entry: CameraConfig, *, source: str = "api") -> CameraRecord:
@@ -192,6 +194,7 @@ class Inventory:
         rec = self.get(camera_id)
         del self._records[camera_id]
         self._explicit.pop(camera_id, None)
+        self._given.pop(xaddr_host(rec.xaddr), None)
         self._drop_control(camera_id)
         _QUIET.clear(camera_id)
         log.info("camera %s forgotten", camera_id)
@@ -689,6 +692,7 @@ class Inventory:
         found: list[Credentials] = []
         if rec is not None and rec.id in self._explicit:
             found.append(self._explicit[rec.id])
+        found += [self._given[k] for k in keys if k and k in self._given]
         found += [self._configured[k] for k in keys if k and k in self._configured]
         if rec is not None and rec.credentials is not None:
             found.append(rec.credentials)

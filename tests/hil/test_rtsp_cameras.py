@@ -260,6 +260,19 @@ async def test_onvif_camera_added_by_url(running: Running, camera: SimCamera) ->
     assert ptz.status == 200
 
 
+async def test_a_forgotten_camera_takes_its_login_with_it(
+    running: Running, camera: SimCamera
+) -> None:
+    body = {"onvif_url": camera.device_url, "username": USER, "password": PASSWORD}
+    record = (await running.call("POST", "/api/v1/cameras", body)).json()
+    assert record["state"] == "online", record
+    assert (await running.call("DELETE", f"/api/v1/cameras/{record['id']}")).status == 200
+    # Added again without a login: the one given before went with the camera.
+    again = await running.call("POST", "/api/v1/cameras", {"onvif_url": camera.device_url})
+    assert again.json()["state"] != "online", again.json()
+    assert (await running.call("POST", "/api/v1/cameras", body)).json()["state"] == "online"
+
+
 async def test_config_camera_keeps_its_id_across_restarts(
     tmp_path: Path, camera: SimCamera
 ) -> None:
