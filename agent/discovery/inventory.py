@@ -294,12 +294,7 @@ class Inventory:
                     await session.close()
                 raise NotFound(f"no camera {camera_id!r}")
             if session is not None:
-                try:
-                    control = await open_control(session)
-                except BaseException:
-                    await session.close()
-                    raise
-                self._controls[camera_id] = _Cached(session, control)
+                await self._cache_control(camera_id, session)
             if result.state is CameraState.ONLINE:
                 rec.last_seen = time.time()
             self._record(rec, result)
@@ -351,6 +346,17 @@ class Inventory:
 
     # ---- control -----------------------------------------------------------------------------
 
+    async def _cache_control(self, camera_id: str, session: OnvifSession) -> ManagedControl:
+        """The control over a connected `session`, cached for the camera; the session is closed
+        if the control cannot be opened."""
+        try:
+            control = await open_control(session)
+        except BaseException:
+            await session.close()
+            raise
+        self._controls[camera_id] = _Cached(session, control)
+        return control
+
     async def control(self, camera_id: str) -> ManagedControl:
         """A connected control for the camera, cached; reconnects once if the camera is
         unavailable. Raises NotFound, NotConfigured, AuthError, Unavailable, ProtocolError."""
@@ -365,12 +371,7 @@ class Inventory:
             if cached is not None:
                 self._drop_control(camera_id)
             session, used = await self._connect_for_control(rec)
-            try:
-                control = await open_control(session)
-            except BaseException:
-                await session.close()
-                raise
-            self._controls[camera_id] = _Cached(session, control)
+            control = await self._cache_control(camera_id, session)
             if used is not None and used != rec.credentials:
                 rec.credentials = used
                 self._changed()
