@@ -11,11 +11,12 @@ import pytest
 
 from agent.camera import ptz as ptz_module
 from agent.camera.models import ContinuousMove, PtzMove
-from agent.camera.onvif import OnvifControl, OnvifSession
+from agent.camera.onvif import OnvifControl
 from agent.errors import InvalidArgument, ProtocolError
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
 from agent.sim.camera.model import Faults
+from tests.world import onvif_control
 
 USER, PASSWORD = "admin", "s3cret"
 
@@ -29,14 +30,8 @@ async def cam() -> AsyncIterator[SimCamera]:
 
 @pytest.fixture
 async def control(cam: SimCamera) -> AsyncIterator[OnvifControl]:
-    session = OnvifSession("127.0.0.1", cam.port, USER, PASSWORD)
-    await session.connect()
-    ctl = OnvifControl(session)
-    try:
+    async with onvif_control(cam, USER, PASSWORD) as ctl:
         yield ctl
-    finally:
-        await ctl.close()
-        await session.close()
 
 
 def _state(cam: SimCamera) -> tuple[float, float, bool]:

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import shutil
 import socket
 import subprocess
 import sys
@@ -39,6 +36,7 @@ from agent.sim.camera import discovery as responder_module
 from agent.sim.camera.discovery import DiscoveryResponder
 from agent.sim.camera.mdns import MdnsAdvertiser, host_label, instance_name
 from tests.jsonlines import JsonLinesProcess
+from tests.netns import ip, isolate, namespaces
 
 HELPER = Path(__file__).with_name("discovery_netns_helper.py")
 ONVIF = "onvif://www.onvif.org/"
@@ -294,10 +292,6 @@ async def test_mdns_refuses_bad_txt_and_ports() -> None:
 # ---- multicast in network namespaces -----------------------------------------------------------
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
 def _tx_packets(namespace: str, interface: str) -> int:
     out = subprocess.run(
         [
@@ -320,42 +314,20 @@ def _tx_packets(namespace: str, interface: str) -> int:
 def netns() -> Iterator[dict[str, str]]:
     """Namespaces A and B joined by a veth (10.200.0.1 / .2), plus a second "trap" veth pair
     (10.201.0.0/24) that holds A's multicast route: nothing may leave A through it."""
-    if os.geteuid() != 0:
-        pytest.skip("multicast tests need root (ip netns)")
-    if shutil.which("ip") is None:
-        pytest.skip("multicast tests need iproute2 (ip netns)")
-    tag = secrets.token_hex(3)
-    names = {"a": f"wsd{tag}a", "b": f"wsd{tag}b"}
-    created: list[str] = []
-    try:
-        for ns in names.values():
-            try:
-                _ip("netns", "add", ns)
-            except subprocess.CalledProcessError as exc:
-                pytest.skip(f"ip netns unavailable: {exc.stderr.decode().strip()}")
-            created.append(ns)
+    with namespaces({"a": "wsd{tag}a", "b": "wsd{tag}b"}, "multicast tests") as names:
         a, b = names["a"], names["b"]
-        _ip("link", "add", "wsa0", "netns", a, "type", "veth", "peer", "name", "wsb0", "netns", b)
-        _ip("link", "add", "wsa1", "netns", a, "type", "veth", "peer", "name", "wsb1", "netns", b)
+        ip("link", "add", "wsa0", "netns", a, "type", "veth", "peer", "name", "wsb0", "netns", b)
+        ip("link", "add", "wsa1", "netns", a, "type", "veth", "peer", "name", "wsb1", "netns", b)
         for ns in (a, b):
-            subprocess.run(
-                ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
-                check=True,
-                capture_output=True,
-                timeout=10,
-            )
-            _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", a, "addr", "add", "10.200.0.1/24", "dev", "wsa0")
-        _ip("-n", b, "addr", "add", "10.200.0.2/24", "dev", "wsb0")
-        _ip("-n", a, "addr", "add", "10.201.0.1/24", "dev", "wsa1")
-        _ip("-n", b, "addr", "add", "10.201.0.2/24", "dev", "wsb1")
+            isolate(ns)
+        ip("-n", a, "addr", "add", "10.200.0.1/24", "dev", "wsa0")
+        ip("-n", b, "addr", "add", "10.200.0.2/24", "dev", "wsb0")
+        ip("-n", a, "addr", "add", "10.201.0.1/24", "dev", "wsa1")
+        ip("-n", b, "addr", "add", "10.201.0.2/24", "dev", "wsb1")
         for ns, dev in ((a, "wsa0"), (b, "wsb0"), (a, "wsa1"), (b, "wsb1")):
-            _ip("-n", ns, "link", "set", dev, "up")
-        _ip("-n", a, "route", "add", "224.0.0.0/4", "dev", "wsa1")
+            ip("-n", ns, "link", "set", dev, "up")
+        ip("-n", a, "route", "add", "224.0.0.0/4", "dev", "wsa1")
         yield names
-    finally:
-        for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=10)
 
 
 class Helper(JsonLinesProcess):
@@ -412,14 +384,14 @@ async def test_loopback_multicast_follows_the_interface_flag(netns: dict[str, st
     trap_before = _tx_packets(a, "wsa1")
     for flag, expected in (("off", {"multicast": False, "found": 0, "mdns": False}),
                            ("on", {"multicast": True, "found": 3, "mdns": True})):  # fmt: skip
-        _ip("-n", a, "link", "set", "lo", "multicast", flag)
+        ip("-n", a, "link", "set", "lo", "multicast", flag)
         helper = await Helper.start_role(a, "loopback", "--count", "3")
         try:
             result = await helper.read()
         finally:
             await helper.close(5)
         assert result == {"event": "loopback", **expected}, flag
-    _ip("-n", a, "link", "set", "lo", "multicast", "off")
+    ip("-n", a, "link", "set", "lo", "multicast", "off")
     assert _tx_packets(a, "wsa1") == trap_before, (
         "loopback multicast left through another interface"
     )

@@ -17,10 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import secrets
-import shutil
-import subprocess
 import sys
 import time
 import uuid
@@ -31,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from tests.jsonlines import JsonLinesProcess
+from tests.netns import ip, isolate, namespaces
 
 if TYPE_CHECKING:
     from tests.peers.onvif_simple_server import OnvifSimpleServer
@@ -102,50 +99,27 @@ async def _role(interface: str) -> None:
 # ---- namespaces ----------------------------------------------------------------------------------
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=10)
-
-
 @pytest.fixture(scope="module")
 def netns() -> Iterator[dict[str, str]]:
     """The peer's namespace and the agent's, joined by one veth pair (10.203.0.0/24)."""
-    if os.geteuid() != 0:
-        pytest.skip("WS-Discovery in network namespaces needs root (ip netns)")
-    if shutil.which("ip") is None or shutil.which("setpriv") is None:
-        pytest.skip("WS-Discovery in network namespaces needs iproute2 and setpriv")
-    tag = secrets.token_hex(3)
-    names = {"peer": f"osp{tag}", "agent": f"osa{tag}"}
-    created: list[str] = []
-    try:
-        for ns in names.values():
-            try:
-                _ip("netns", "add", ns)
-            except subprocess.CalledProcessError as exc:
-                pytest.skip(f"ip netns unavailable: {exc.stderr.decode().strip()}")
-            created.append(ns)
+    roles = {"peer": "osp{tag}", "agent": "osa{tag}"}
+    with namespaces(
+        roles, "WS-Discovery tests in network namespaces", tools=("ip", "setpriv")
+    ) as names:
         peer, agent = names["peer"], names["agent"]
-        _ip(
+        ip(
             "link", "add", PEER_IF, "netns", peer, "address", PEER_MAC, "type", "veth",
             "peer", "name", AGENT_IF, "netns", agent,
         )  # fmt: skip
         for ns in (peer, agent):
-            subprocess.run(
-                ["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"],
-                check=True,
-                capture_output=True,
-                timeout=10,
-            )
-            _ip("-n", ns, "link", "set", "lo", "up")
-        _ip("-n", peer, "addr", "add", f"{PEER_HOST}/24", "dev", PEER_IF)
-        _ip("-n", agent, "addr", "add", f"{AGENT_HOST}/24", "dev", AGENT_IF)
-        _ip("-n", peer, "link", "set", PEER_IF, "up")
-        _ip("-n", agent, "link", "set", AGENT_IF, "up")
+            isolate(ns)
+        ip("-n", peer, "addr", "add", f"{PEER_HOST}/24", "dev", PEER_IF)
+        ip("-n", agent, "addr", "add", f"{AGENT_HOST}/24", "dev", AGENT_IF)
+        ip("-n", peer, "link", "set", PEER_IF, "up")
+        ip("-n", agent, "link", "set", AGENT_IF, "up")
         # The camera's multicast (Hello, Bye) leaves by its only interface, as on a camera.
-        _ip("-n", peer, "route", "add", "224.0.0.0/4", "dev", PEER_IF)
+        ip("-n", peer, "route", "add", "224.0.0.0/4", "dev", PEER_IF)
         yield names
-    finally:
-        for ns in created:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=10)
 
 
 # ---- the peer ------------------------------------------------------------------------------------

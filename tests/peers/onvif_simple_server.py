@@ -236,6 +236,18 @@ def process_uid(pid: int) -> int:
     raise RuntimeError(f"no Uid line for process {pid}")
 
 
+async def _terminate(proc: asyncio.subprocess.Process | None) -> None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT; nothing when it is not running."""
+    if proc is None or proc.returncode is not None:
+        return
+    proc.terminate()
+    try:
+        await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 class OnvifSimpleServer:
     """One running instance. `async with OnvifSimpleServer("default", config) as peer: ...`"""
 
@@ -331,14 +343,7 @@ class OnvifSimpleServer:
     async def stop(self) -> None:
         await self.stop_wsd()
         proc, self._proc = self._proc, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await _terminate(proc)
 
     # ---- WS-Discovery ------------------------------------------------------------------------
 
@@ -378,14 +383,7 @@ class OnvifSimpleServer:
     async def stop_wsd(self) -> None:
         """SIGTERM: it sends its Bye, then exits."""
         proc, self._wsd = self._wsd, None
-        if proc is None or proc.returncode is not None:
-            return
-        proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
+        await _terminate(proc)
 
     def wsd_log(self) -> str:
         path = self.dir / "log" / "wsd.log"

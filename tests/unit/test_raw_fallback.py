@@ -15,7 +15,7 @@ import pytest
 from agent.camera.models import Range
 from agent.camera.onvif import OnvifControl
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
-from tests.world import onvif_control
+from tests.world import onvif_control, sim_camera
 
 USER, PASSWORD = "admin", "raw-Fallback-1"
 
@@ -25,12 +25,8 @@ async def cam() -> AsyncIterator[SimCamera]:
     config = SimCameraConfig(
         username=USER, password=PASSWORD, serial="RAW0001", faults={"misplaced_xml": True}
     )
-    sim = SimCamera(config)
-    await sim.start()
-    try:
+    async with sim_camera(config) as sim:
         yield sim
-    finally:
-        await sim.stop()
 
 
 @pytest.fixture
