@@ -72,24 +72,6 @@ async def until(what: str, check: Any, timeout: float = 60.0, every: float = 0.2
     raise RuntimeError(f"{what}: not reached within {timeout:g} s")
 
 
-def agent_config(tmp: Path, api_port: int, cloud_url: str | None, probe: list[int],
-                 health_interval: float = 10.0) -> Path:  # fmt: skip
-    """A config file: loopback API, no discovery beyond the probed ONVIF ports."""
-    probes = ", ".join(f'"127.0.0.1:{p}"' for p in probe)
-    text = (
-        f'[agent]\nstate_dir = "{tmp / "state"}"\n'
-        f'[api]\nlisten = "127.0.0.1:{api_port}"\n'
-        f"[discovery]\nmulticast = false\nmdns = false\nprobe = [{probes}]\ninterval = 30\n"
-        f"[health]\ninterval = {health_interval:g}\n"
-        '[[credentials.default]]\nusername = "admin"\npassword = "admin"\n'
-    )
-    if cloud_url:
-        text += f'[cloud]\nactivation_url = "{cloud_url}"\n'
-    path = tmp / "agent.toml"
-    path.write_text(text, encoding="utf-8")
-    return path
-
-
 @dataclass
 class Consumer:
     """Pulls one RTSP URL over TCP interleaved and drops the bytes; reconnects on failure."""

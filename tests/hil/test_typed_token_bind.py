@@ -19,8 +19,11 @@ from typing import Any
 
 import aiohttp
 
+from agent.config import AgentConfig, DiscoveryConfig
+from agent.secret import Credentials, Secret
+from agent.sim.world import config_toml
 from tests.ports import free_port
-from tests.soak import AUTH, Consumer, agent_config, stop_procs
+from tests.soak import AUTH, Consumer, stop_procs
 from tests.world import wait_until
 
 
@@ -106,7 +109,16 @@ async def test_typed_token_binds_the_first_online_camera_at_start(tmp_path: Path
 
             # The daemon starts with that state and one camera to probe.
             api_port = free_port()
-            config = agent_config(tmp_path, api_port, None, [])
+            # Loopback API, no discovery beyond the camera probed on the command line.
+            config = tmp_path / "agent.toml"
+            settings = AgentConfig(
+                state_dir=tmp_path / "state",
+                api_host="127.0.0.1",
+                api_port=api_port,
+                discovery=DiscoveryConfig(multicast=False, mdns=False, interval=30.0),
+                default_credentials=(Credentials("admin", Secret("admin")),),
+            )
+            config.write_text(config_toml(settings), encoding="utf-8")
             run_log = tmp_path / "run.log"
             procs.append(
                 _start(
