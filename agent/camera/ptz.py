@@ -227,11 +227,7 @@ class PtzControl:
         """Poll GetStatus until pan/tilt and zoom are IDLE; False when `timeout` ran out."""
         deadline = time.monotonic() + timeout
         while True:
-            st = await self.status()
-            moving = [
-                str(get(st, "MoveStatus", k, default="IDLE")).upper() for k in ("PanTilt", "Zoom")
-            ]
-            if all(m != "MOVING" for m in moving):
+            if not _moving(await self.status()):
                 return True
             if time.monotonic() >= deadline:
                 return False
@@ -369,14 +365,8 @@ class PtzControl:
             for a, b, r in zip(after, before, ranges, strict=True)
         ):
             return
-        await self._call(
-            "AbsoluteMove",
-            {
-                "Position": {
-                    "PanTilt": {"x": before[0], "y": before[1], "space": node.abs_pan_tilt.uri}
-                }
-            },
-        )
+        back = AbsoluteTarget(pan_tilt=before, zoom=None)
+        await self._call("AbsoluteMove", {"Position": _absolute_position(node, back)})
         await self.wait_idle()
         raise NotApplied(
             "the camera accepted SetHomePosition but its home is still "
@@ -474,12 +464,8 @@ class PtzControl:
                 k not in now or abs(now[k] - v) <= _tolerance(node, k) for k, v in wanted.items()
             ):
                 return None
-            moving = any(
-                str(get(st, "MoveStatus", k, default="IDLE")).upper() == "MOVING"
-                for k in ("PanTilt", "Zoom")
-            )
             clock = time.monotonic()
-            if moving or now != last:
+            if _moving(st) or now != last:
                 still_since = clock
             last = now
             if clock >= deadline or clock - still_since >= ABSOLUTE_STALL:
@@ -496,6 +482,14 @@ async def _listed(session: OnvifSession, operation: str, element: str) -> list[A
     if len(raws) != len(items):
         return items if items else [raw_tree(r) for r in raws]
     return [richer(item, serialize(item), r) for item, r in zip(items, raws, strict=True)]
+
+
+def _moving(status: Any) -> bool:
+    """Whether GetStatus reports pan/tilt or zoom MOVING."""
+    return any(
+        str(get(status, "MoveStatus", k, default="IDLE")).upper() == "MOVING"
+        for k in ("PanTilt", "Zoom")
+    )
 
 
 def _position(status: Any) -> tuple[float, float] | None:
