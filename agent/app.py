@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
@@ -34,20 +33,22 @@ from agent.cloud.service import CloudService
 from agent.cloud.tunnel_policy import TunnelPolicy, camera_endpoints
 from agent.config import AgentConfig
 from agent.discovery.inventory import Inventory
-from agent.discovery.records import CameraState
+from agent.discovery.records import CameraState, xaddr_host
 from agent.discovery.service import DiscoveryService
-from agent.errors import ConfigError
+from agent.errors import ConfigError, NotFound
 from agent.health.collector import HealthCollector
 from agent.health.liveness import CameraLiveness
 from agent.health.loop_lag import LoopLag
 from agent.health.report import StatsReporter
 from agent.health.shed import Shedder, ShedPolicy
 from agent.health.system import SystemPaths, SystemSampler
+from agent.media.hub import SessionHub
 from agent.media.push_manager import PushEntry, PushManager
 from agent.media.restream import Restreamer
 from agent.media.webrtc import WebRtcSessions
 from agent.net.memory import tune_allocator
 from agent.net.taskgroup import TaskGroup
+from agent.proto.mux_frames import TargetKind
 from agent.state import StateDir
 from agent.stop import EXIT_STOP_TIMEOUT, SHUTDOWN_TIMEOUT, WORKER_PREFIX, Stopper
 from agent.sysd.notify import Notifier
@@ -130,9 +131,15 @@ class Agent:
         self.shedder = Shedder(ShedPolicy())  # thresholds from the hardware profile at run()
         self.cloud.qr_allowed = lambda: self.shedder.allows("qr")
         self.notifier = Notifier()  # systemd, or the update arbiter
+        self.hub = SessionHub(
+            self.inventory,
+            limit_of=self._session_limit,
+            tunnels_of=self._camera_tunnels,
+            linger=cfg.sessions.linger,
+        )
         self.restream: Restreamer | None = None  # built at run(): the password may be generated
         self.push = PushManager(
-            self.inventory,
+            _HubSources(self.hub, "push"),
             [PushEntry(p.camera, p.url.reveal(), p.stream) for p in cfg.push],
         )
         self.webrtc = WebRtcSessions(ice_addresses=cfg.webrtc_addresses)
@@ -178,6 +185,34 @@ class Agent:
         )
         self.reporter.attach(self._send_event)
 
+    def _session_limit(self, camera_id: str) -> int:
+        """The camera's RTSP session budget: a `[[sessions.camera]]` match (id, serial or
+        address), else `[sessions] max_sessions`."""
+        s = self.cfg.sessions
+        if s.per_camera:
+            try:
+                rec = self.inventory.get(camera_id)
+            except NotFound:
+                return s.max_sessions
+            for key in (rec.id, rec.serial_number, xaddr_host(rec.xaddr)):
+                if key and key in s.per_camera:
+                    return s.per_camera[key]
+        return s.max_sessions
+
+    def _camera_tunnels(self, camera_id: str) -> int:
+        """Cloud tunnels open to the camera's RTSP port (each is a session on the camera)."""
+        sp = self.cloud.streampoint
+        if sp is None:
+            return 0
+        targets = sp.open_targets()
+        if not targets:
+            return 0
+        try:
+            endpoints = camera_endpoints(self.inventory.get(camera_id))
+        except NotFound:
+            return 0
+        return sum(n for key, n in targets.items() if endpoints.get(key) is TargetKind.RTSP)
+
     def _agent_health(self) -> dict[str, Any]:
         """What the health collector reports about the agent (docs/health.md)."""
         status = self.cloud.status()
@@ -200,12 +235,11 @@ class Agent:
         now = time.time()
         restreamed: dict[str, int] = {}
         video: dict[str, dict[str, Any]] = {}  # the main stream's figures when restreamed
-        if self.restream is not None:
-            for src in self.restream.status().get("sources", []):
-                cid = str(src.get("camera", ""))
-                restreamed[cid] = restreamed.get(cid, 0) + int(src.get("bytes") or 0)
-                if src.get("fps") is not None and (src.get("stream") == "main" or cid not in video):
-                    video[cid] = src
+        for src in self.hub.sources_status():  # every shared session, whoever consumes it
+            cid = str(src.get("camera", ""))
+            restreamed[cid] = restreamed.get(cid, 0) + int(src.get("bytes") or 0)
+            if src.get("fps") is not None and (src.get("stream") == "main" or cid not in video):
+                video[cid] = src
         out = []
         for rec in self.inventory.cameras():
             relayed = sum(self.cloud.tunnel_bytes.get(k, 0) for k in camera_endpoints(rec))
@@ -297,6 +331,7 @@ class Agent:
             "stats_report": self.reporter.status(),
             "restream": self.restream.status() if self.restream is not None else None,
             "push": self.push.status(),
+            "sessions": self.hub.status([r.id for r in self.inventory.cameras()]),
         }
 
     def _apply_profile(self, detection: hw.Detection) -> None:
@@ -381,6 +416,7 @@ class Agent:
             ) from None
         log.info("local API on http://%s:%d/api/v1/", self.cfg.api_host, self.api.port)
         try:
+            await self._start_hub()
             await self._start_restream()
             async with TaskGroup() as group:
                 tasks = [
@@ -416,6 +452,16 @@ class Agent:
         finally:
             await self._shutdown()
 
+    async def _start_hub(self) -> None:
+        """The shared camera sessions: every consumer in the agent reads a camera through them."""
+        hub = self.hub
+        await hub.start()
+        self.inventory.on_paused = self._paused
+        self.inventory.local_stream = lambda cid, stream: hub.url("webrtc", cid, stream)
+        self.inventory.local_frames = lambda cid: hub.frame_url("snapshot", cid)
+        self.cloud.qr_url = lambda rec: hub.frame_url("qr", rec.id)
+        log.debug("camera session hub on loopback port %d", hub.port)
+
     async def _start_restream(self) -> None:
         r = self.cfg.restream
         if r.host is None:
@@ -424,23 +470,12 @@ class Agent:
         if password is None:
             password = await asyncio.to_thread(self.state.restream_password)
         self.restream = Restreamer(
-            self.inventory,
+            self.hub,
             host=r.host,
             port=r.port,
             username=r.username,
             password=password.reveal(),
         )
-        self.inventory.on_paused = self._paused
-        restream, secret = self.restream, quote(password.reveal(), safe="")
-        login = f"{quote(r.username, safe='')}:{secret}@"
-
-        loopback = "[::1]" if ":" in r.host else "127.0.0.1"
-
-        def local(camera_id: str, stream: str) -> str:
-            path = f"{quote(camera_id, safe='')}/{quote(stream, safe='')}"
-            return f"rtsp://{login}{loopback}:{restream.port}/{path}"
-
-        self.inventory.local_stream = local
         try:
             await self.restream.start()
         except OSError as exc:
@@ -449,8 +484,8 @@ class Agent:
         log.info("restream on %s (user %s)", self.restream.url("<camera id>"), r.username)
 
     def _paused(self, camera_id: str, paused: bool) -> None:
-        if paused and self.restream is not None:
-            self.restream.close_camera(camera_id)
+        if paused:
+            self.hub.close_camera(camera_id)
 
     async def _stop_api(self) -> None:
         """Stop the local API; the requests still in flight after `REQUEST_GRACE` are cancelled
@@ -470,6 +505,7 @@ class Agent:
             for failed in await asyncio.gather(*servers, return_exceptions=True):
                 if isinstance(failed, Exception):
                     log.warning("closing a server failed: %r", failed)
+            await self.hub.stop()  # after its consumers: they end on their own first
             await self.inventory.close()
 
         try:
@@ -531,6 +567,17 @@ async def run(args: argparse.Namespace) -> int:
     if agent.restart_requested and cfg.reboot_command:
         return await reboot_box(cfg.reboot_command)
     return EXIT_RESTART if agent.restart_requested else 0
+
+
+class _HubSources:
+    """Camera URLs for FFmpeg-based consumers: the hub's loopback URL of the shared session."""
+
+    def __init__(self, hub: SessionHub, kind: str) -> None:
+        self._hub = hub
+        self._kind = kind
+
+    def upstream_url(self, camera_id: str, stream: str) -> str:
+        return self._hub.url(self._kind, camera_id, stream)
 
 
 def _tracked(requests: set[asyncio.Task[Any]]) -> Middleware:

@@ -15,6 +15,7 @@ Example file:
     listen = "127.0.0.1:8780"     # another address needs token (or CAMERA_AGENT_API_TOKEN)
     token = "change-me"
     webrtc_addresses = ["192.168.1.10"]   # live view ICE addresses (default: the LAN ones)
+    cors_origins = ["https://ha.example.net"]   # pages elsewhere allowed to POST /api/v1/webrtc
 
     [discovery]
     multicast = true
@@ -36,6 +37,15 @@ Example file:
     idle_timeout = 60             # seconds without a byte either way before a tunnel is closed
     open_burst = 8                # tunnel opens a camera may take at once ...
     open_rate = 2.0               # ... and per second after that
+
+    [sessions]                    # RTSP sessions the agent opens to each camera
+    max_sessions = 2              # per camera: one shared session per stream (main, sub) and
+                                  # each cloud tunnel count; a consumer beyond is refused
+    linger = 10                   # seconds a camera session stays open after its last consumer
+
+    [[sessions.camera]]           # another limit for one camera: match its id, serial or address
+    match = "192.168.1.64"
+    max_sessions = 4
 
     [restream]                    # the agent's own RTSP server: rtsp://HOST:PORT/<camera id>/main
     listen = "0.0.0.0:8554"       # off unless set
@@ -118,6 +128,13 @@ class TunnelConfig:
 
 
 @dataclass(frozen=True)
+class SessionsConfig:
+    max_sessions: int = 2  # RTSP sessions per camera: shared streams plus cloud tunnels
+    linger: float = 10.0  # seconds a shared camera session outlives its last consumer
+    per_camera: Mapping[str, int] = field(default_factory=dict)  # match -> max_sessions
+
+
+@dataclass(frozen=True)
 class RestreamConfig:
     host: str | None = None  # None: the restream server is off
     port: int = 8554
@@ -163,6 +180,8 @@ class AgentConfig:
     cloud: CloudConfig = field(default_factory=CloudConfig)
     tunnel: TunnelConfig = field(default_factory=TunnelConfig)
     restream: RestreamConfig = field(default_factory=RestreamConfig)
+    sessions: SessionsConfig = field(default_factory=SessionsConfig)
+    cors_origins: tuple[str, ...] = ()  # origins allowed to call POST /api/v1/webrtc/{id}
     push: tuple[PushConfig, ...] = ()
     cameras: tuple[CameraConfig, ...] = ()
     update: UpdateConfig = field(default_factory=UpdateConfig)
@@ -277,7 +296,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
     _check_keys(
         data,
         {"agent", "api", "discovery", "cloud", "credentials", "tunnel", "restream", "push",
-         "health", "update", "hardware", "camera"},
+         "health", "update", "hardware", "camera", "sessions"},
         "the config file",
     )  # fmt: skip
     health = _table(data, "health")
@@ -293,7 +312,10 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
             raise ConfigError("agent.reboot_command: give a program name or an absolute path")
         cfg = replace(cfg, reboot_command=command)
     api = _table(data, "api")
-    _check_keys(api, {"listen", "token", "webrtc_addresses"}, "[api]")
+    _check_keys(api, {"listen", "token", "webrtc_addresses", "cors_origins"}, "[api]")
+    if "cors_origins" in api:
+        origins = _strings(api, "cors_origins", "api")
+        cfg = replace(cfg, cors_origins=tuple(_origin(o) for o in origins))
     if "webrtc_addresses" in api:
         addrs = _strings(api, "webrtc_addresses", "api")
         for a in addrs:
@@ -358,6 +380,7 @@ def from_mapping(data: Mapping[str, Any], *, source: str = "file") -> AgentConfi
         cloud=c,
         tunnel=_tunnel(data),
         restream=_restream(data),
+        sessions=_sessions(data),
         push=_push(data),
         cameras=_cameras(data),
         update=_update(data),
@@ -469,6 +492,55 @@ def _restream(data: Mapping[str, Any]) -> RestreamConfig:
     return r
 
 
+def _max_sessions(value: object, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= 64:
+        raise ConfigError(f"{what}.max_sessions must be an integer within 1..64")
+    return value
+
+
+def _sessions(data: Mapping[str, Any]) -> SessionsConfig:
+    sec = _table(data, "sessions")
+    _check_keys(sec, {"max_sessions", "linger", "camera"}, "[sessions]")
+    s = SessionsConfig()
+    if "max_sessions" in sec:
+        s = replace(s, max_sessions=_max_sessions(sec["max_sessions"], "sessions"))
+    if "linger" in sec:
+        linger = float(_typed(sec, "linger", (int, float), "sessions"))
+        if not 0 <= linger <= 3600:
+            raise ConfigError("sessions.linger must be within 0..3600 seconds")
+        s = replace(s, linger=linger)
+    items = sec.get("camera", [])
+    if not isinstance(items, list):
+        raise ConfigError("sessions.camera must be an array of tables ([[sessions.camera]])")
+    per_camera: dict[str, int] = {}
+    for item in items:
+        if not isinstance(item, Mapping):
+            raise ConfigError("sessions.camera entries must be tables")
+        _check_keys(item, {"match", "max_sessions"}, "[[sessions.camera]]")
+        match = item.get("match")
+        if not isinstance(match, str) or not match:
+            raise ConfigError("sessions.camera entries need a match (camera id, serial or address)")
+        per_camera[match] = _max_sessions(item.get("max_sessions"), "sessions.camera")
+    return replace(s, per_camera=per_camera)
+
+
+def _origin(text: str) -> str:
+    """A web origin (scheme://host[:port]) as browsers send it, lower-cased."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(text.strip())
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise ConfigError(f"api.cors_origins: {text!r} is not an origin such as https://host:port")
+    return f"{parts.scheme}://{parts.netloc.lower()}"
+
+
 def _push(data: Mapping[str, Any]) -> tuple[PushConfig, ...]:
     items = data.get("push", [])
     if not isinstance(items, list):
@@ -578,6 +650,14 @@ def load(
         names = [h.strip() for h in env["CAMERA_AGENT_ACTIVATION_HOSTS"].split(",") if h.strip()]
         hosts = tuple(_activation_host(h) for h in names)
         cfg = replace(cfg, cloud=replace(cfg.cloud, activation_hosts=hosts))
+    if env.get("CAMERA_AGENT_MAX_SESSIONS"):
+        text = env["CAMERA_AGENT_MAX_SESSIONS"].strip()
+        value = int(text) if text.isdecimal() else -1
+        limit = _max_sessions(value, "CAMERA_AGENT_MAX_SESSIONS (sessions)")
+        cfg = replace(cfg, sessions=replace(cfg.sessions, max_sessions=limit))
+    if "CAMERA_AGENT_CORS_ORIGINS" in env:  # comma separated; empty: none
+        names = [o.strip() for o in env["CAMERA_AGENT_CORS_ORIGINS"].split(",") if o.strip()]
+        cfg = replace(cfg, cors_origins=tuple(_origin(o) for o in names))
     return cfg
 
 

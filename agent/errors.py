@@ -65,3 +65,8 @@ class NotApplied(AgentError):
     def __init__(self, message: str, held: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.held: dict[str, object] = dict(held or {})
+
+
+class SessionLimit(Unavailable):
+    """A camera already holds as many RTSP sessions as it allows: a new consumer is refused
+    instead of opening one more (cheap cameras fail for everyone past their limit)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -44,9 +45,11 @@ def _port(value: int | None, name: str) -> int | None:
 class OnvifControl:
     """Commands on one camera (implements `agent.camera.models.CameraControl`)."""
 
-    def __init__(self, session: OnvifSession) -> None:
+    def __init__(self, session: OnvifSession, *, frames: Callable[[], str] | None = None) -> None:
         self.session = session
         self._ptz = PtzControl(session)
+        #: The agent's shared session of the camera, for a picture when it has no snapshot URI.
+        self.frames = frames
 
     async def close(self) -> None:
         """Cancel the PTZ safety timer, then close the session (closing twice is harmless)."""
@@ -216,11 +219,14 @@ class OnvifControl:
         return await self._snapshot_from_stream(found)
 
     async def _snapshot_from_stream(self, found: list[media.MediaProfile]) -> Snapshot:
-        smallest = min(found, key=lambda p: (p.media2, p.width * p.height))
-        url = await media.stream_uri(self.session, smallest)
-        cred = self.session.credentials_used
-        if cred is not None:
-            url = with_credentials(url, cred.username, cred.password.reveal())
+        if self.frames is not None:  # the shared session: no extra session on the camera
+            url = self.frames()
+        else:
+            smallest = min(found, key=lambda p: (p.media2, p.width * p.height))
+            url = await media.stream_uri(self.session, smallest)
+            cred = self.session.credentials_used
+            if cred is not None:
+                url = with_credentials(url, cred.username, cred.password.reveal())
         jpeg, taken = await asyncio.to_thread(grab.grab_jpeg, url, timeout=self.session.timeout)
         return Snapshot(jpeg=jpeg, timestamp=taken)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -172,8 +173,10 @@ class RtspOnlyControl:
     """`CameraControl` of a camera that speaks RTSP only: snapshots come from its snapshot URL,
     else are decoded from its smallest stream; every ONVIF command raises OnvifNotAvailable."""
 
-    def __init__(self, camera: RtspCamera) -> None:
+    def __init__(self, camera: RtspCamera, *, frames: Callable[[], str] | None = None) -> None:
         self.camera = camera
+        #: The agent's shared session of the camera, for a picture without a snapshot URL.
+        self.frames = frames
 
     async def close(self) -> None:
         """Nothing is held open between commands."""
@@ -182,7 +185,10 @@ class RtspOnlyControl:
         cam = self.camera
         if cam.snapshot:
             return await http_snapshot.fetch(cam.snapshot, cam.credentials, cam.timeout)
-        url = authorised(cam.sub or cam.main, cam.credentials)
+        if self.frames is not None:  # the shared session: no extra session on the camera
+            url = self.frames()
+        else:
+            url = authorised(cam.sub or cam.main, cam.credentials)
         jpeg, taken = await asyncio.to_thread(grab.grab_jpeg, url, timeout=cam.timeout)
         if not jpeg.startswith(b"\xff\xd8"):
             raise ProtocolError("snapshot from stream: not a JPEG")

@@ -20,6 +20,7 @@ import av
 import zxingcpp
 
 from agent.discovery.records import CameraRecord, CameraState
+from agent.errors import AgentError
 from agent.media.remux import redact
 from agent.net.backoff import Backoff
 from agent.net.urls import with_credentials
@@ -101,8 +102,10 @@ class QrScanner:
         concurrency: int = CONCURRENCY,
         window: float = WINDOW,
         allowed: Callable[[], bool] = lambda: True,
+        url_of: Callable[[CameraRecord], str | None] = sub_stream_url,
     ) -> None:
         self._cameras = cameras
+        self._url_of = url_of
         self._allowed = allowed
         self.paused = False
         self._used = used_tokens
@@ -173,7 +176,11 @@ class QrScanner:
         log.info("QR scanning resumed")
 
     async def _scan(self, rec: CameraRecord) -> None:
-        url = sub_stream_url(rec)
+        try:
+            url = self._url_of(rec)
+        except AgentError as exc:  # no stream now, or the camera's session budget is used up
+            log.info("QR scan of camera %s skipped: %s", rec.id, exc)
+            url = None
         if url is None:
             self._not_before[rec.id] = time.monotonic() + 30.0
             return

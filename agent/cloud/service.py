@@ -114,6 +114,8 @@ class CloudService:
         self._qr_window = qr_window
         self.qr_concurrency: int | None = None  # from the hardware profile
         self.qr_allowed: Callable[[], bool] = lambda: True  # False while load is shed
+        #: The URL QR scanning reads a camera from (the shared session); None: the camera's own.
+        self.qr_url: Callable[[Any], str | None] | None = None
         self.identity: Identity | None = None
         self.activation: Activation | None = None
         self.control: ControlConnection | None = None
@@ -589,6 +591,8 @@ class CloudService:
         if self.qr_concurrency is not None:
             kwargs["concurrency"] = self.qr_concurrency
         kwargs["allowed"] = self.qr_allowed
+        if self.qr_url is not None:
+            kwargs["url_of"] = self.qr_url
         self.scanner = QrScanner(cameras, **kwargs)
         return self.scanner
 

@@ -77,6 +77,11 @@ class Streampoint(Link):
                 out[key] = value if isinstance(value, str) and value else out[key] + value
         return out
 
+    def open_targets(self) -> dict[tuple[str, int], int]:
+        """Open tunnels by target (host, port): what each camera is serving the cloud now."""
+        peer = self.tunnels
+        return peer.open_targets() if peer is not None else {}
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name=f"streampoint {self.hostname}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -134,6 +135,8 @@ class Inventory:
         #: When set (the restream server runs), `stream_url` hands out this URL of the camera's
         #: stream instead, so local viewers share one camera session: (camera id, token) -> URL.
         self.local_stream: Callable[[str, str], str] | None = None
+        #: The URL a picture of a camera is decoded from (the shared session), by camera id.
+        self.local_frames: Callable[[str], str] | None = None
 
     # ---- reading -----------------------------------------------------------------------------
 
@@ -350,19 +353,23 @@ class Inventory:
         """The control over a connected `session`, cached for the camera; the session is closed
         if the control cannot be opened."""
         try:
-            control = await open_control(session)
+            control = await open_control(session, frames=self._frames(camera_id))
         except BaseException:
             await session.close()
             raise
         self._controls[camera_id] = _Cached(session, control)
         return control
 
+    def _frames(self, camera_id: str) -> Callable[[], str] | None:
+        hook = self.local_frames
+        return None if hook is None else functools.partial(hook, camera_id)
+
     async def control(self, camera_id: str) -> ManagedControl:
         """A connected control for the camera, cached; reconnects once if the camera is
         unavailable. Raises NotFound, NotConfigured, AuthError, Unavailable, ProtocolError."""
         rec = self.get(camera_id)
         if rec.kind == "rtsp":
-            return rtsp_only.RtspOnlyControl(self._rtsp_camera(rec))
+            return rtsp_only.RtspOnlyControl(self._rtsp_camera(rec), frames=self._frames(camera_id))
         lock = self._control_locks.setdefault(camera_id, asyncio.Lock())
         async with lock:
             cached = self._controls.get(camera_id)

@@ -8,7 +8,7 @@ import contextlib
 import inspect as pyinspect
 import logging
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -210,10 +210,13 @@ def control_factory() -> Any:
     return getattr(onvif_client, "OnvifControl", None)
 
 
-async def open_control(session: OnvifSession) -> ManagedControl:
-    """A control on a connected session; Unsupported if this build has no control layer."""
+async def open_control(
+    session: OnvifSession, *, frames: Callable[[], str] | None = None
+) -> ManagedControl:
+    """A control on a connected session; Unsupported if this build has no control layer.
+    `frames` gives the URL of the agent's shared session of the camera (snapshots)."""
     factory = control_factory()
     if factory is None:
         raise Unsupported("camera control is not available in this build")
-    control: ManagedControl = factory(session)
+    control: ManagedControl = factory(session, frames=frames)
     return control

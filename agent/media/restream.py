@@ -1,8 +1,9 @@
 """Restreaming: each camera stream is pulled once and served to any number of local viewers.
 
 `CameraSource` is a `MediaSource` fed by one upstream `RtspClient`; RTP payloads pass through
-unchanged (no decoding), re-timed onto the source's own timeline. `Restreamer` serves the
-sources on its own RTSP port at `/<camera_id>/<stream>`, Digest authentication required.
+unchanged (no decoding), re-timed onto the source's own timeline, which stays monotonic across
+camera reconnects. `Restreamer` serves the shared sessions (agent.media.hub) on its own RTSP port
+at `/<camera_id>/<stream>`, Digest authentication required.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import quote
 
-from agent.errors import AgentError, ConfigError, NotConfigured, NotFound, Unavailable, Unsupported
+from agent.errors import (
+    AgentError,
+    ConfigError,
+    NotConfigured,
+    NotFound,
+    SessionLimit,
+    Unavailable,
+    Unsupported,
+)
 from agent.log import LogOnce
 from agent.media.rtsp_client import RtspClient, RtspTrack
 from agent.media.rtsp_server import RtspServer
@@ -41,10 +50,10 @@ MIN_RETRY = 0.5  # seconds between two upstream attempts, even when a viewer is 
 MAX_AU_PACKETS = 2048  # an access unit longer than this is passed on in pieces
 MAX_AU_BYTES = 4 * 1024 * 1024
 MAX_TIMESTAMP_JUMP = 10.0  # seconds; a larger upstream jump re-anchors the track
-MAX_SOURCES = 256
 MAX_GOP_PACKETS = 1024  # the last group of pictures, replayed to a new viewer, is bounded
 MAX_GOP_BYTES = 2 * 1024 * 1024
 REALM = "camera-agent"
+ANCHOR_STEP = 50  # a re-anchored track starts 1/50 s after the last timestamp handed out
 
 
 class UpstreamDirectory(Protocol):
@@ -104,12 +113,18 @@ def _aggregated(payload: bytes, pos: int) -> list[bytes]:
 
 @dataclass(slots=True)
 class _Timeline:
-    """Maps one track's upstream RTP timestamps onto the source timeline (in track ticks)."""
+    """Maps one track's upstream RTP timestamps onto the source timeline (in track ticks).
+
+    The first packet is anchored at the source's clock; later ones follow the camera's
+    timestamps. A new anchor (a camera reconnect, a jump) never goes back before what was
+    handed out: a camera that sent ahead of real time (a burst of buffered frames) would
+    otherwise hand every consumer a timestamp going backwards after it reconnects."""
 
     clock: int
     base: int | None = None
     last: int = 0
     ext: int = 0
+    high: int | None = None  # highest ticks handed out
 
     def ticks(self, raw: int, now: float) -> int:
         if self.base is not None:
@@ -117,9 +132,21 @@ class _Timeline:
             if abs(delta) <= MAX_TIMESTAMP_JUMP * self.clock:
                 self.last = raw
                 self.ext += delta
-                return self.base + self.ext
-        self.base, self.last, self.ext = round(now * self.clock), raw, 0
-        return self.base
+                return self._out(self.base + self.ext)
+        anchor = round(now * self.clock)
+        if self.high is not None:
+            anchor = max(anchor, self.high + max(1, self.clock // ANCHOR_STEP))
+        self.base, self.last, self.ext = anchor, raw, 0
+        return self._out(anchor)
+
+    def restart(self) -> None:
+        """The next packet comes from a new upstream session: anchor it afresh."""
+        self.base = None
+
+    def _out(self, ticks: int) -> int:
+        if self.high is None or ticks > self.high:
+            self.high = ticks
+        return ticks
 
 
 @dataclass(slots=True)
@@ -167,6 +194,8 @@ class CameraSource:
         self._linger_task: asyncio.Task[None] | None = None
         self._retiring: set[asyncio.Task[None]] = set()
         self._attempt: asyncio.Future[None] | None = None
+        self._kinds: dict[PacketQueue, str] = {}
+        self.claimed_until = 0.0  # monotonic; see open()
         self._kick = asyncio.Event()
         self._log_once = LogOnce(log)
         self.ended = False
@@ -204,15 +233,15 @@ class CameraSource:
         return time.monotonic() - self._epoch
 
     async def describe(self) -> list[TrackInfo]:
-        """The upstream tracks; connects (and lingers) when not yet known."""
+        """The upstream tracks while the camera streams; otherwise one (re)connection attempt
+        is awaited, at most `timeout` seconds: a camera that is down is reported (Unavailable,
+        RTSP 503) instead of a description from the last session that no packet would follow."""
         if self.ended:
             raise Unavailable(f"{self.name}: stream closed")
-        self._kick.set()  # a viewer is waiting: retry a failed upstream now
-        if self._info is not None:
+        if self.state == "streaming" and self._info is not None:
             return list(self._info)
-        self._ensure_upstream()
-        if not self._fanout.count:
-            self._schedule_linger()
+        self._kick.set()  # a viewer is waiting: retry a failed upstream now
+        self.open()
         if self._attempt is None or self._attempt.done():
             self._attempt = asyncio.get_running_loop().create_future()
         attempt = self._attempt
@@ -224,18 +253,40 @@ class CameraSource:
         return self._known_tracks()
 
     def _known_tracks(self) -> list[TrackInfo]:
-        if self._info is None:
+        if self._info is None or self.state != "streaming":
             raise Unavailable(f"{self.name}: camera unreachable ({self.last_error or 'timeout'})")
         return list(self._info)
 
+    def open(self) -> None:
+        """Start the upstream session if it is not running (it lingers without consumers); a
+        consumer is expected within `timeout` seconds (until then the session is not idle)."""
+        self.claimed_until = time.monotonic() + self._timeout
+        self._ensure_upstream()
+        if not self._fanout.count and not self.ended:
+            self._schedule_linger()
+
     def subscribe(self) -> Subscription:
+        return self.subscribe_as("restream")
+
+    def subscribe_as(self, kind: str) -> Subscription:
+        """Subscribe, counted as a consumer of `kind` (restream, push, webrtc, ...)."""
         if self.ended:
             queue = PacketQueue()
             queue.close()
             return queue
+        self._kinds = {q: k for q, k in self._kinds.items() if not q.closed}
         queue = self._fanout.subscribe()
+        self._kinds[queue] = kind
         queue.put(self._gop)  # start at the last keyframe instead of waiting for the next
         return queue
+
+    def consumers(self) -> dict[str, int]:
+        """Open subscriptions by kind."""
+        out: dict[str, int] = {}
+        for queue, kind in self._kinds.items():
+            if not queue.closed:
+                out[kind] = out.get(kind, 0) + 1
+        return out
 
     # Life cycle.
 
@@ -340,8 +391,13 @@ class CameraSource:
             log.info("restream %s: camera changed its tracks, ending viewers", self.name)
             old, self._fanout = self._fanout, self._new_fanout()
             old.close()
+        if self._tracks and _same_layout([t.info for t in self._tracks], info):
+            for track in self._tracks:  # same tracks: their timelines go on, monotonic
+                track.timeline.restart()
+            self._tracks = [_Track(i, t.timeline) for i, t in zip(info, self._tracks, strict=True)]
+        else:
+            self._tracks = [_Track(i, _Timeline(i.clock_rate)) for i in info]
         self._info = info
-        self._tracks = [_Track(i, _Timeline(i.clock_rate)) for i in info]
         self._gop, self._gop_bytes = [], 0
         self._backoff.up()
         self.state = "streaming"
@@ -430,6 +486,7 @@ class CameraSource:
             "camera": self.camera_id,
             "stream": self.stream,
             "subscribers": self.subscribers,
+            "consumers": self.consumers(),
             "upstream": self.state,
             "packets": self.packets,
             "bytes": self.bytes,
@@ -443,30 +500,35 @@ class CameraSource:
         }
 
 
+class SharedSessions(Protocol):
+    """Where the restream server gets its camera sessions (agent.media.hub.SessionHub)."""
+
+    def consumer(self, kind: str, camera_id: str, stream: str) -> MediaSource:
+        """A view of the camera stream's shared session; raises NotFound, Unsupported,
+        NotConfigured, Unavailable (paused) or SessionLimit."""
+        ...
+
+    def sources_status(self) -> list[dict[str, Any]]: ...
+
+    def close_camera(self, camera_id: str) -> None: ...
+
+
 class Restreamer:
-    """An RTSP server at rtsp://host:port/<camera_id>/<stream> fed by `CameraSource`s."""
+    """An RTSP server at rtsp://host:port/<camera_id>/<stream> fed by the shared sessions."""
 
     def __init__(
         self,
-        directory: UpstreamDirectory,
+        sessions: SharedSessions,
         *,
         host: str = "127.0.0.1",
         port: int = 8554,
         username: str,
         password: str,
-        linger: float = DEFAULT_LINGER,
-        timeout: float = 10.0,
-        idle_timeout: float = 10.0,
     ) -> None:
         if not username or not password:
             raise ConfigError("the restream server needs a user name and a password")
-        self._directory = directory
+        self._sessions = sessions
         self._host = host
-        self._linger = linger
-        self._timeout = timeout
-        self._idle_timeout = idle_timeout
-        self._sources: dict[tuple[str, str], CameraSource] = {}
-        self._closing: set[CameraSource] = set()
         self._log_once = LogOnce(log)
 
         def lookup(user: str) -> str | None:
@@ -488,63 +550,30 @@ class Restreamer:
         await self._server.start()
 
     async def stop(self) -> None:
-        """Close every viewer connection and every upstream."""
+        """Close every viewer connection (the shared sessions are the hub's to close)."""
         await self._server.stop()
-        for source in list(self._sources.values()):
-            source.close()
-            self._closing.add(source)
-        self._sources.clear()
-        await self._reap()
 
     def url(self, camera_id: str, stream: str = "main") -> str:
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"rtsp://{host}:{self.port}/{quote(camera_id, safe='')}/{quote(stream, safe='')}"
 
-    def close_camera(self, camera_id: str) -> None:
-        """End the viewers and the upstreams of a camera (e.g. it was paused)."""
-        for key in [k for k in self._sources if k[0] == camera_id]:
-            source = self._sources.pop(key)
-            source.close()
-            self._closing.add(source)
-        self._closing = {s for s in self._closing if s.stopping}
-
     def status(self) -> dict[str, Any]:
-        return {"port": self.port, "sources": [s.status() for s in self._sources.values()]}
+        return {"port": self.port, "sources": self._sessions.sources_status()}
 
-    async def _reap(self) -> None:
-        closing, self._closing = self._closing, set()
-        await asyncio.gather(*(s.wait_closed() for s in closing))
+    def close_camera(self, camera_id: str) -> None:
+        """End the viewers and the sessions of a camera (e.g. it was paused)."""
+        self._sessions.close_camera(camera_id)
 
     def _resolve(self, path: str) -> MediaSource | None:
+        """A viewer's path to a shared session; SessionLimit goes up (RTSP 453)."""
         parts = path.strip("/").split("/")
         if len(parts) != 2 or not all(parts):
             return None
         camera_id, stream = parts
         try:
-            self._directory.upstream_url(camera_id, stream)
+            return self._sessions.consumer("restream", camera_id, stream)
+        except SessionLimit:
+            raise
         except (NotFound, Unsupported, NotConfigured, Unavailable) as exc:
             self._log_once.log(logging.INFO, path, "restream %s refused: %s", path, exc)
             return None
-        key = (camera_id, stream)
-        source = self._sources.get(key)
-        if source is None:
-            self._prune()
-            if len(self._sources) >= MAX_SOURCES:
-                self._log_once.log(logging.WARNING, "full", "restream: too many streams")
-                return None
-            source = CameraSource(
-                camera_id,
-                stream,
-                lambda: self._directory.upstream_url(camera_id, stream),
-                linger=self._linger,
-                timeout=self._timeout,
-                idle_timeout=self._idle_timeout,
-            )
-            self._sources[key] = source
-        return source
-
-    def _prune(self) -> None:
-        """Forget sources nobody watches and that hold no upstream."""
-        for key, source in list(self._sources.items()):
-            if not source.subscribers and not source.running:
-                del self._sources[key]

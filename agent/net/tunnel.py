@@ -166,6 +166,14 @@ class MuxPeer:
     def status(self) -> dict[str, Any]:
         return {"tunnels": self.tunnel_count, **self.counters.to_json()}
 
+    def open_targets(self) -> dict[tuple[str, int], int]:
+        """Open tunnels (connected to their target) by target (host, port)."""
+        out: dict[tuple[str, int], int] = {}
+        for leg in self._legs.values():
+            if leg.target is not None:
+                out[leg.target] = out.get(leg.target, 0) + 1
+        return out
+
     async def run(self) -> None:
         """Flush output and watch idle tunnels until cancelled, or raise ConnectionError when the
         connection fails (a send error or a protocol violation by the peer)."""

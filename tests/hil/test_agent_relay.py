@@ -102,13 +102,13 @@ async def test_restream_serves_every_viewer_from_one_camera_session(
 async def test_live_view_shares_the_restream_session(
     running: tuple[Agent, SimCameraFleet],
 ) -> None:
-    """With the restream server on, WebRTC viewers are fed from it, not from the camera."""
+    """WebRTC viewers are fed from the camera's shared session, not from the camera."""
     from tests.hil.test_webrtc import Viewer
 
-    agent, _fleet = running
+    agent, fleet = running
     assert agent.restream is not None
     cam_id = agent.inventory.cameras()[0].id
-    assert agent.inventory.stream_url(cam_id).startswith("rtsp://nvr:")
+    assert f"@127.0.0.1:{agent.hub.port}/webrtc/" in agent.inventory.stream_url(cam_id)
     viewer = Viewer()
     base = f"http://127.0.0.1:{agent.api.port}/api/v1"
     try:
@@ -124,6 +124,10 @@ async def test_live_view_shares_the_restream_session(
         frames = await viewer.frames(10)
         assert frames[-1].width == 1280
         sources = agent.restream.status()["sources"]
-        assert [(s["camera"], s["subscribers"]) for s in sources] == [(cam_id, 1)]
+        assert [(s["camera"], s["consumers"]) for s in sources] == [(cam_id, {"webrtc": 1})]
+        rtsp = fleet.cameras[0].rtsp
+        assert rtsp is not None
+        paths = [session.path for session, _conn in rtsp._sessions.values()]
+        assert sorted(set(paths)) == sorted(paths)  # at the camera: one session per stream
     finally:
         await viewer.pc.close()

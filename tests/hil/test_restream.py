@@ -26,6 +26,7 @@ from agent.errors import (
     ProtocolError,
     Unavailable,
 )
+from agent.media.hub import SessionHub
 from agent.media.restream import Restreamer
 from agent.media.rtsp_client import RtspClient
 from agent.proto.rtsp import RtspParser, RtspRequest, RtspResponse
@@ -86,25 +87,26 @@ Make = Callable[..., Awaitable[Restreamer]]
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def make_restreamer(directory: FleetDirectory) -> AsyncIterator[Make]:
-    started: list[Restreamer] = []
+    started: list[tuple[SessionHub, Restreamer]] = []
 
     async def make(linger: float = 1.0, timeout: float = 5.0) -> Restreamer:
-        restreamer = Restreamer(
+        hub = SessionHub(
             directory,
-            port=0,
-            username=USER,
-            password=PASSWORD,
+            limit_of=lambda _camera_id: 8,
             linger=linger,
             timeout=timeout,
             idle_timeout=timeout,
         )
+        restreamer = Restreamer(hub, port=0, username=USER, password=PASSWORD)
+        await hub.start()
         await restreamer.start()
-        started.append(restreamer)
+        started.append((hub, restreamer))
         return restreamer
 
     yield make
-    for restreamer in started:
+    for hub, restreamer in started:
         await restreamer.stop()
+        await hub.stop()
 
 
 def with_auth(url: str, user: str = USER, password: str = PASSWORD) -> str:

@@ -310,3 +310,51 @@ def test_camera_must_be_an_array_of_tables(tmp_path: Path) -> None:
     path.write_text('camera = "rtsp://192.0.2.70/x"\n')
     with pytest.raises(ConfigError, match=r"array of tables \(\[\[camera\]\]\)"):
         config.load(path, env={})
+
+
+def test_sessions_budget_and_linger() -> None:
+    assert config.from_mapping({}).sessions == config.SessionsConfig(2, 10.0, {})
+    cfg = config.from_mapping(
+        {
+            "sessions": {
+                "max_sessions": 3,
+                "linger": 0,
+                "camera": [{"match": "192.168.1.64", "max_sessions": 4}],
+            }
+        }
+    )
+    assert cfg.sessions == config.SessionsConfig(3, 0.0, {"192.168.1.64": 4})
+    env = {"CAMERA_AGENT_MAX_SESSIONS": "5", "CAMERA_AGENT_CONFIG": "/nonexistent"}
+    with pytest.raises(ConfigError):  # the named file must exist
+        config.load(env=env)
+    assert config.load(env={"CAMERA_AGENT_MAX_SESSIONS": "5"}).sessions.max_sessions == 5
+    for bad in (
+        {"max_sessions": 0},
+        {"max_sessions": 65},
+        {"max_sessions": True},
+        {"max_sessions": "2"},
+        {"linger": -1},
+        {"linger": 4000},
+        {"camera": [{"max_sessions": 2}]},
+        {"camera": [{"match": "x", "max_sessions": 0}]},
+        {"camera": [{"match": "x", "max_sessions": 2, "other": 1}]},
+        {"camera": {"match": "x"}},
+        {"unknown": 1},
+    ):
+        with pytest.raises(ConfigError):
+            config.from_mapping({"sessions": bad})
+    with pytest.raises(ConfigError):
+        config.load(env={"CAMERA_AGENT_MAX_SESSIONS": "lots"})
+
+
+def test_cors_origins() -> None:
+    cfg = config.from_mapping(
+        {"api": {"cors_origins": ["https://HA.example.net:8123", "http://nvr.local/"]}}
+    )
+    assert cfg.cors_origins == ("https://ha.example.net:8123", "http://nvr.local")
+    env = {"CAMERA_AGENT_CORS_ORIGINS": "https://a.example, http://b.example:8080"}
+    assert config.load(env=env).cors_origins == ("https://a.example", "http://b.example:8080")
+    for bad in ("*", "ha.example.net", "https://ha.example.net/path", "ftp://x",
+                "https://user@ha.example.net", "https://ha.example.net/?q=1"):  # fmt: skip
+        with pytest.raises(ConfigError):
+            config.from_mapping({"api": {"cors_origins": [bad]}})
