@@ -15,6 +15,7 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -156,6 +157,7 @@ class Agent:
             update=self.updates.status,
             hardware=self.hardware_status,
             shed=self.shedder.denial,
+            cors_origins=cfg.cors_origins,
         )
         self._requests: set[asyncio.Task[Any]] = set()  # local API requests in flight
         app.middlewares.append(_tracked(self._requests))
@@ -578,6 +580,16 @@ class _HubSources:
 
     def upstream_url(self, camera_id: str, stream: str) -> str:
         return self._hub.url(self._kind, camera_id, stream)
+
+    def child_url(self, camera_id: str, stream: str) -> tuple[str, Callable[[], None]]:
+        """For a child process: a credential of its own, revoked by the returned call."""
+        user, password = self._hub.lease()
+        try:
+            url = self._hub.url(self._kind, camera_id, stream, credentials=(user, password))
+        except BaseException:
+            self._hub.release(user)
+            raise
+        return url, lambda: self._hub.release(user)
 
 
 def _tracked(requests: set[asyncio.Task[Any]]) -> Middleware:

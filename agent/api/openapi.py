@@ -197,6 +197,7 @@ SCHEMAS: dict[str, Schema] = {
             "snapshot_uri": NULLABLE_STRING,
             "ptz": BOOLEAN,
             "imaging": BOOLEAN,
+            "backchannel": BOOLEAN,
             "endpoint_reference": STRING,
             "last_seen": {"type": ["number", "null"]},
             "sources": _array(_enum(SOURCES)),
@@ -351,6 +352,13 @@ SCHEMAS: dict[str, Schema] = {
         {"x": NUMBER, "y": NUMBER, "zoom": NUMBER},
         one_of_needed=True,
         example={"x": 0.5, "y": -0.2, "zoom": 0.1},
+    ),
+    "PtzContinuous": _body(
+        {
+            k: {"type": "integer", "minimum": 0, "maximum": v.SPEED_MAX}
+            for k in v.CONTINUOUS_FIELDS
+        },
+        example={"right": 50},
     ),
     "PresetList": _answer({"presets": _array(STRING)}),
     "PresetName": _body(
@@ -520,6 +528,18 @@ def _onvif_paths() -> dict[str, Schema]:
             "put": _set(
                 "ptz_absolute", "Move camera PTZ to a position", "ok", "PtzPosition", ptz=True
             )
+        },
+        f"{p}/ptz/continuous": {
+            "put": _set(
+                "ptz_continuous",
+                "Move camera PTZ continuously (stops 5 s after the last call; all zero stops)",
+                "ok",
+                "PtzContinuous",
+                ptz=True,
+            )
+        },
+        f"{p}/ptz/stop": {
+            "put": _set("ptz_stop", "Stop camera PTZ movement", "ok", None, ptz=True)
         },
         f"{p}/ptz/home": {
             "put": _set("ptz_home_save", "Save current PTZ position as home", "ok", None, ptz=True)

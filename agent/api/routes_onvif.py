@@ -145,6 +145,21 @@ async def put_ptz(request: web.Request) -> web.Response:
     return web.json_response(OK)
 
 
+async def put_ptz_continuous(request: web.Request) -> web.Response:
+    """Move at the given speeds until stopped (all zero stops); the camera stops by itself
+    5 s after the last call, so a client holding a button repeats it (the console: every 2 s)."""
+    cid = path_camera_id(request)
+    move = v.continuous_body(await read_json(request))
+    await camera_call(request, cid, lambda c: c.ptz_continuous(move))
+    return web.json_response(OK)
+
+
+async def put_ptz_stop(request: web.Request) -> web.Response:
+    cid = path_camera_id(request)
+    await camera_call(request, cid, lambda c: c.ptz_stop())
+    return web.json_response(OK)
+
+
 async def put_ptz_position(request: web.Request) -> web.Response:
     cid = path_camera_id(request)
     x, y, zoom = v.position_body(await read_json(request))
@@ -223,6 +238,8 @@ def onvif_routes() -> list[web.RouteDef]:
         web.get(f"{p}/ptz", get_ptz, allow_head=False),
         web.put(f"{p}/ptz", put_ptz),
         web.put(f"{p}/ptz/position", put_ptz_position),
+        web.put(f"{p}/ptz/continuous", put_ptz_continuous),
+        web.put(f"{p}/ptz/stop", put_ptz_stop),
         web.put(f"{p}/ptz/home", put_ptz_home),
         web.put(f"{p}/ptz/home/apply", put_ptz_home_apply),
         web.get(f"{p}/ptz/presets", get_ptz_presets, allow_head=False),

@@ -31,7 +31,7 @@ from agent.api.context import (
 )
 from agent.api.metrics import metrics_routes
 from agent.api.openapi import openapi_document
-from agent.api.page import PAGE_PATH, page_routes
+from agent.api.page import PAGE_PATHS, page_routes
 from agent.api.routes_agent import (
     CLOUD,
     HARDWARE,
@@ -44,7 +44,7 @@ from agent.api.routes_agent import (
 )
 from agent.api.routes_core import SHED, core_routes
 from agent.api.routes_onvif import onvif_routes
-from agent.api.routes_webrtc import WEBRTC, LiveView, webrtc_routes
+from agent.api.routes_webrtc import WEBRTC, LiveView, cors_middleware, webrtc_routes
 from agent.api.validation import MAX_BODY, InsufficientArguments, RequestInvalid
 from agent.audit import AuditLog
 from agent.camera.models import CameraControl
@@ -218,7 +218,7 @@ def _guard(token: Secret | None) -> Middleware:
                     403, errors.FORBIDDEN, "Requests must be addressed to a loopback host"
                 )
         elif request.path not in OPEN_PATHS and not (
-            request.method == "GET" and request.path == PAGE_PATH
+            request.method == "GET" and request.path in PAGE_PATHS
         ):
             given = _bearer(request.headers.get("Authorization", ""))
             if given is None or not hmac.compare_digest(given, expected):
@@ -271,18 +271,22 @@ def build_app(
     update: Callable[[], dict[str, Any]] | None = None,
     hardware: Callable[[], dict[str, Any] | None] | None = None,
     shed: Callable[[str], str | None] | None = None,
+    cors_origins: Sequence[str] = (),
 ) -> web.Application:
     """The local API application. With a token, every route but hello needs
     `Authorization: Bearer <token>`; without one, only loopback Host names are served.
     `shed(feature)` ("snapshot", "webrtc") gives None when the feature is allowed, else the
-    reason it is shed; those routes then answer 503 with Retry-After."""
+    reason it is shed; those routes then answer 503 with Retry-After. `cors_origins` lists the
+    origins ("scheme://host[:port]") whose pages may call `POST /api/v1/webrtc/{camera_id}`."""
     if token is not None and not token:
         raise ConfigError("the API token must not be empty")
     if call_timeout <= 0:
         raise ConfigError("the API call timeout must be positive")
-    # Outermost first: the guard refuses before anything is read or recorded; the audit sees
-    # the answer the error middleware made of a failure.
+    # Outermost first: CORS answers preflights (they carry no token) and marks cross-origin
+    # answers; the guard refuses before anything is read or recorded; the audit sees the answer
+    # the error middleware made of a failure.
     middlewares = [
+        cors_middleware(cors_origins),
         _guard(token),
         *([_audited(audit)] if audit is not None else []),
         error_middleware,

@@ -19,7 +19,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent import secret
-from agent.camera.models import EncoderRequest, PtzMove, PtzZoom, Resolution, StreamProfile
+from agent.camera.models import (
+    ContinuousMove,
+    EncoderRequest,
+    PtzMove,
+    PtzZoom,
+    Resolution,
+    StreamProfile,
+)
 
 #: Largest request body accepted, bytes.
 MAX_BODY = 64 * 1024
@@ -371,6 +378,19 @@ def ptz_body(body: Any) -> tuple[PtzMove | None, PtzZoom | None, int]:
         PtzZoom(zoom) if zoom is not None else None,
         step,
     )
+
+
+#: Continuous PTZ: per-direction speeds 0..100 (the Watcher's ContinuousMove); all zero stops.
+CONTINUOUS_FIELDS = ("up", "down", "left", "right", "zoom_in", "zoom_out")
+SPEED_MAX = 100
+
+
+def continuous_body(body: Any) -> ContinuousMove:
+    """Speeds of a continuous PTZ move; fields left out are 0, all 0 stops the camera."""
+    f = Fields(body)
+    speeds = {k: f.integer(k, required=False, lo=0, hi=SPEED_MAX) for k in CONTINUOUS_FIELDS}
+    f.check()
+    return ContinuousMove(**{k: v or 0 for k, v in speeds.items()})
 
 
 def position_body(body: Any) -> tuple[float | None, float | None, float | None]:

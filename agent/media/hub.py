@@ -54,6 +54,8 @@ log = logging.getLogger(__name__)
 
 #: Who may read the hub's loopback server, by the first segment of the path.
 KINDS = frozenset({"restream", "push", "webrtc", "snapshot", "qr", "record"})
+#: What else opens a session of its own on a camera (`hold`): the audio backchannel.
+HOLD_KINDS = frozenset({"talk"})
 #: Consumers that give way: a session only they use is closed for another kind's new one.
 BACKGROUND = frozenset({"qr", "snapshot"})
 #: Shared sessions at most (all cameras); beyond, new streams are refused.
@@ -88,6 +90,19 @@ def stream_key(url: str) -> str:
     return urlunsplit((parts.scheme.lower(), netloc.lower(), parts.path, parts.query, ""))
 
 
+class Hold:
+    """A camera session opened outside the shared ones (e.g. the audio backchannel), counted in
+    the camera's budget until `release()`."""
+
+    def __init__(self, hub: SessionHub, camera_id: str, kind: str) -> None:
+        self._hub = hub
+        self.camera_id = camera_id
+        self.kind = kind
+
+    def release(self) -> None:
+        self._hub._holds.get(self.camera_id, set()).discard(self)
+
+
 class SessionHub:
     """The shared camera sessions of the agent and the loopback server that hands them out."""
 
@@ -114,6 +129,7 @@ class SessionHub:
         self._closing: set[CameraSource] = set()
         self._password = secrets.token_urlsafe(24)
         self._leases: dict[str, str] = {}
+        self._holds: dict[str, set[Hold]] = {}
         self.refused = 0
         self._log_once = LogOnce(log)
         self._server = RtspServer(
@@ -221,6 +237,16 @@ class SessionHub:
         source = self._sources.get(key)
         return source is not None and source.running and not source.ended
 
+    def hold(self, camera_id: str, kind: str) -> Hold:
+        """Count a session `kind` opens on the camera by itself (SessionLimit when the budget
+        has no room, after making room as for a shared session); `release()` it when closed."""
+        if kind not in HOLD_KINDS:
+            raise InvalidArgument(f"unknown session kind {kind!r}")
+        self._admit(camera_id, None, kind)
+        held = Hold(self, camera_id, kind)
+        self._holds.setdefault(camera_id, set()).add(held)
+        return held
+
     def lease(self) -> tuple[str, str]:
         """A credential for one child process; `release` it when the child ends."""
         user = f"lease-{secrets.token_hex(6)}"
@@ -244,11 +270,12 @@ class SessionHub:
         return self._open_count(camera_id) + self._tunnels(camera_id)
 
     def _open_count(self, camera_id: str, exclude: tuple[str, str] | None = None) -> int:
-        return sum(
+        shared = sum(
             1
             for key, s in self._sources.items()
             if key[0] == camera_id and key != exclude and s.running and not s.ended
         )
+        return shared + len(self._holds.get(camera_id, ()))
 
     def _tunnels(self, camera_id: str) -> int:
         try:
@@ -257,7 +284,7 @@ class SessionHub:
             log.exception("counting the tunnels of camera %s failed", camera_id)
             return 0
 
-    def _admit(self, camera_id: str, key: tuple[str, str], kind: str) -> None:
+    def _admit(self, camera_id: str, key: tuple[str, str] | None, kind: str) -> None:
         limit = self._limit_of(camera_id)
         if self._open_count(camera_id, key) + self._tunnels(camera_id) < limit:
             return
@@ -283,7 +310,8 @@ class SessionHub:
             for k, s in self._sources.items()
             if k[0] == camera_id and s.running and not s.ended
         )
-        held = ", ".join([*streams, *(["cloud tunnel"] * tunnels)]) or "none"
+        holds = sorted(h.kind for h in self._holds.get(camera_id, ()))
+        held = ", ".join([*streams, *holds, *(["cloud tunnel"] * tunnels)]) or "none"
         message = (
             f"camera {camera_id} allows {limit} RTSP session(s) and holds {count} ({held}); "
             "close a consumer or raise [sessions] max_sessions for it"
@@ -326,7 +354,8 @@ class SessionHub:
     def status(self, camera_ids: Sequence[str] = ()) -> dict[str, Any]:
         """Per camera: its budget, the sessions it holds and who consumes each."""
         cameras: dict[str, Any] = {}
-        for cid in dict.fromkeys([*camera_ids, *(k[0] for k in self._sources)]):
+        known = [*camera_ids, *(k[0] for k in self._sources), *self._holds]
+        for cid in dict.fromkeys(known):
             streams = [
                 {
                     "stream": self._names.get(k, s.stream),
@@ -343,5 +372,6 @@ class SessionHub:
                 "held": self.held(cid),
                 "tunnels": self._tunnels(cid),
                 "streams": streams,
+                "other": sorted(h.kind for h in self._holds.get(cid, ())),
             }
         return {"refused": self.refused, "cameras": cameras}

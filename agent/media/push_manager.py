@@ -1,4 +1,11 @@
-"""Per-camera push configuration: one `PushRelay` per configured entry, following camera state.
+"""Per-camera push configuration: one relay per configured entry, following camera state.
+
+A target PyAV's FFmpeg can write (rtsp://, rtmp://, and srt:// where its build has libsrt) gets
+a `PushRelay` (a remux thread in this process); any other the system FFmpeg can write (srt://
+with Debian's ffmpeg, udp://, tcp://, rtmps://) gets an `FfmpegRelay` (an `ffmpeg -c copy` child
+process, agent.media.push_ffmpeg), supervised the same way, with the same states and status.
+Both read the camera's shared session (agent.media.hub); a child gets its own loopback
+credential, valid while that relay runs.
 
 Each entry is supervised by its own task. While the camera is unknown, not ready or paused (its
 `PushSources.upstream_url` raises), the entry waits and asks again every `recheck` seconds,
@@ -21,6 +28,7 @@ import av.error
 
 from agent.errors import AgentError, InvalidArgument
 from agent.media.push import PushRelay, PushTarget
+from agent.media.push_ffmpeg import FfmpegRelay, system_can_push
 from agent.media.remux import redact
 from agent.net.backoff import Backoff
 from agent.net.taskgroup import TaskGroup
@@ -54,8 +62,16 @@ class PushSources(Protocol):
         """The camera's RTSP URL with credentials.
 
         Raises NotFound, Unsupported or NotConfigured when the camera cannot be relayed now,
-        Unavailable while it is paused.
+        Unavailable while it is paused (SessionLimit when its session budget is used up).
         """
+        ...
+
+
+class ChildSources(PushSources, Protocol):
+    """Sources that give a child process its own credential."""
+
+    def child_url(self, camera_id: str, stream: str) -> tuple[str, Callable[[], None]]:
+        """A URL for one child process and the call that revokes its credential."""
         ...
 
 
@@ -88,7 +104,8 @@ class _Slot:
         self.entry = entry
         self.state = "new"
         self.reason = ""
-        self.relay: PushRelay | None = None
+        self.relay: PushRelay | FfmpegRelay | None = None
+        self.via = ""  # "pyav" or "ffmpeg" once chosen
 
 
 class PushManager:
@@ -122,6 +139,7 @@ class PushManager:
                 "target": redact(slot.entry.url),
                 "state": slot.state,
                 "reason": slot.reason,
+                "via": slot.via or None,
                 "relay": slot.relay.status() if slot.relay is not None else None,
             }
             for slot in self._slots
@@ -148,9 +166,16 @@ class PushManager:
         entry = slot.entry
         name = f"{entry.camera_id}/{entry.stream}"
         scheme = urlsplit(entry.url).scheme.lower()
-        if not await asyncio.to_thread(protocol_available, scheme):
+        if await asyncio.to_thread(protocol_available, scheme):
+            slot.via = "pyav"
+        elif await asyncio.to_thread(system_can_push, entry.url):
+            slot.via = "ffmpeg"
+        else:
             slot.state = "unsupported"
-            slot.reason = f"this FFmpeg build has no {scheme}:// output (e.g. SRT needs libsrt)"
+            slot.reason = (
+                f"neither PyAV's FFmpeg nor a system ffmpeg can write {scheme}:// "
+                "(SRT needs an FFmpeg with libsrt, e.g. Debian's ffmpeg package)"
+            )
             log.warning("%s: cannot push to %s: %s", name, redact(entry.url), slot.reason)
             return
         while True:
@@ -159,21 +184,39 @@ class PushManager:
                 await asyncio.sleep(self._recheck)
                 continue
             slot.state, slot.reason = "running", ""
-            log.info("%s: pushing to %s", name, redact(entry.url))
-            relay = PushRelay(
-                url,
-                PushTarget(entry.url),
-                name=name,
-                open_timeout=self._timeouts[0],
-                read_timeout=self._timeouts[1],
-                backoff=self._backoff() if self._backoff else None,
-            )
+            log.info("%s: pushing to %s (%s)", name, redact(entry.url), slot.via)
+            release: Callable[[], None] = _nothing
+            if slot.via == "ffmpeg":
+                source, release = self._child_url(entry, url)
+                relay: PushRelay | FfmpegRelay = FfmpegRelay(
+                    source, PushTarget(entry.url), name=name, **self._relay_options()
+                )
+            else:
+                relay = PushRelay(url, PushTarget(entry.url), name=name, **self._relay_options())
             slot.relay = relay
             task = asyncio.create_task(relay.run(), name=f"push-relay-{name}")
             try:
                 await self._watch(slot, name, url, task)
             finally:
-                await _stop(task)
+                try:
+                    await _stop(task)
+                finally:
+                    release()
+
+    def _relay_options(self) -> dict[str, Any]:
+        return {
+            "open_timeout": self._timeouts[0],
+            "read_timeout": self._timeouts[1],
+            "backoff": self._backoff() if self._backoff else None,
+        }
+
+    def _child_url(self, entry: PushEntry, url: str) -> tuple[str, Callable[[], None]]:
+        """The source URL for an ffmpeg child: its own credential when the sources give one."""
+        child_url = getattr(self._sources, "child_url", None)
+        if child_url is None:
+            return url, _nothing
+        found: tuple[str, Callable[[], None]] = child_url(entry.camera_id, entry.stream)
+        return found
 
     async def _watch(self, slot: _Slot, name: str, url: str, task: asyncio.Task[None]) -> None:
         """Return when the relay must stop: camera gone or paused, URL changed, relay ended."""
@@ -208,6 +251,10 @@ class PushManager:
                 log.exception("%s: waiting (%s)", name, reason)
         slot.state, slot.reason = "waiting", reason
         return None
+
+
+def _nothing() -> None:
+    pass
 
 
 async def _stop(task: asyncio.Task[None]) -> None:

@@ -2,6 +2,12 @@
 
 Built on the sans-I/O cores in `agent.proto`; what it serves comes from `resolve(path)`,
 which maps a URL path ("/live/main", no query, no trailing slash) to a `MediaSource`.
+
+Optional, as cameras do: a cap on the sessions open at once (`max_sessions`: a SETUP past it is
+answered 453 Not Enough Bandwidth) and the ONVIF audio backchannel (`backchannel`: a DESCRIBE
+with `Require: www.onvif.org/ver20/backchannel` adds a `sendonly` audio section the client
+SETUPs like any track; the RTP it then sends on that track's interleaved channel goes to the
+sink, ONVIF Streaming Specification, "Back channel connection").
 """
 
 from __future__ import annotations
@@ -12,14 +18,16 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from agent.errors import NotFound, ProtocolError, Unavailable
+from agent.errors import NotFound, ProtocolError, SessionLimit, Unavailable
 from agent.log import LogOnce
 from agent.media.rtsp_session import RtspSession, SessionState, session_sdp
-from agent.media.source import MediaSource
+from agent.media.source import MediaSource, TrackInfo
 from agent.proto.httpauth import HttpAuthenticator
+from agent.proto.rtp import RtpPacket, is_rtcp
 from agent.proto.rtsp import (
     RTSP_VERSION,
     InterleavedFrame,
@@ -44,9 +52,29 @@ READ_CHUNK = 64 * 1024
 MAX_CONNECTIONS = 128
 MAX_SESSIONS_PER_CONNECTION = 8
 PUBLIC = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, SET_PARAMETER"
+#: The RTSP feature tag of the ONVIF audio backchannel (ONVIF Streaming Specification 5.3.1).
+BACKCHANNEL_TAG = "www.onvif.org/ver20/backchannel"
+#: Largest backchannel RTP packet passed on, bytes (G.711 at 8 kHz sends 160-byte payloads;
+#: anything this large is not voice and is dropped).
+MAX_BACKCHANNEL_PACKET = 4096
 
 _TRACK = re.compile(r"trackID=(\d{1,3})")
 _USERINFO = re.compile(r"(//)[^\s'\"]*@")
+
+
+class BackchannelSink(Protocol):
+    """Where the RTP a client sends on an ONVIF backchannel track goes (the camera's speaker)."""
+
+    @property
+    def codecs(self) -> Sequence[TrackInfo]:
+        """The audio formats the speaker takes (payload type, encoding, clock rate), offered in
+        the backchannel section of the SDP in this order."""
+        ...
+
+    def receive(self, session: str, packet: RtpPacket) -> None:
+        """One RTP packet a client sent on the backchannel of RTSP session `session`. Called on
+        the event loop: must not block."""
+        ...
 
 
 class _Reply(Exception):
@@ -102,8 +130,15 @@ class RtspServer:
         session_timeout: float = 60.0,
         request_timeout: float = REQUEST_TIMEOUT,
         max_connections: int = MAX_CONNECTIONS,
+        max_sessions: int | None = None,
+        backchannel: BackchannelSink | None = None,
     ) -> None:
         self.stall_rtp = False
+        #: Sessions open at once beyond which a SETUP is refused with 453 (None: no cap).
+        self.max_sessions = max_sessions
+        self.sessions_peak = 0  # most sessions open at once since start or reset_counters()
+        self.sessions_refused = 0  # SETUPs refused because of max_sessions since then
+        self.backchannel_dropped = 0  # backchannel frames that were not RTP, or too large
         self._host = host
         self._port = port
         self._resolve = resolve
@@ -112,6 +147,7 @@ class RtspServer:
         self._timeout = session_timeout
         self._request_timeout = request_timeout
         self._max_connections = max_connections
+        self._backchannel = backchannel
         self._server: asyncio.Server | None = None
         self._watchdog: asyncio.Task[None] | None = None
         self._connections: dict[_Connection, asyncio.Task[object] | None] = {}
@@ -142,6 +178,11 @@ class RtspServer:
     @property
     def session_count(self) -> int:
         return len(self._sessions)
+
+    def reset_counters(self) -> None:
+        """Start `sessions_peak` again from the sessions open now; `sessions_refused` from 0."""
+        self.sessions_peak = len(self._sessions)
+        self.sessions_refused = 0
 
     async def stop(self) -> None:
         """Stop listening, close every connection and wait for every task."""
@@ -228,7 +269,9 @@ class RtspServer:
                 deadline = time.monotonic() + self._request_timeout
             for event in events:
                 if isinstance(event, InterleavedFrame):
-                    self._touch(conn)  # RTCP from the viewer
+                    self._touch(conn)  # RTCP from the viewer, or backchannel RTP
+                    if self._backchannel is not None:
+                        self._take_backchannel(conn, event)
                 elif isinstance(event, RtspRequest):
                     await self._send(conn, await self._answer(conn, event))
 
@@ -260,6 +303,16 @@ class RtspServer:
             response = RtspResponse(400)
         except NotFound:
             response = RtspResponse(404)
+        except SessionLimit as exc:  # the source's camera holds all the sessions it allows
+            self._log_once.log(
+                logging.INFO,
+                f"limit {request.method}",
+                "RTSP %s: %s refused: %s",
+                conn.peer,
+                request.method,
+                _redact(str(exc)),
+            )
+            response = RtspResponse(453)
         except Unavailable as exc:  # a source that cannot serve now (camera down, paused)
             log.info("RTSP %s: %s unavailable: %s", conn.peer, request.method, _redact(str(exc)))
             response = RtspResponse(503)
@@ -277,7 +330,13 @@ class RtspServer:
         if handler is None:
             raise _Reply(501, Public=PUBLIC)
         if require := request.headers.get("Require"):
-            raise _Reply(551, Unsupported=require)
+            unsupported = [
+                tag
+                for tag in (t.strip() for t in require.split(","))
+                if tag and not (self._backchannel is not None and tag == BACKCHANNEL_TAG)
+            ]
+            if unsupported:
+                raise _Reply(551, Unsupported=", ".join(unsupported))
         return handler
 
     def _authorize(self, conn: _Connection, request: RtspRequest) -> None:
@@ -330,11 +389,15 @@ class RtspServer:
     ) -> RtspResponse:
         path, _ = _target(request.uri)
         tracks = await self._source(path).describe()
+        # Strict on DESCRIBE (only a client that asks gets the backchannel section, so plain
+        # clients see the same SDP as before), lenient on SETUP and PLAY: clients such as
+        # go2rtc send the Require header with DESCRIBE only.
         sdp = session_sdp(
             tracks,
             name=self._server_name,
             session_id=str(secrets.randbits(31)),
             address=conn.local_host,
+            backchannel=self._backchannel_codecs(request),
         )
         response = RtspResponse(200, body=sdp.encode().encode())
         response.headers["Content-Type"] = "application/sdp"
@@ -353,11 +416,22 @@ class RtspServer:
             if len(tracks) != 1:
                 raise _Reply(459)
             index = 0
-        if index >= len(tracks):
+        backchannel = self._backchannel is not None and index == len(tracks)
+        if index >= len(tracks) and not backchannel:
             raise _Reply(404)
         wanted = _pick_transport(request.headers.get("Transport"))
         if session is None:
             if len(conn.sessions) >= MAX_SESSIONS_PER_CONNECTION:
+                raise _Reply(453)
+            if self.max_sessions is not None and len(self._sessions) >= self.max_sessions:
+                self.sessions_refused += 1
+                self._log_once.log(
+                    logging.INFO,
+                    "max sessions",
+                    "RTSP %s: SETUP refused: %d sessions open, the most allowed",
+                    conn.peer,
+                    len(self._sessions),
+                )
                 raise _Reply(453)
             session = RtspSession(
                 secrets.token_hex(8).upper(),
@@ -369,12 +443,17 @@ class RtspServer:
             )
             conn.sessions[session.ident] = session
             self._sessions[session.ident] = (session, conn)
+            self.sessions_peak = max(self.sessions_peak, len(self._sessions))
             log.info("RTSP %s: session %s for %s", conn.peer, session.ident, path)
         elif session.state is SessionState.PLAYING and index not in session.tracks:
             raise _Reply(455)
         owner = self._sessions[session.ident][1]
         channel = _free_channel(owner.channels(exclude=(session, index)), wanted.interleaved)
-        track = session.add_track(index, tracks[index], channel)
+        if backchannel:
+            assert self._backchannel is not None
+            track = session.add_track(index, self._backchannel.codecs[0], channel, receive=True)
+        else:
+            track = session.add_track(index, tracks[index], channel)
         reply = Transport("RTP/AVP", "TCP", True, (channel, channel + 1), ssrc=track.stream.ssrc)
         response = RtspResponse(200)
         response.headers["Transport"] = reply.format()
@@ -390,9 +469,10 @@ class RtspServer:
         response = RtspResponse(200)
         response.headers["Session"] = self._session_header(session)
         response.headers["Range"] = "npt=0.000-"
-        response.headers["RTP-Info"] = format_rtp_info(
-            [RtpInfo(f"{base}trackID={i.index}", i.seq, i.rtptime) for i in infos]
-        )
+        if infos:  # none for a session that only has a backchannel track
+            response.headers["RTP-Info"] = format_rtp_info(
+                [RtpInfo(f"{base}trackID={i.index}", i.seq, i.rtptime) for i in infos]
+            )
         return response
 
     async def _pause(
@@ -426,6 +506,43 @@ class RtspServer:
         if request.body.strip():
             raise _Reply(451)
         return await self._get_parameter(conn, request, session)
+
+    def _backchannel_codecs(self, request: RtspRequest) -> Sequence[TrackInfo]:
+        """The backchannel's formats when the server has one and the request asks for it."""
+        require = request.headers.get("Require") or ""
+        if self._backchannel is None or BACKCHANNEL_TAG not in (
+            t.strip() for t in require.split(",")
+        ):
+            return ()
+        return self._backchannel.codecs
+
+    def _take_backchannel(self, conn: _Connection, frame: InterleavedFrame) -> None:
+        """Pass RTP the client sent on a backchannel track to the sink; drop anything else."""
+        assert self._backchannel is not None
+        for session in conn.sessions.values():
+            track = session.receiving_track(frame.channel)
+            if track is None:
+                continue
+            if session.state is not SessionState.PLAYING:
+                return
+            if len(frame.payload) > MAX_BACKCHANNEL_PACKET or is_rtcp(frame.payload):
+                self.backchannel_dropped += 1
+                return
+            try:
+                packet = RtpPacket.parse(frame.payload)
+            except ProtocolError as exc:
+                self.backchannel_dropped += 1
+                self._log_once.log(
+                    logging.INFO, "backchannel", "RTSP %s: backchannel: %s", conn.peer, exc
+                )
+                return
+            try:
+                self._backchannel.receive(session.ident, packet)
+            except Exception:  # a failing speaker must not end the viewer's session
+                self._log_once.log(
+                    logging.ERROR, "backchannel sink", "RTSP %s: backchannel sink failed", conn.peer
+                )
+            return
 
     async def _end_session(self, session: RtspSession) -> None:
         entry = self._sessions.pop(session.ident, None)

@@ -41,6 +41,7 @@ class SessionTrack:
     info: TrackInfo
     channel: int
     stream: RtpStream
+    receive: bool = False  # an ONVIF backchannel track: the client sends, the server takes
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,12 +83,21 @@ class RtspSession:
     def touch(self) -> None:
         self.last_activity = time.monotonic()
 
-    def add_track(self, index: int, info: TrackInfo, channel: int) -> SessionTrack:
+    def add_track(
+        self, index: int, info: TrackInfo, channel: int, *, receive: bool = False
+    ) -> SessionTrack:
         old = self.tracks.get(index)
         stream = old.stream if old else RtpStream(info.payload_type)
-        track = SessionTrack(index, info, channel, stream)
+        track = SessionTrack(index, info, channel, stream, receive)
         self.tracks[index] = track
         return track
+
+    def receiving_track(self, channel: int) -> SessionTrack | None:
+        """The backchannel track whose RTP arrives on interleaved `channel`, if any."""
+        for track in self.tracks.values():
+            if track.receive and track.channel == channel:
+                return track
+        return None
 
     def play(self) -> list[PlayInfo]:
         """Start (or keep) sending; return seq/rtptime of the next packet of each track."""
@@ -95,12 +105,15 @@ class RtspSession:
         infos = [
             PlayInfo(t.index, t.stream.next_sequence, t.stream.rtp_timestamp(_ticks(now, t.info)))
             for t in sorted(self.tracks.values(), key=lambda t: t.index)
+            if not t.receive
         ]
         if self.state is SessionState.READY:
-            self._subscription = self.source.subscribe()
-            self._task = asyncio.create_task(
-                self._pump(self._subscription), name=f"rtp-{self.ident}"
-            )
+            # A session with nothing to send (only a backchannel track) leaves the source idle.
+            if any(not t.receive for t in self.tracks.values()):
+                self._subscription = self.source.subscribe()
+                self._task = asyncio.create_task(
+                    self._pump(self._subscription), name=f"rtp-{self.ident}"
+                )
             self.state = SessionState.PLAYING
         return infos
 
@@ -183,9 +196,18 @@ def _ticks(seconds: float, info: TrackInfo) -> int:
 
 
 def session_sdp(
-    tracks: Sequence[TrackInfo], *, name: str, session_id: str, address: str
+    tracks: Sequence[TrackInfo],
+    *,
+    name: str,
+    session_id: str,
+    address: str,
+    backchannel: Sequence[TrackInfo] = (),
 ) -> SessionDescription:
-    """The SDP a DESCRIBE returns for `tracks` (controls `trackID=N`, aggregate `*`)."""
+    """The SDP a DESCRIBE returns for `tracks` (controls `trackID=N`, aggregate `*`).
+
+    With `backchannel` formats, one more audio section (`trackID=len(tracks)`) offers them
+    `sendonly`, as the ONVIF Streaming Specification marks the track the client sends on.
+    """
     addrtype = "IP6" if ":" in address else "IP4"
     any_address = "::" if addrtype == "IP6" else "0.0.0.0"
     media = []
@@ -204,6 +226,17 @@ def session_sdp(
         media.append(
             MediaDescription(info.kind, 0, "RTP/AVP", [str(info.payload_type)], attributes=attrs)
         )
+    if backchannel:
+        back: list[tuple[str, str | None]] = [
+            (
+                "rtpmap",
+                RtpMap(info.payload_type, info.encoding, info.clock_rate, info.channels).encode(),
+            )
+            for info in backchannel
+        ]
+        back += [("control", f"trackID={len(tracks)}"), ("sendonly", None)]
+        formats = [str(info.payload_type) for info in backchannel]
+        media.append(MediaDescription("audio", 0, "RTP/AVP", formats, attributes=back))
     return SessionDescription(
         origin=Origin("-", session_id, "1", "IN", addrtype, address),
         name=name,

@@ -1,5 +1,6 @@
-"""The status page `GET /`: its headers and token exemption over plain HTTP, and the page itself
-in a real headless Chromium (DevTools protocol) against a running agent with simulated cameras."""
+"""The console page `GET /` as a status page: its headers and token exemption over plain HTTP,
+and the page itself in a real headless Chromium (DevTools protocol) against a running agent with
+simulated cameras. The DevTools driver here (`Browser`, `chromium`) serves test_console.py too."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import json
 import re
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +62,11 @@ class Browser:
         return await asyncio.wait_for(fut, 10)
 
     async def evaluate(self, expression: str) -> Any:
+        """The expression's value (None for undefined); KeyError when it threw."""
         reply = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
-        return reply["result"]["value"]
+        if "exceptionDetails" in reply:
+            raise KeyError(json.dumps(reply["exceptionDetails"])[:500])
+        return reply["result"].get("value")
 
     async def _read(self) -> None:
         async for msg in self.ws:
@@ -94,7 +98,9 @@ class Browser:
 
 
 @contextlib.asynccontextmanager
-async def chromium(tmp_path: Path, prompt_text: str = "") -> AsyncIterator[Browser]:
+async def chromium(
+    tmp_path: Path, prompt_text: str = "", extra_args: Sequence[str] = ()
+) -> AsyncIterator[Browser]:
     """Headless Chromium on a blank page; every host name but 127.0.0.1 fails to resolve."""
     assert CHROMIUM is not None
     profile = tmp_path / "chromium-profile"
@@ -113,6 +119,7 @@ async def chromium(tmp_path: Path, prompt_text: str = "") -> AsyncIterator[Brows
         "--disable-extensions",
         "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
         f"--user-data-dir={profile}",
+        *extra_args,
         "--remote-debugging-address=127.0.0.1",
         "--remote-debugging-port=0",
         "about:blank",
@@ -207,7 +214,7 @@ async def test_page_asks_for_the_token_once_and_sends_it(tmp_path: Path) -> None
         async with chromium(tmp_path, prompt_text=TOKEN) as browser:
             url = f"http://127.0.0.1:{server.port}/"
             state = await load_until(browser, url, "<b>TokenCam-7</b>", "9.8.7")
-            bold = await browser.evaluate("document.querySelectorAll('td b').length")
+            bold = await browser.evaluate("document.querySelectorAll('#cameras b').length")
             stored = await browser.evaluate("sessionStorage.getItem('camera-agent-token')")
             # the refused first call is a network error in the log; nothing else is
             assert all("401" in e for e in browser.errors), browser.errors
@@ -240,17 +247,29 @@ async def test_page_needs_no_token_but_the_api_does() -> None:
                 assert resp.status == 401  # only GET / is open
             async with http.get(f"{base}/", headers={"Host": "camera.example"}) as resp:
                 assert resp.status == 200  # with a token, any Host may read the page
+            script_or_style: dict[str, tuple[int, str, str]] = {}
+            for name in ("console.js", "console.css"):
+                async with http.get(f"{base}/console/{name}") as resp:
+                    script_or_style[name] = (resp.status, resp.content_type, await resp.text())
+            async with http.get(f"{base}/console/other.js") as resp:
+                assert resp.status == 401  # only the console's own files are open
     finally:
         await server.stop()
-    csp = headers["Content-Security-Policy"]
-    nonce = re.search(r"'nonce-([A-Za-z0-9_-]+)'", csp)
-    assert nonce is not None
-    assert "default-src 'self'" in csp and "img-src 'self' blob: data:" in csp
+    csp = [d.strip() for d in headers["Content-Security-Policy"].split(";")]
+    assert csp[0] == "default-src 'none'"
+    assert {"script-src 'self'", "style-src 'self'", "img-src 'self' blob: data:"} <= set(csp)
+    assert {"connect-src 'self'", "media-src 'self' blob:", "frame-ancestors 'none'"} <= set(csp)
+    assert not any("unsafe" in d or "nonce" in d or "*" in d for d in csp), csp
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert headers["Cache-Control"] == "no-store"
-    assert re.findall(r"<script[^>]*>", html) == [f'<script nonce="{nonce.group(1)}">']
+    # no inline script or style: the script and style sheet are the agent's own files
+    assert re.findall(r"<script[^>]*>", html) == ['<script src="/console/console.js" defer>']
+    assert re.findall(r"<style|style=", html) == []
     assert not re.search(r"(src|href)=\"(https?:)?//", html)
-    assert ".innerHTML" not in html
+    for name, kind in (("console.js", "text/javascript"), ("console.css", "text/css")):
+        assert script_or_style[name][0] == 200  # without the token
+        assert script_or_style[name][1] == kind
+    assert ".innerHTML" not in script_or_style["console.js"][2]
 
 
 async def test_page_without_token_is_served_to_loopback_hosts_only() -> None:
@@ -263,8 +282,10 @@ async def test_page_without_token_is_served_to_loopback_hosts_only() -> None:
                 assert resp.status == 200
             async with http.get(f"{base}/", headers={"Host": "camera.example"}) as resp:
                 assert resp.status == 403
-            first = await (await http.get(f"{base}/")).text()
-            second = await (await http.get(f"{base}/")).text()
-        assert first != second  # a fresh script nonce per response
+            host = {"Host": "camera.example"}
+            async with http.get(f"{base}/console/console.js", headers=host) as resp:
+                assert resp.status == 403
+            async with http.get(f"{base}/console/console.js") as resp:
+                assert resp.status == 200
     finally:
         await server.stop()

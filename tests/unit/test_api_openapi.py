@@ -14,7 +14,7 @@ from openapi_spec_validator import validate
 from agent.api import build_app
 from agent.api import validation as v
 from agent.api.openapi import openapi_document
-from agent.api.page import PAGE_PATH
+from agent.api.page import PAGE_PATHS
 from agent.cloud.activation import ActivationError
 from agent.errors import AuthError, LimitExceeded, NotApplied, Unavailable
 from tests.fakes import FakeCloud, FakeDirectory, FakeLiveView, FakeRecord, SpecChecker, running_api
@@ -50,6 +50,7 @@ BODIES: dict[str, dict[str, Any]] = {
     "set_white_balance": {"mode": "AUTO"},
     "ptz_step": {"move": "UP", "step": 1},
     "ptz_absolute": {"x": 0.5},
+    "ptz_continuous": {"right": 50},
     "ptz_preset_create": {"preset_name": "p1"},
     "ptz_preset_delete": {"preset_name": "p1"},
     "ptz_preset_apply": {"preset_name": "p1"},
@@ -82,12 +83,12 @@ def test_document_lists_exactly_the_served_routes() -> None:
     served = {
         (route.method, route.resource.canonical)
         for route in app.router.routes()
-        if route.resource is not None and route.resource.canonical != PAGE_PATH  # HTML, not API
+        if route.resource is not None and route.resource.canonical not in PAGE_PATHS  # console
     }
     documented = SpecChecker(openapi_document("1")).operations()
     assert served == documented
     # 8.1-8.25 of the reference and the absolute PTZ move (PUT .../ptz/position).
-    assert sum(1 for _, path in documented if path.startswith("/api/v1/onvif/")) == 26
+    assert sum(1 for _, path in documented if path.startswith("/api/v1/onvif/")) == 28
 
 
 def test_checker_rejects_a_body_that_breaks_the_document() -> None:

@@ -28,6 +28,7 @@ from agent.sim.camera.model import CameraModel, Faults, Profile, url_host
 from agent.sim.camera.onvif_http import add_onvif_routes
 from agent.sim.camera.persona import get_persona
 from agent.sim.camera.sofia import SofiaServer
+from agent.sim.camera.speaker import Speaker
 from agent.sim.camera.video import EncoderSettings, Overlay, VideoSource
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,11 @@ class SimCameraConfig:
     #: A vendor persona (`agent.sim.camera.persona.PERSONAS`): its identity fills the fields
     #: left at their defaults, its quirks go under `faults`.
     persona: str | None = None
+    #: RTSP sessions served at once (a SETUP past them gets 453); None: the persona's, or no
+    #: cap without a persona; 0: no cap.
+    max_sessions: int | None = None
+    #: A speaker on the ONVIF audio backchannel; None: the persona's, or one without a persona.
+    backchannel: bool | None = None
 
 
 def encoder_settings(profile: Profile) -> EncoderSettings:
@@ -106,7 +112,11 @@ class SimCamera:
             location=config.location,
             faults=faults,
             profiles=profiles,
+            speaker=config.backchannel is not False,
         )
+        #: What the speaker received (None: the camera has none); kept across reboots.
+        self.speaker: Speaker | None = Speaker() if config.backchannel is not False else None
+        self._max_sessions = config.max_sessions or None
         self.qr_text: str | None = None
         self.online = False
         self._on_online = on_online
@@ -228,6 +238,8 @@ class SimCamera:
                     resolve=self._resolve,
                     auth=self._auth,
                     server_name=f"{self.model.identity.model} RTSP/1.0",
+                    max_sessions=self._max_sessions,
+                    backchannel=self.speaker,
                 )
                 await rtsp.start()
                 rtsp.stall_rtp = self.model.faults.rtp_stall
@@ -352,6 +364,17 @@ class SimCamera:
     def faults_changed(self) -> None:
         if self._rtsp is not None:
             self._rtsp.stall_rtp = self.model.faults.rtp_stall
+
+    @property
+    def max_sessions(self) -> int | None:
+        """RTSP sessions served at once (None: no cap)."""
+        return self._max_sessions
+
+    def set_max_sessions(self, value: int | None) -> None:
+        """Change the cap now (open sessions stay; 0 or None: no cap)."""
+        self._max_sessions = value or None
+        if self._rtsp is not None:
+            self._rtsp.max_sessions = self._max_sessions
 
     def drop_rtsp_sessions(self) -> None:
         if self._rtsp is not None:

@@ -66,6 +66,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="initial faults, e.g. '{\"soap_latency\": 0.5}' (same switches as PUT /sim/faults)",
     )
     p.add_argument(
+        "--max-sessions",
+        type=int,
+        default=None,
+        metavar="N",
+        help="RTSP sessions served at once, a SETUP past them gets 453 (0: no cap; "
+        "default: the persona's, or no cap)",
+    )
+    p.add_argument(
+        "--no-backchannel",
+        action="store_true",
+        help="no speaker: refuse the ONVIF audio backchannel (default: the persona's, or one)",
+    )
+    p.add_argument(
         "--ready-file",
         default=None,
         metavar="PATH",
@@ -76,6 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def _configs(args: argparse.Namespace) -> list[SimCameraConfig]:
     if args.count < 1:
         raise SystemExit("camera-agent sim camera: --count must be at least 1")
+    if args.max_sessions is not None and args.max_sessions < 0:
+        raise SystemExit("camera-agent sim camera: --max-sessions must be 0 or more")
     faults = json.loads(args.faults) if args.faults else None
     configs = []
     for i in range(args.count):
@@ -95,6 +110,8 @@ def _configs(args: argparse.Namespace) -> list[SimCameraConfig]:
                 firmware_version=args.firmware_version,
                 faults=faults,
                 persona=args.persona,
+                max_sessions=args.max_sessions,
+                backchannel=False if args.no_backchannel else None,
             )
         )
     return configs
@@ -110,6 +127,8 @@ def _mixed(args: argparse.Namespace) -> list[SimCameraConfig]:
         username=args.username,
         password=args.password,
         faults=json.loads(args.faults) if args.faults else None,
+        max_sessions=args.max_sessions,
+        backchannel=False if args.no_backchannel else None,
     )
     return mixed_fleet_configs(base)
 

@@ -1,14 +1,19 @@
 """The simulated camera's fault-injection endpoint under `/sim/` on its ONVIF HTTP port.
 
-| method and path     | body                       | effect                                   |
-|---------------------|----------------------------|------------------------------------------|
-| GET /sim/state      |                            | identity, ports, faults, PTZ, viewers    |
-| PUT /sim/faults     | {"soap_latency": 0.5, ...} | switch faults on/off (omitted keys kept) |
-| DELETE /sim/faults  |                            | every fault off                          |
-| POST /sim/reboot    | {"seconds": N}             | all services gone N s, then back         |
-| POST /sim/rtsp/drop |                            | close every RTSP connection now          |
-| PUT /sim/qr         | {"text": "..."}            | the video shows `text` as a QR code      |
-| DELETE /sim/qr      |                            | QR code off                              |
+| method and path          | body                       | effect                                   |
+|--------------------------|----------------------------|------------------------------------------|
+| GET /sim/state           |                            | identity, ports, faults, PTZ, viewers    |
+| PUT /sim/faults          | {"soap_latency": 0.5, ...} | switch faults on/off (omitted keys kept) |
+| DELETE /sim/faults       |                            | every fault off                          |
+| POST /sim/reboot         | {"seconds": N}             | all services gone N s, then back         |
+| POST /sim/rtsp/drop      |                            | close every RTSP connection now          |
+| PUT /sim/qr              | {"text": "..."}            | the video shows `text` as a QR code      |
+| DELETE /sim/qr           |                            | QR code off                              |
+| PUT /sim/sessions        | {"max": N}                 | RTSP session cap now (0 or null: none)   |
+| DELETE /sim/sessions     |                            | session peak and refusal counters reset  |
+| GET /sim/backchannel     |                            | what the speaker received (figures)      |
+| GET /sim/backchannel.wav |                            | the received audio (last 10 minutes)     |
+| DELETE /sim/backchannel  |                            | forget what the speaker received         |
 
 Errors are JSON `{"error": "..."}` with 400 (bad JSON or value) or 413 (too large).
 """
@@ -32,6 +37,8 @@ MAX_JSON = 64 * 1024
 MAX_QR_TEXT = 1000
 #: Longest reboot accepted, seconds.
 MAX_REBOOT = 3600.0
+#: Largest RTSP session cap accepted.
+MAX_SESSIONS = 1000
 
 CAMERA: web.AppKey[SimCamera] = web.AppKey("sim_camera")
 
@@ -74,7 +81,18 @@ def state(cam: SimCamera) -> dict[str, Any]:
             "moving": ptz.pan_tilt_moving or ptz.zoom_moving,
         },
         "rtsp_sessions": rtsp.session_count if rtsp else 0,
+        **_sessions(cam),
+        "backchannel": cam.speaker is not None,
         "video_active": cam.video_active,
+    }
+
+
+def _sessions(cam: SimCamera) -> dict[str, Any]:
+    rtsp = cam.rtsp
+    return {
+        "rtsp_sessions_peak": rtsp.sessions_peak if rtsp else 0,
+        "rtsp_sessions_refused": rtsp.sessions_refused if rtsp else 0,
+        "max_sessions": cam.max_sessions,
     }
 
 
@@ -144,6 +162,52 @@ async def _delete_qr(request: web.Request) -> web.Response:
     return web.json_response({"qr_text": None})
 
 
+async def _put_sessions(request: web.Request) -> web.Response:
+    cam = _camera(request)
+    try:
+        body = await _json_body(request)
+        if not isinstance(body, dict) or "max" not in body:
+            raise InvalidArgument('body must be {"max": N}')
+        value = body["max"]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidArgument("max must be an integer or null")
+        if value is not None and not 0 <= value <= MAX_SESSIONS:
+            raise InvalidArgument(f"max must be within 0..{MAX_SESSIONS}")
+    except InvalidArgument as exc:
+        return _error(400, str(exc))
+    cam.set_max_sessions(value)
+    return web.json_response(_sessions(cam))
+
+
+async def _delete_sessions(request: web.Request) -> web.Response:
+    cam = _camera(request)
+    if cam.rtsp is not None:
+        cam.rtsp.reset_counters()
+    return web.json_response(_sessions(cam))
+
+
+async def _get_backchannel(request: web.Request) -> web.Response:
+    speaker = _camera(request).speaker
+    if speaker is None:
+        return _error(404, "the camera has no speaker")
+    return web.json_response(speaker.state())
+
+
+async def _get_backchannel_wav(request: web.Request) -> web.Response:
+    speaker = _camera(request).speaker
+    if speaker is None:
+        return _error(404, "the camera has no speaker")
+    return web.Response(body=speaker.wav(), content_type="audio/wav")
+
+
+async def _delete_backchannel(request: web.Request) -> web.Response:
+    speaker = _camera(request).speaker
+    if speaker is None:
+        return _error(404, "the camera has no speaker")
+    speaker.reset()
+    return web.json_response(speaker.state())
+
+
 def add_routes(app: web.Application, cam: SimCamera) -> None:
     app[CAMERA] = cam
     app.router.add_get("/sim/state", _get_state)
@@ -153,3 +217,8 @@ def add_routes(app: web.Application, cam: SimCamera) -> None:
     app.router.add_post("/sim/rtsp/drop", _drop)
     app.router.add_put("/sim/qr", _put_qr)
     app.router.add_delete("/sim/qr", _delete_qr)
+    app.router.add_put("/sim/sessions", _put_sessions)
+    app.router.add_delete("/sim/sessions", _delete_sessions)
+    app.router.add_get("/sim/backchannel", _get_backchannel)
+    app.router.add_get("/sim/backchannel.wav", _get_backchannel_wav)
+    app.router.add_delete("/sim/backchannel", _delete_backchannel)

@@ -142,6 +142,18 @@ class AudioConfig:
     sample_rate_khz: int = 8
 
 
+@dataclass(frozen=True)
+class SpeakerConfig:
+    """The speaker (audio output) a camera with two-way audio has, as Media announces it:
+    tokens and layout as in tests/fixtures/onvif/hikvision-ds-2df7276-ael/GetProfiles.xml."""
+
+    output_token: str = "AudioOutput_1"  # noqa: S105 - reference token
+    output_config_token: str = "AudioOutputConfig_1"  # noqa: S105 - reference token
+    decoder_token: str = "AudioDecoderConfig_1"  # noqa: S105 - reference token
+    send_primacy: str = "www.onvif.org/ver20/HalfDuplex/Auto"
+    output_level: int = 50
+
+
 @dataclass
 class VideoEncoderConfig:
     token: str
@@ -461,6 +473,7 @@ class CameraModel:
         hardware_id: str | None = None,
         faults: Faults | None = None,
         profiles: Sequence[Profile] | None = None,
+        speaker: bool = False,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -490,6 +503,8 @@ class CameraModel:
         self.faults = faults or Faults()
         self.video_source = VideoSource()
         self.audio = AudioConfig()
+        #: The audio output behind the ONVIF backchannel; None: the camera has no speaker.
+        self.speaker: SpeakerConfig | None = SpeakerConfig() if speaker else None
         chosen = list(profiles) if profiles is not None else _default_profiles()
         if not chosen or len({p.token for p in chosen}) != len(chosen):
             raise InvalidArgument("a camera needs media profiles with distinct tokens")

@@ -177,9 +177,27 @@ def get_capabilities(ctx: Context, req: Element) -> str:
     wanted = [
         c for c in ("Device", "Imaging", "Media", "PTZ") if c in offered and asked & {c, "All"}
     ]
+    # A camera with a speaker counts its audio output under Extension/DeviceIO, as
+    # tests/fixtures/onvif/hikvision-ds-2df7276-ael/GetCapabilities.xml does. The simulator has
+    # no DeviceIO service: GetAudioOutputs is answered by the media service, named here.
+    extension = None
+    if ctx.model.speaker is not None and "All" in asked and ctx.model.faults.offers("media"):
+        audio = any(p.audio for p in ctx.model.profiles.values())
+        extension = el(
+            "tt:Extension",
+            el(
+                "tt:DeviceIO",
+                tx("tt:XAddr", ctx.xaddr("media")),
+                tx("tt:VideoSources", 1),
+                tx("tt:VideoOutputs", 0),
+                tx("tt:AudioSources", 1 if audio else 0),
+                tx("tt:AudioOutputs", 1),
+                tx("tt:RelayOutputs", 0),
+            ),
+        )
     return el(
         "tds:GetCapabilitiesResponse",
-        el("tds:Capabilities", *(_capability(ctx, c) for c in wanted)),
+        el("tds:Capabilities", *(_capability(ctx, c) for c in wanted), extension),
     )
 
 

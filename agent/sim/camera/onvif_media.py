@@ -1,6 +1,10 @@
 """ONVIF Media (ver10) and Media2 (ver20) services of the simulated camera.
 
 Media announces the H.264 profiles only; Media2 adds the H.265 one, as Profile T cameras do.
+A camera with a speaker (two-way audio over the RTSP backchannel) lists its audio output and
+decoder, and carries their configurations in every profile (Media: in the profile's
+`tt:Extension`, Media2: `AudioOutput`/`AudioDecoder` under `Configurations`), as
+tests/fixtures/onvif/hikvision-ds-2df7276-ael/GetProfiles.xml and lorex-lnb45abb show.
 """
 
 from __future__ import annotations
@@ -112,6 +116,44 @@ def _audio_encoder_config(ctx: Context, tag: str, *, media2: bool) -> str:
     return el(tag, *name_use, *body, attrs={"token": audio.encoder_token})
 
 
+def _audio_output_config(ctx: Context, tag: str) -> str | None:
+    spk = ctx.model.speaker
+    if spk is None:
+        return None
+    return el(
+        tag,
+        tx("tt:Name", "AudioOutputConfig"),
+        tx("tt:UseCount", len(ctx.model.profiles)),
+        tx("tt:OutputToken", spk.output_token),
+        tx("tt:SendPrimacy", spk.send_primacy),
+        tx("tt:OutputLevel", spk.output_level),
+        attrs={"token": spk.output_config_token},
+    )
+
+
+def _audio_decoder_config(ctx: Context, tag: str) -> str | None:
+    spk = ctx.model.speaker
+    if spk is None:
+        return None
+    return el(
+        tag,
+        tx("tt:Name", "AudioDecoderConfig"),
+        tx("tt:UseCount", len(ctx.model.profiles)),
+        attrs={"token": spk.decoder_token},
+    )
+
+
+def _speaker_config(ctx: Context, req: Element, kind: str, tag: str) -> str | None:
+    """The one output or decoder configuration a Get*Configuration(ConfigurationToken) names."""
+    spk = ctx.model.speaker
+    token = require(req, "ConfigurationToken")
+    if spk is None or token != (spk.output_config_token if kind == "output" else spk.decoder_token):
+        raise UnknownConfig(f"no audio {kind} configuration {token!r}")
+    if kind == "output":
+        return _audio_output_config(ctx, tag)
+    return _audio_decoder_config(ctx, tag)
+
+
 def _resolution(width: int, height: int, tag: str = "tt:Resolution") -> str:
     return el(tag, tx("tt:Width", width), tx("tt:Height", height))
 
@@ -210,6 +252,13 @@ def _profile10(ctx: Context, prof: Profile, tag: str) -> str:
         else None,
         ptz_configuration("tt:PTZConfiguration", use, ctx.model.faults.ptz_degrees)
         if prof.ptz
+        else None,
+        el(
+            "tt:Extension",
+            _audio_output_config(ctx, "tt:AudioOutputConfiguration"),
+            _audio_decoder_config(ctx, "tt:AudioDecoderConfiguration"),
+        )
+        if ctx.model.speaker is not None
         else None,
         attrs={"token": prof.token, "fixed": True},
     )
@@ -370,12 +419,45 @@ def get_audio_encoder_configurations(ctx: Context, req: Element) -> str:
     return el("trt:GetAudioEncoderConfigurationsResponse", config)
 
 
+@media("GetAudioOutputs", access=Access.READ)
+def get_audio_outputs(ctx: Context, req: Element) -> str:
+    spk = ctx.model.speaker
+    outputs = el("trt:AudioOutputs", attrs={"token": spk.output_token}) if spk else None
+    return el("trt:GetAudioOutputsResponse", outputs)
+
+
+@media("GetAudioOutputConfigurations", access=Access.READ)
+def get_audio_output_configurations(ctx: Context, req: Element) -> str:
+    config = _audio_output_config(ctx, "trt:Configurations")
+    return el("trt:GetAudioOutputConfigurationsResponse", config)
+
+
+@media("GetAudioOutputConfiguration", access=Access.READ)
+def get_audio_output_configuration(ctx: Context, req: Element) -> str:
+    config = _speaker_config(ctx, req, "output", "trt:Configuration")
+    return el("trt:GetAudioOutputConfigurationResponse", config)
+
+
+@media("GetAudioDecoderConfigurations", access=Access.READ)
+def get_audio_decoder_configurations(ctx: Context, req: Element) -> str:
+    config = _audio_decoder_config(ctx, "trt:Configurations")
+    return el("trt:GetAudioDecoderConfigurationsResponse", config)
+
+
+@media("GetAudioDecoderConfiguration", access=Access.READ)
+def get_audio_decoder_configuration(ctx: Context, req: Element) -> str:
+    config = _speaker_config(ctx, req, "decoder", "trt:Configuration")
+    return el("trt:GetAudioDecoderConfigurationResponse", config)
+
+
 # ---------------------------------------------------------------------------- Media2
 
 
 def _media2_caps(ctx: Context) -> str:
     count = len(ctx.model.media_profiles(media2=True))
     supported = "VideoSource VideoEncoder AudioSource AudioEncoder PTZ"
+    if ctx.model.speaker is not None:
+        supported += " AudioOutput AudioDecoder"
     streaming = {"RTSPStreaming": True, "RTPMulticast": False, "RTP_RTSP_TCP": True}
     streaming |= {"NonAggregateControl": False}
     return el(
@@ -415,6 +497,8 @@ def _profile20(ctx: Context, prof: Profile, types: set[str]) -> str:
         ptz_configuration("tr2:PTZ", use, ctx.model.faults.ptz_degrees)
         if prof.ptz and want("PTZ")
         else None,
+        _audio_output_config(ctx, "tr2:AudioOutput") if want("AudioOutput") else None,
+        _audio_decoder_config(ctx, "tr2:AudioDecoder") if want("AudioDecoder") else None,
     ]
     body = el("tr2:Configurations", *configs) if types else None
     return el(
@@ -430,6 +514,18 @@ def get_profiles2(ctx: Context, req: Element) -> str:
         [_profile(ctx, token, media2=True)] if token else ctx.model.media_profiles(media2=True)
     )
     return el("tr2:GetProfilesResponse", *(_profile20(ctx, p, types) for p in profiles))
+
+
+@media2("GetAudioOutputConfigurations", access=Access.READ)
+def get_audio_output_configurations2(ctx: Context, req: Element) -> str:
+    config = _audio_output_config(ctx, "tr2:Configurations")
+    return el("tr2:GetAudioOutputConfigurationsResponse", config)
+
+
+@media2("GetAudioDecoderConfigurations", access=Access.READ)
+def get_audio_decoder_configurations2(ctx: Context, req: Element) -> str:
+    config = _audio_decoder_config(ctx, "tr2:Configurations")
+    return el("tr2:GetAudioDecoderConfigurationsResponse", config)
 
 
 @media2("GetStreamUri", access=Access.READ)

@@ -33,6 +33,9 @@ NONAME_CLOCK_SKEW = -180 * 86400.0
 #: Seconds a slow camera takes to answer SetPreset (well under the agent's request timeout).
 SLOW_PRESET_SECONDS = 1.5
 
+#: RTSP sessions of a persona whose make has no published limit (cheap cameras allow 2 to 6).
+DEFAULT_MAX_SESSIONS = 4
+
 _H264 = ("Baseline", "Main", "High")
 _H265 = ("Main",)
 
@@ -111,6 +114,13 @@ class Persona:
     #: `Faults` switches, as JSON (see `Faults.from_json`).
     faults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     quirks: tuple[Quirk, ...] = ()
+    #: RTSP sessions the camera serves at once; one more SETUP gets 453 Not Enough Bandwidth.
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    #: Where the limit comes from (empty: no public figure for the make, the default is used).
+    max_sessions_source: str = ""
+    #: The camera has a speaker: two-way audio over the ONVIF RTSP backchannel.
+    backchannel: bool = False
+    backchannel_source: str = ""
 
     @property
     def display_name(self) -> str:
@@ -146,6 +156,10 @@ class Persona:
             key: value for key, value in mine.items() if getattr(config, key) == defaults[key]
         }
         changes["faults"] = {**self.all_faults(), **(config.faults or {})}
+        if config.max_sessions is None:
+            changes["max_sessions"] = self.max_sessions
+        if config.backchannel is None:
+            changes["backchannel"] = self.backchannel
         return replace(config, **changes)
 
 
@@ -201,6 +215,11 @@ def _hikvision() -> Persona:
                 "before it answers); preset calls that take seconds",
                 "mnit-rtmc/iris#113",
             ),
+        ),
+        backchannel=True,
+        backchannel_source=(
+            f"{src}/GetProfiles.xml (AudioOutputConfiguration and AudioDecoderConfiguration in "
+            "every profile), GetCapabilities.xml (AudioOutputs 1)"
         ),
     )
 
@@ -266,6 +285,17 @@ def _dahua() -> Persona:
                 "tests/fixtures/onvif/dahua-ipc/GetStreamUri.xml",
             ),
         ),
+        max_sessions=6,
+        max_sessions_source=(
+            'AlexxIT/WebRTC#959 (Dahua IPC-HDW2449TM: "supports 6 simultaneous online users"; '
+            'past them the camera answers 403 "online user amount has reached the threshold")'
+        ),
+        backchannel=True,
+        backchannel_source=(
+            "AlexxIT/go2rtc internal/rtsp/README.md at dc1685e (Dahua two-way audio over the "
+            "RTSP backchannel), pkg/rtsp/client.go (a retry for Dahua/Amcrest cameras that "
+            "refuse a second backchannel SETUP)"
+        ),
     )
 
 
@@ -322,6 +352,8 @@ def _lorex() -> Persona:
                 "public report names the make: a stand-in for the Dahua family",
             ),
         ),
+        backchannel=True,
+        backchannel_source=f"{src} (AudioOutputConfiguration and AudioDecoderConfiguration)",
     )
 
 
@@ -434,6 +466,12 @@ def _reolink() -> Persona:
                 f"{src}/GetSnapshotUri.xml; home-assistant/core#91241 (E1 Pro: the snapshot "
                 "fetch fails, the camera serves no HTTP)",
             ),
+        ),
+        backchannel=True,
+        backchannel_source=(
+            "tests/fixtures/onvif/reolink-trackmix-wifi/GetProfiles.xml (AudioOutput and "
+            "AudioDecoder configurations); AlexxIT/go2rtc pkg/pcm/handlers.go at dc1685e "
+            "(a fix for the Reolink Doorbell backchannel)"
         ),
     )
 
@@ -590,6 +628,13 @@ def _tapo() -> Persona:
                 "koush/scrypted#1775 (C200 GetCapabilities)",
             ),
         ),
+        max_sessions=2,
+        max_sessions_source=(
+            "JurajNyiri/HomeAssistant-Tapo-Control#842 (maintainer: maximum 2 concurrent "
+            "streams), blakeblackshear/frigate#5983 (C200 allows two concurrent streams)"
+        ),
+        # The C200's speaker is reached through Tapo's own protocol, not the ONVIF backchannel
+        # (AlexxIT/go2rtc internal/tapo/README.md at dc1685e): no backchannel here.
     )
 
 
@@ -635,6 +680,12 @@ def _amcrest() -> Persona:
                 "SetVideoEncoderConfiguration answers success and changes nothing",
                 "agsh/onvif#283 (encoder change accepted without error, encoding unchanged)",
             ),
+        ),
+        backchannel=True,
+        backchannel_source=(
+            "AlexxIT/go2rtc internal/rtsp/README.md at dc1685e (Amcrest doorbell two-way audio "
+            "over the RTSP backchannel), pkg/rtsp/client.go (a retry for Dahua/Amcrest cameras "
+            "that refuse a second backchannel SETUP)"
         ),
     )
 
@@ -763,6 +814,12 @@ def render_markdown() -> str:
             + (f"; absent: {', '.join(p.services_off)}" if p.services_off else "")
             + ".",
         ]
+        out.append(
+            f"- RTSP sessions at once: {p.max_sessions}"
+            + (f". Source: {p.max_sessions_source}." if p.max_sessions_source else " (default).")
+        )
+        if p.backchannel:
+            out.append(f"- Speaker (ONVIF audio backchannel). Source: {p.backchannel_source}.")
         switches = p.all_faults()
         if switches:
             shown = ", ".join(f"`{k}`: `{_json(v)}`" for k, v in sorted(switches.items()))
