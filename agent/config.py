@@ -60,7 +60,7 @@ Example file:
 
     [[push]]                      # publish a camera to a streamer that takes pushed streams
     camera = "<camera id>"
-    url = "rtmp://streamer.example.net/live/door"   # rtsp://, rtmp:// or srt://
+    url = "rtmp://streamer.example.net/live/door"   # rtsp://, rtmp://, srt:// (see docs/push.md)
     stream = "main"               # or "sub", or a profile token
 
     [[camera]]                    # a camera that speaks RTSP only (no ONVIF), added by URL
@@ -557,13 +557,17 @@ def _push(data: Mapping[str, Any]) -> tuple[PushConfig, ...]:
         stream = _typed(item, "stream", str, "push") if "stream" in item else "main"
         if not camera or not stream:
             raise ConfigError("push entries need a camera and a stream")
-        if url.split("://", 1)[0].lower() not in ("rtsp", "rtmp", "srt"):
-            raise ConfigError("push.url must be an rtsp://, rtmp:// or srt:// URL")
+        if url.split("://", 1)[0].lower() not in PUSH_SCHEMES:
+            raise ConfigError(f"push.url must be a URL of one of: {', '.join(PUSH_SCHEMES)}")
         out.append(PushConfig(camera, Secret(url), stream))
     return tuple(out)
 
 
 CAMERA_KEYS = {"name", "rtsp_url", "sub_url", "snapshot_url", "username", "password"}
+#: Push target schemes: rtsp/rtmp (and srt where its FFmpeg has libsrt) through PyAV, the rest
+#: through the system ffmpeg (agent.media.push_ffmpeg), if it can write them.
+PUSH_SCHEMES = ("rtsp", "rtmp", "srt", "rtsps", "rtmps", "rtmpt", "rtmpts", "rist", "udp", "tcp",
+                "rtp")  # fmt: skip
 
 
 def camera_entry(item: Mapping[str, Any]) -> CameraConfig:

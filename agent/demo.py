@@ -7,10 +7,12 @@ with no token, finds the cameras (WS-Discovery), reads the QR code from the came
 activates itself and connects to the cloud; then it binds the other cameras from their own QR
 codes. Each camera's video (its main stream and another one) is pulled the way the cloud
 streamer does, through the agent's tunnel, and decoded with FFmpeg (PyAV); the agent's own RTSP
-server (restream) and local API are exercised as well. The demo then prints the URLs to open
-(cloud page, RTSP through the tunnel and from the restream server, the agent's status page and
-local API; each one fetched first), the agent's state directory and the commands that inspect
-it, and keeps everything running. Nothing leaves the machine.
+server (restream) and local API are exercised as well, and every camera is watched live over
+WebRTC at once, as the agent's console shows it, with the camera sessions the agent holds for
+all those consumers (one per stream). The demo then prints the URLs to open (cloud page, RTSP
+through the tunnel and from the restream server, the agent's console with a live view of each
+camera, and its local API; each one fetched first), the agent's state directory and the
+commands that inspect it, and keeps everything running. Nothing leaves the machine.
 
 `--fleet mixed` (`make demo FLEET=mixed`) replaces the three cameras with one simulated camera
 per persona of agent.sim.camera.persona (makes with their stream layouts and quirks) and one
@@ -62,6 +64,12 @@ AGENT_PAGES = ("/", "/metrics")
 API_PATHS = ("/api/v1/hello", "/api/v1/cameras", "/api/v1/status", "/api/v1/openapi.json")
 
 
+def _camera_label(cam: dict[str, Any]) -> str:
+    """A camera as the console titles it (its name, else make and model) and its id's start."""
+    make = " ".join(str(cam.get(k) or "") for k in ("manufacturer", "model")).strip()
+    return f"{cam.get('name') or make or 'camera'} ({str(cam['id'])[:8]})"
+
+
 def cli_command() -> str:
     """This program as the user can type it again (for the commands the demo prints)."""
     argv0 = sys.argv[0] if sys.argv else ""
@@ -72,7 +80,10 @@ def cli_command() -> str:
 
 def agent_urls(root: str, camera_id: str | None) -> list[tuple[str, str]]:
     """(label, URL) of the agent's pages and local API under `root` (http://HOST:PORT)."""
-    urls = [("Agent status page", root + AGENT_PAGES[0]), ("Agent metrics", root + AGENT_PAGES[1])]
+    urls = [
+        ("Agent console", root + AGENT_PAGES[0]),
+        ("Agent metrics", root + AGENT_PAGES[1]),
+    ]
     urls += [("Agent local API", root + path) for path in API_PATHS]
     if camera_id is not None:
         urls.append(("Camera control", f"{root}/api/v1/onvif/{camera_id}/image"))
@@ -240,6 +251,67 @@ class Demo:
             print(f"   {label}: {n} frames {w}x{h} in {took:.1f} s")
             self.check(n >= self.args.frames, f"{label}: only {n} frames")
 
+    async def live_views(self, base: str, cams: list[dict[str, Any]]) -> None:
+        """Every camera live in WebRTC, as the console shows it (a WHEP offer to the agent),
+        all at once; then the camera sessions the agent holds for all its consumers."""
+        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+        from agent.media.webrtc_sdp import ice_host_addresses
+
+        print("== live view of every camera in WebRTC (what the console at / shows)")
+
+        peers: list[Any] = []
+
+        async def watch(cam: dict[str, Any]) -> tuple[int, int, int]:
+            pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+            peers.append(pc)  # closed once the sessions are counted, all viewers running
+            got: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+            def on_track(track: Any) -> None:
+                if not got.done():
+                    got.set_result(track)
+
+            pc.on("track", on_track)
+            pc.addTransceiver("video", direction="recvonly")
+            with ice_host_addresses(("127.0.0.1",)):
+                await pc.setLocalDescription(await pc.createOffer())
+            offer = {"type": "offer", "sdp": pc.localDescription.sdp}
+            answer = await self.json("POST", f"{base}/webrtc/{cam['id']}", offer)
+            await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
+            n, w, h = 0, 0, 0
+            async with asyncio.timeout(STEP_TIMEOUT / 2):
+                track = await got
+                while n < self.args.frames:
+                    frame = await track.recv()
+                    n, w, h = n + 1, frame.width, frame.height
+            return n, w, h
+
+        try:
+            results = await asyncio.gather(*(watch(c) for c in cams), return_exceptions=True)
+            status = await self.json("GET", f"{base}/status")
+        finally:
+            await asyncio.gather(*(pc.close() for pc in peers), return_exceptions=True)
+        sessions = ((status.get("relay") or {}).get("sessions") or {}).get("cameras") or {}
+        for cam, result in zip(cams, results, strict=True):
+            label = _camera_label(cam)
+            if isinstance(result, BaseException):
+                self.check(False, f"live view of {label}: {result!r}")
+                continue
+            n, w, h = result
+            held = sessions.get(cam["id"]) or {}
+            streams = ", ".join(
+                f"{s['stream']} ({', '.join(f'{k} {v}' for k, v in s['consumers'].items())})"
+                if s["consumers"]
+                else f"{s['stream']} (lingering, no consumer)"
+                for s in held.get("streams", [])
+                if s["open"]
+            )
+            print(
+                f"   {label}: {n} frames {w}x{h}; camera sessions held "
+                f"{held.get('held', 0)} of {held.get('max_sessions')}: {streams}"
+            )
+            self.check(n >= self.args.frames, f"live view of {label}: only {n} frames")
+
     async def drive(self, base: str, cam: dict[str, Any]) -> None:
         """Camera control through the local API: brightness, and PTZ when the camera has it."""
         onvif = f"{base}/onvif/{cam['id']}"
@@ -350,6 +422,7 @@ class Demo:
             )
             restream_urls.append(url)
         await self.pull([("restream main", restream_urls[0])])
+        await self.live_views(base, cams)
         # Camera control needs ONVIF (not a camera added by URL) with the imaging service;
         # one with PTZ too when there is one.
         controlled = [cam for cam in cams if cam["kind"] == "onvif" and cam["imaging"]]

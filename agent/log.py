@@ -96,7 +96,7 @@ def setup(level: str | int = "INFO", *, stream: object = None) -> None:
     root.handlers[:] = [handler, *([_ring] if _ring is not None else [])]
     root.setLevel(level if isinstance(level, int) else level.upper())
     # Third-party chatter that is never useful at INFO.
-    for noisy in ("zeep", "httpx", "urllib3", "aiohttp.access", "libav"):
+    for noisy in ("zeep", "httpx", "urllib3", "aiohttp.access", "libav", "aioice", "aiortc"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

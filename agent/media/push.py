@@ -13,7 +13,9 @@ import logging
 import threading
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
+from agent.config import PUSH_SCHEMES
 from agent.errors import InvalidArgument
 from agent.media.remux import RelayStats, RemuxWorker, redact, target_format
 from agent.net.backoff import Backoff
@@ -23,19 +25,27 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PushTarget:
-    """Where a relay publishes: rtsp:// (ANNOUNCE/RECORD), rtmp:// (FLV) or srt:// (MPEG-TS)."""
+    """Where a relay publishes: rtsp:// (ANNOUNCE/RECORD), rtmp:// (FLV), srt:// (MPEG-TS), or
+    another scheme of `agent.config.PUSH_SCHEMES` that the system ffmpeg writes."""
 
     url: str
 
     def __post_init__(self) -> None:
-        try:
-            target_format(self.url)
-        except ValueError as exc:
-            raise InvalidArgument(str(exc)) from None
+        scheme = urlsplit(self.url).scheme.lower()
+        if scheme not in PUSH_SCHEMES:
+            raise InvalidArgument(
+                f"unsupported target scheme {scheme!r} ({', '.join(PUSH_SCHEMES)})"
+            )
 
     @property
     def format(self) -> str:
-        return target_format(self.url)[0]
+        """The muxer (PyAV's for its schemes, else the system ffmpeg's)."""
+        try:
+            return target_format(self.url)[0]
+        except ValueError:
+            from agent.media.push_ffmpeg import ffmpeg_format
+
+            return ffmpeg_format(self.url)[0]
 
 
 class PushRelay:
@@ -66,7 +76,9 @@ class PushRelay:
         self._thread: threading.Thread | None = None
 
     def status(self) -> dict[str, Any]:
-        """State, packets, bytes, reconnects, last error, started_at (wall clock), target."""
+        """State, packets, bytes, reconnects, started_at (wall clock), source, target, and
+        failures: `last_error` is the one being recovered from ("" again once packets reach
+        the target), `last_failure` and `last_failure_at` (wall clock) the latest one, kept."""
         return {
             **self._status,
             "name": self.name,

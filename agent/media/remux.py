@@ -3,8 +3,11 @@
 `RemuxWorker.run()` runs in one worker thread until `stop` is set. It opens the source (RTSP over
 TCP), waits for a video keyframe, copies packets without decoding, and reconnects the source or
 the target after errors with jittered backoff. Timestamps stay monotonic across reconnects: each
-source session is shifted to start just after the last packet written. Counters reach the caller
-through `on_stats`, called from this thread.
+source session is shifted to start just after the last packet written, and a jump of the
+source's timestamps inside a session (a restart at 0, a leap) is taken out the same way. The
+target is connected once the first keyframe is in hand, with its clock origin set so that the
+first packet's time is "now" for the target's own clock (RTCP sender reports). Counters reach
+the caller through `on_stats`, called from this thread.
 """
 
 from __future__ import annotations
@@ -50,6 +53,13 @@ STATS_INTERVAL = 0.5
 MAX_PACKETS_BEFORE_KEYFRAME = 2000
 #: Gap left between two source sessions on the output timeline, seconds, when no frame rate.
 DEFAULT_GAP = Fraction(1, 25)
+#: A source timestamp going back by more than this, seconds, within one source session is a
+#: discontinuity (the source restarted its clock): the stream is moved to continue just after
+#: its last packet. A smaller step back is clamped (video) or dropped (audio).
+BACKWARD_JUMP = Fraction(1, 2)
+#: A source timestamp leaping forward by more than this, seconds, is a discontinuity too. Kept
+#: long so that a real stall of one stream (the other still flowing) keeps its place in time.
+FORWARD_JUMP = Fraction(10)
 
 
 class TargetError(Unavailable):
@@ -72,9 +82,20 @@ class RelayStats:
     packets: int = 0
     bytes: int = 0
     reconnects: int = 0
+    #: The failure the relay is recovering from; "" once packets reach the target again.
     last_error: str = ""
+    #: The most recent failure and when (wall clock), kept after the relay recovered.
+    last_failure: str = ""
+    last_failure_at: float | None = None
     dropped_audio: str = ""
     started_at: float = field(default_factory=time.time)
+
+    def failed(self, text: str) -> None:
+        self.last_error = self.last_failure = text
+        self.last_failure_at = time.time()
+
+    def recovered(self) -> None:
+        self.last_error = ""
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -83,6 +104,8 @@ class RelayStats:
             "bytes": self.bytes,
             "reconnects": self.reconnects,
             "last_error": self.last_error,
+            "last_failure": self.last_failure,
+            "last_failure_at": self.last_failure_at,
             "dropped_audio": self.dropped_audio,
             "started_at": self.started_at,
         }
@@ -116,6 +139,12 @@ def target_format(url: str) -> tuple[str, dict[str, str]]:
     return fmt, dict(opts)
 
 
+def _frame_gap(video: Stream) -> Fraction:
+    """One frame interval of the source video, seconds (DEFAULT_GAP when it has no rate)."""
+    rate = video.average_rate or video.guessed_rate
+    return 1 / Fraction(rate) if rate else DEFAULT_GAP
+
+
 def _signature(streams: list[Stream]) -> tuple[object, ...]:
     """What must match for a new source session to reuse the open target."""
     sig: list[object] = []
@@ -137,7 +166,19 @@ def _signature(streams: list[Stream]) -> tuple[object, ...]:
 class _Lane:
     """One relayed stream: its output stream, this session's tick mapping, what was written."""
 
-    __slots__ = ("den", "end", "identity", "last_dts", "num", "offset", "out", "time_base")
+    __slots__ = (
+        "back",
+        "den",
+        "end",
+        "forward",
+        "identity",
+        "last_dts",
+        "num",
+        "offset",
+        "out",
+        "spacing",
+        "time_base",
+    )
 
     def __init__(self, out: Stream) -> None:
         assert out.time_base is not None
@@ -150,6 +191,11 @@ class _Lane:
         self.last_dts: int | None = None
         #: End of the last packet written, output ticks.
         self.end: int | None = None
+        #: Output ticks: the last regular DTS step, and the steps back and forward that are
+        #: discontinuities (BACKWARD_JUMP, FORWARD_JUMP).
+        self.spacing = 1
+        self.back = round(BACKWARD_JUMP / self.time_base)
+        self.forward = round(FORWARD_JUMP / self.time_base)
 
 
 class RemuxWorker:
@@ -222,33 +268,47 @@ class RemuxWorker:
         if self._output is not None and _signature(streams) != self._signature:
             log.info("%s: source stream layout changed, reopening the target", self.name)
             self._close_output()
-        if self._output is None:
-            self._open_output(streams)
-        # Lane per source stream index; None for streams not relayed.
-        by_index: list[_Lane | None] = [None] * (max(s.index for s in streams) + 1)
-        for s, planned in zip(streams, self._lanes, strict=True):
-            by_index[s.index] = planned
-        started = False
+        # Position in `streams` (and in `self._lanes`) per source stream index.
+        by_index: list[int | None] = [None] * (max(s.index for s in streams) + 1)
+        for i, s in enumerate(streams):
+            by_index[s.index] = i
+        lanes: list[_Lane] = []
+        # FFmpeg's RTP demuxer gives the first packet of an RTSP session no timestamp, and that
+        # is the keyframe a camera sends a new viewer: kept here, it is placed one frame before
+        # the next video packet rather than skipped (which would cost a whole GOP).
+        held: Packet[Any] | None = None
         skipped = 0
         is_set = self.stop.is_set
         for packet in source.demux(streams):
             if is_set():
                 return
-            if packet.dts is None or packet.size == 0:
+            if packet.size == 0:
                 continue
-            lane = by_index[packet.stream_index]
-            if lane is None:
+            position = by_index[packet.stream_index]
+            if position is None:
                 continue
-            if not started:
-                if lane is not self._lanes[0] or not packet.is_keyframe:
+            if packet.dts is None:
+                if not lanes and position == 0 and packet.is_keyframe:
+                    held = packet
+                continue
+            if not lanes:
+                first = packet
+                if position == 0 and not packet.is_keyframe and held is not None:
+                    before = packet.dts - round(_frame_gap(video) / (video.time_base or 1))
+                    held.dts = held.pts = before
+                    first = held
+                elif position != 0 or not packet.is_keyframe:
                     skipped += 1
                     if skipped > MAX_PACKETS_BEFORE_KEYFRAME:
                         raise Unavailable("no video keyframe from the source")
                     continue
-                self._plan(streams, packet)
-                self._connected()
-                started = True
-            self._write(packet, lane)
+                self._start(streams, first)
+                lanes = self._lanes
+                self._write(first, lanes[0])
+                self._connected()  # the target took the keyframe
+                if first is packet:
+                    continue
+            self._write(packet, lanes[position])
         raise Unavailable("source ended the stream")
 
     def _audio_streams(self, source: InputContainer) -> list[Stream]:
@@ -266,13 +326,27 @@ class RemuxWorker:
 
     # Output.
 
-    def _open_output(self, streams: list[Stream]) -> None:
+    def _open_output(self, streams: list[Stream], first_at: Fraction) -> None:
+        """Connect the target; `first_at` is the output time (seconds) of the first packet.
+
+        FFmpeg's RTP muxer (rtsp:// targets) takes the container's `start_time_realtime` (the
+        header time when unset) as the wall clock of PTS 0 and stamps its RTCP sender reports
+        from it (FFmpeg/FFmpeg libavformat/rtpenc.c, `rtp_write_header`; rtpenc_chain.c copies
+        it to each stream). Receivers that sync by RTCP (FFmpeg's RTSP demuxer among them)
+        place every packet by that clock. Left at the header time, the first packet (PTS 0 in
+        the first session, the end of the timeline so far after a reconnect) lands the
+        keyframe wait before the receiver's start, or the timeline's length after it: a run
+        of packets the receiver stacks on one instant, or a hole. Set so that `first_at` is
+        now, the first packet lands at the receiver's present. Other muxers ignore it.
+        """
+        options = dict(self.target_options)
+        options["start_time_realtime"] = str(round((time.time() - first_at) * 1_000_000))
         try:
             output = av.open(
                 self.target_url,
                 "w",
                 format=self.format,
-                options=self.target_options,
+                options=options,
                 timeout=self._timeout,
             )
         except (av.error.FFmpegError, OSError) as exc:
@@ -307,23 +381,30 @@ class RemuxWorker:
                 if self._resume_at is None or end > self._resume_at:
                     self._resume_at = end
 
-    def _plan(self, streams: list[Stream], first: Packet[Any]) -> None:
-        """Per lane, the tick conversion and offset that start this session after the last."""
+    def _start(self, streams: list[Stream], first: Packet[Any]) -> None:
+        """Start a source session at its first keyframe: plan the shift that puts it after
+        everything written so far, connect the target if it is not, set the lanes' mapping.
+
+        The target is connected here, not when the source opens: until the first keyframe
+        (up to a GOP, seconds) nothing can be written, and a target connected earlier has
+        started its clock (see `_open_output`) that long before the first packet.
+        """
         assert first.dts is not None
-        tb0 = streams[0].time_base or self._lanes[0].time_base
+        tb0 = streams[0].time_base or (self._lanes[0].time_base if self._lanes else None)
+        if tb0 is None:
+            raise Unavailable("source video has no time base")
         start = first.dts * tb0
         self._sync_resume()
-        if self._resume_at is None:
-            shift = -start
-        else:
-            rate = streams[0].average_rate or streams[0].guessed_rate
-            gap = 1 / Fraction(rate) if rate else DEFAULT_GAP
-            shift = self._resume_at + gap - start
+        gap = _frame_gap(streams[0])
+        shift = -start if self._resume_at is None else self._resume_at + gap - start
+        if self._output is None:
+            self._open_output(streams, start + shift)
         for s, lane in zip(streams, self._lanes, strict=True):
             ratio = (s.time_base or lane.time_base) / lane.time_base
             lane.num, lane.den = ratio.numerator, ratio.denominator
             lane.identity = lane.num == lane.den == 1
             lane.offset = round(shift / lane.time_base)
+            lane.spacing = max(1, round(gap / lane.time_base))
 
     def _write(self, packet: Packet[Any], lane: _Lane) -> None:
         """Shift, convert and mux one packet; integer arithmetic only (hot path)."""
@@ -343,10 +424,30 @@ class RemuxWorker:
             packet.time_base = lane.time_base
             packet.duration = duration
         last = lane.last_dts
-        if last is not None and dts <= last:
-            if lane is not self._lanes[0]:
-                return  # late audio from before the keyframe: drop it
-            dts = last + 1
+        if last is not None:
+            step = dts - last
+            if step <= 0 or step > lane.forward:
+                if step < -lane.back or step > lane.forward:
+                    # The source's clock jumped (restarted at 0, leapt): clamping to last + 1
+                    # would stack every packet until the source caught up (a run of packets
+                    # one tick apart, seconds of video on a few milliseconds), a leap would
+                    # leave a hole. Move this stream to go on one step after its last packet.
+                    moved = last + lane.spacing - dts
+                    lane.offset += moved
+                    dts += moved
+                    pts += moved
+                    log.info(
+                        "%s: source timestamps jumped by %.3f s on stream %d; continuing",
+                        self.name,
+                        float(-moved * lane.time_base),
+                        packet.stream_index,
+                    )
+                elif lane is not self._lanes[0]:
+                    return  # late audio from before the keyframe: drop it
+                else:
+                    dts = last + 1
+            else:
+                lane.spacing = step
         packet.dts = dts
         packet.pts = pts if pts > dts else dts
         packet.stream = lane.out
@@ -369,6 +470,7 @@ class RemuxWorker:
 
     def _connected(self) -> None:
         self._backoff.up()
+        self.stats.recovered()
         self._set_state(RelayState.RELAYING)
         log.info("%s: relaying %s -> %s", self.name, redact(self.source_url),
                  redact(self.target_url))  # fmt: skip
@@ -377,7 +479,7 @@ class RemuxWorker:
     def _failed(self, exc: Exception) -> None:
         text = f"{type(exc).__name__}: {exc}".replace(self.source_url, redact(self.source_url))
         text = text.replace(self.target_url, redact(self.target_url))
-        self.stats.last_error = text
+        self.stats.failed(text)
         expected = isinstance(exc, Unavailable | OSError | av.error.FFmpegError)
         if text != self._logged_error:
             log.warning("%s: %s; retrying with backoff", self.name, text,

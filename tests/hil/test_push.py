@@ -21,6 +21,7 @@ import pytest
 
 from agent.errors import InvalidArgument, NotFound, Unavailable
 from agent.media.push import PushRelay, PushTarget
+from agent.media.push_ffmpeg import system_can_push
 from agent.media.push_manager import PushEntry, PushManager
 from agent.net.backoff import Backoff
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
@@ -193,6 +194,8 @@ async def test_camera_reboot_relay_reconnects_with_monotonic_time(cam: SimCamera
         _relay(_source(cam), url) as relay,
     ):
         await _until(lambda: len(rx.frames) >= 50, 40)
+        assert relay.status()["last_failure_at"] is None
+        rebooting_at = time.time()
         async with (
             aiohttp.ClientSession() as http,
             http.post(f"http://127.0.0.1:{cam.port}/sim/reboot", json={"seconds": 2}) as resp,
@@ -203,8 +206,10 @@ async def test_camera_reboot_relay_reconnects_with_monotonic_time(cam: SimCamera
         await _until(lambda: sum(1 for f in rx.frames if f[0] > rebooted + 2) >= 50, 40)
         status = relay.status()
         assert status["state"] == "relaying"
-        assert status["last_error"]
-        assert PASSWORD not in status["last_error"]
+        assert status["last_error"] == ""  # cleared once packets reach the target again
+        assert status["last_failure"]
+        assert status["last_failure_at"] >= rebooting_at
+        assert PASSWORD not in status["last_failure"]
     after = [f for f in rx.frames if f[0] > rebooted + 2]
     _assert_frames(after, 50)
     for session in range(1, rx.sessions + 1):
@@ -384,16 +389,16 @@ def test_push_entry_is_checked() -> None:
 
 
 async def test_srt_entry_without_libsrt_says_so(cam: SimCamera) -> None:
-    """An srt:// target on an FFmpeg without libsrt is reported once, not retried forever."""
-    manager = PushManager(
-        _Sources({"porch": cam}),
-        [PushEntry("porch", f"srt://127.0.0.1:{_free_port()}?passphrase=s3cret-pw")],
-    )
+    """An srt:// target with neither PyAV's FFmpeg nor the system `ffmpeg` (which the manager
+    hands such targets to) able to publish it is reported once, not retried forever."""
+    url = f"srt://127.0.0.1:{_free_port()}?passphrase=s3cret-pw"
+    manager = PushManager(_Sources({"porch": cam}), [PushEntry("porch", url)])
+    can_push = _srt_available() or await asyncio.to_thread(system_can_push, url)
     task = asyncio.create_task(manager.run())
     try:
         await _until(lambda: manager.status()[0]["state"] != "new", 10)
         (entry,) = manager.status()
-        if _srt_available():
+        if can_push:
             assert entry["state"] != "unsupported"
         else:
             assert entry["state"] == "unsupported"

@@ -18,10 +18,12 @@ import pytest
 
 from agent.app import Agent
 from agent.config import AgentConfig, PushConfig, RestreamConfig, SessionsConfig
+from agent.media.push_ffmpeg import system_can_push
 from agent.secret import Secret
 from agent.sim.camera import control as sim_control
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from tests.hil.test_push import _receiver
+from tests.hil.test_push_srt import PASSPHRASE, _assert_plays, _listener, _probe, _srt
 from tests.hil.test_webrtc import Viewer
 from tests.ports import free_port
 from tests.world import SimCameraSpec, World, wait_until
@@ -200,3 +202,25 @@ async def test_a_new_viewer_during_an_outage_gets_503_in_time(world: World) -> N
     took = time.monotonic() - started
     assert "503" in str(failed.value) or "Server returned 5" in str(failed.value)
     assert took < 12  # the documented bound: one connection attempt, 10 s at most
+
+
+@pytest.mark.skipif(not system_can_push("srt://127.0.0.1:1"), reason="no system ffmpeg with SRT")
+async def test_srt_push_runs_through_the_system_ffmpeg_on_the_shared_session(
+    world: World, tmp_path: Path
+) -> None:
+    """PyAV's FFmpeg has no libsrt: the agent hands an srt:// push to the system ffmpeg, which
+    reads the camera's shared session with a credential of its own."""
+    port = free_port()
+    out = tmp_path / "srt.ts"
+    async with _listener(port, out):
+        agent, _cam_id = await _start(world, [_srt(port, "caller")], limit=2)
+        await wait_until(lambda: (agent.push.status()[0]["relay"] or {}).get("packets", 0) > 50, 30)
+        (entry,) = agent.push.status()
+        assert entry["via"] == "ffmpeg" and entry["state"] == "running"
+        assert entry["relay"]["state"] == "relaying" and entry["relay"]["last_error"] == ""
+        assert PASSPHRASE not in str(agent.relay_status())
+        assert set(_camera_sessions(world.cameras[0]).values()) == {1}
+        assert len(agent.hub._leases) == 1  # the child's own credential
+        await world.stop_agent()
+        assert agent.hub._leases == {}  # revoked with the relay
+    _assert_plays(await _probe(out), 25)
