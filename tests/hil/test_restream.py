@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
@@ -552,3 +553,40 @@ async def test_keepalive_follows_session_timeout() -> None:
     # Session timeout 2 s: a keep-alive (OPTIONS: no Public header) every second.
     assert methods[:4] == ["OPTIONS", "DESCRIBE", "SETUP", "PLAY"]
     assert methods[4:].count("OPTIONS") >= 2
+
+
+async def test_a_viewer_keeps_monotonic_time_across_a_camera_reconnect(
+    fleet: SimCameraFleet, make_restreamer: Make
+) -> None:
+    """The camera drops every session; the viewer's session goes on, and the RTP timestamps it
+    gets never step back (each reconnect re-anchors after the last timestamp handed out).
+    A guard: the simulated camera sends in real time, so the case that broke (a camera sending
+    ahead of real time, then reconnecting) is tested in tests/unit/test_restream_timeline.py."""
+    cam = fleet.cameras[1]
+    restreamer = await make_restreamer(linger=10.0, timeout=3.0)
+    client = RtspClient(with_auth(restreamer.url("cam2", "sub")), timeout=5, idle_timeout=5)
+    stamps: list[int] = []
+    arrived: list[float] = []
+    try:
+        tracks = await client.start()
+        video = next(i for i, t in enumerate(tracks) if t.info.kind == "video")
+        dropped_at: float | None = None
+        async with asyncio.timeout(20):
+            async for index, packet in client.packets():
+                if index != video:
+                    continue
+                stamps.append(packet.timestamp)
+                arrived.append(time.monotonic())
+                if dropped_at is None and len(stamps) == 100:
+                    cam.drop_rtsp_sessions()  # the camera's side only: the viewer stays
+                    dropped_at = time.monotonic()
+                if dropped_at is not None and time.monotonic() - dropped_at > 3.0:
+                    break
+    finally:
+        await client.close()
+    status = restreamer.status()["sources"][0]
+    assert status["reconnects"] >= 1  # the upstream did reconnect under the viewer
+    deltas = [((b - a + 2**31) % 2**32) - 2**31 for a, b in itertools.pairwise(stamps)]
+    assert min(deltas) >= 0, "a timestamp went back"
+    after = [t for t in arrived if dropped_at is not None and t > dropped_at + 0.5]
+    assert len(after) > 20  # video kept coming on the same session
