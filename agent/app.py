@@ -43,6 +43,7 @@ from agent.health.loop_lag import LoopLag
 from agent.health.report import StatsReporter
 from agent.health.shed import Shedder, ShedPolicy
 from agent.health.system import SystemPaths, SystemSampler
+from agent.media.backchannel import talk_targets
 from agent.media.hub import SessionHub
 from agent.media.push_manager import PushEntry, PushManager
 from agent.media.restream import Restreamer
@@ -143,7 +144,11 @@ class Agent:
             _HubSources(self.hub, "push"),
             [PushEntry(p.camera, p.url.reveal(), p.stream) for p in cfg.push],
         )
-        self.webrtc = WebRtcSessions(ice_addresses=cfg.webrtc_addresses)
+        self.webrtc = WebRtcSessions(
+            ice_addresses=cfg.webrtc_addresses,
+            transcode_allowed=lambda: self.shedder.allows("transcode"),
+            talk_targets=talk_targets(self.inventory, self.hub),
+        )
         app = build_app(
             self.inventory,
             version=__version__,
@@ -273,6 +278,8 @@ class Agent:
                         "keyframe_interval_seconds"
                     ),
                     "relay_bytes_out": relayed,
+                    "sessions_held": self.hub.held(rec.id),
+                    "max_sessions": self._session_limit(rec.id),
                     "reconnects": rec.failures,
                     "last_error": rec.last_error or rec.reason,
                 }
@@ -356,6 +363,8 @@ class Agent:
         )
 
     async def _on_shed_level(self, old: int, new: int) -> None:
+        if not self.shedder.allows("transcode"):
+            await self.webrtc.close_transcoded()  # transcoding goes first, at level 1
         if new >= 2 > old:
             await self.webrtc.close_all()  # live views go first; the relay is never shed
 

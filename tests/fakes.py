@@ -441,6 +441,7 @@ class FakeRecord:
     model: str = "FK-1"
     state: str = "online"
     paused: bool = False
+    backchannel: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {  # every field of agent.discovery.records.CameraRecord.to_json()
@@ -459,6 +460,7 @@ class FakeRecord:
             "snapshot_uri": None,
             "ptz": True,
             "imaging": True,
+            "backchannel": self.backchannel,
             "endpoint_reference": f"urn:uuid:{self.id}",
             "last_seen": None,
             "sources": ["config"],

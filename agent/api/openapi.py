@@ -354,10 +354,7 @@ SCHEMAS: dict[str, Schema] = {
         example={"x": 0.5, "y": -0.2, "zoom": 0.1},
     ),
     "PtzContinuous": _body(
-        {
-            k: {"type": "integer", "minimum": 0, "maximum": v.SPEED_MAX}
-            for k in v.CONTINUOUS_FIELDS
-        },
+        {k: {"type": "integer", "minimum": 0, "maximum": v.SPEED_MAX} for k in v.CONTINUOUS_FIELDS},
         example={"right": 50},
     ),
     "PresetList": _answer({"presets": _array(STRING)}),

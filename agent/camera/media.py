@@ -31,10 +31,11 @@ from agent.camera.quirks import (
     raw_child,
     raw_children,
     raw_field,
+    raw_find_all,
     raw_text,
 )
 from agent.camera.session import OnvifSession, serialize
-from agent.errors import InvalidArgument, ProtocolError, Unsupported
+from agent.errors import AgentError, InvalidArgument, ProtocolError, Unsupported
 
 #: Bitrate range reported when the camera announces none (kbit/s): no check beyond it.
 UNKNOWN_BITRATE = Range(1, 1_000_000)
@@ -66,6 +67,8 @@ class CameraDetails:
     ptz: bool
     imaging: bool
     services: dict[str, str] = field(default_factory=dict)
+    #: The camera has an audio output (a speaker for two-way audio over the ONVIF backchannel).
+    backchannel: bool = False
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class MediaProfile:
     gov_length: int | None
     source_token: str
     ptz: bool
+    audio_output: bool = False  # an AudioOutputConfiguration is part of the profile
 
 
 def encoding_name(value: Any) -> str:
@@ -151,6 +155,10 @@ def _profile10(prof: Any, raw: Any) -> MediaProfile:
         source_token=str(source or ""),
         ptz=get(prof, "PTZConfiguration") is not None
         or raw_child(raw, "PTZConfiguration") is not None,
+        # Hikvision and the simulator put it in the profile's Extension, where zeep may leave
+        # it as raw XML: looked for anywhere in the profile.
+        audio_output=get(prof, "AudioOutputConfiguration") is not None
+        or next(raw_find_all(raw, "AudioOutputConfiguration"), None) is not None,
     )
 
 
@@ -170,6 +178,7 @@ def _profile20(prof: Any) -> MediaProfile:
         gov_length=as_int(get(enc, "GovLength")),
         source_token=str(get(prof, "Configurations", "VideoSource", "SourceToken", default="")),
         ptz=get(prof, "Configurations", "PTZ") is not None,
+        audio_output=get(prof, "Configurations", "AudioOutput") is not None,
     )
 
 
@@ -402,6 +411,20 @@ async def set_encoder(session: OnvifSession, request: EncoderRequest) -> None:
     )
 
 
+async def has_audio_output(session: OnvifSession, found: list[MediaProfile]) -> bool:
+    """True when a profile holds an AudioOutputConfiguration, else when Media's GetAudioOutputs
+    lists an output (a camera may leave it out of its profiles); a fault means no."""
+    if any(p.audio_output for p in found):
+        return True
+    if not session.has_service("media"):
+        return False
+    try:
+        answer, raw = await session.call_raw("media", "GetAudioOutputs")
+    except AgentError:  # cameras without audio answer ActionNotSupported or similar
+        return False
+    return bool(as_list(answer)) or next(raw_find_all(raw, "AudioOutputs"), None) is not None
+
+
 async def read_details(session: OnvifSession) -> CameraDetails:
     """Everything discovery reports about a camera, in one call."""
     info = await device_info(session)
@@ -432,6 +455,7 @@ async def read_details(session: OnvifSession) -> CameraDetails:
         ptz=session.has_service("ptz"),
         imaging=session.has_service("imaging"),
         services=session.services,
+        backchannel=await has_audio_output(session, found),
     )
 
 
@@ -499,6 +523,7 @@ __all__ = [
     "MediaProfile",
     "StreamProfileInfo",
     "device_info",
+    "has_audio_output",
     "image_orientation",
     "profiles",
     "read_details",

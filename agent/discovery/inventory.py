@@ -324,6 +324,18 @@ class Inventory:
             return self.local_stream(camera_id, str(profile["token"]))
         return rtsp_only.authorised(url, rec.credentials)
 
+    def live_stream(self, camera_id: str) -> tuple[str, bool]:
+        """The RTSP URL for the WebRTC live view and whether it must be transcoded to H.264
+        (`live_profile`: an H.264 stream, main first, else the smallest H.265 stream). Same URL
+        form and errors as `stream_url`."""
+        rec = self.get(camera_id)
+        profile, transcode = live_profile(rec.profiles)
+        if rec.credentials is None and rec.kind != "rtsp":
+            raise NotConfigured("no working credentials known for the camera")
+        if self.local_stream is not None and profile.get("token"):
+            return self.local_stream(camera_id, str(profile["token"])), transcode
+        return rtsp_only.authorised(str(profile["rtsp_uri"]), rec.credentials), transcode
+
     def upstream_url(self, camera_id: str, stream: str = "main") -> str:
         """RTSP URL, with the working credentials, of one of the camera's streams: "main" (the
         largest), "sub" (the next smaller) or a profile token. Raises NotFound, Unsupported,
@@ -805,6 +817,32 @@ def pick_profile(profiles: list[dict[str, Any]], stream: str) -> dict[str, Any]:
     raise NotFound(f"no stream {stream!r} on this camera")
 
 
+def live_profile(profiles: list[dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+    """The profile the live view plays and whether it needs a transcode: main if H.264, else
+    the sub stream (next smaller size) if H.264, else the largest other H.264 profile, else the
+    smallest H.265 profile (transcoded). Raises Unsupported when none of these is known."""
+
+    def encoding(p: dict[str, Any]) -> str:
+        return str(p.get("encoding", "")).upper()
+
+    for stream in ("main", "sub"):
+        with contextlib.suppress(Unsupported):
+            profile = pick_profile(profiles, stream)
+            if encoding(profile) == "H264":
+                return profile, False
+    h264 = [p for p in profiles if p.get("rtsp_uri") and encoding(p) == "H264"]
+    if h264:  # a third stream: still cheaper than a transcode
+        return max(h264, key=_area), False
+    h265 = [p for p in profiles if p.get("rtsp_uri") and encoding(p) == "H265"]
+    if h265:
+        return min(h265, key=_area), True
+    raise Unsupported("the camera has no H.264 or H.265 stream known yet")
+
+
+def _area(p: dict[str, Any]) -> int:
+    return int(p.get("width") or 0) * int(p.get("height") or 0)
+
+
 def _on_port(xaddr: str, port: int) -> str:
     """A device service address on another port of the same host."""
     parts = urlsplit(xaddr)
@@ -839,3 +877,4 @@ def _apply_details(rec: CameraRecord, details: CameraDetails) -> None:
     rec.snapshot_uri = details.snapshot_uri
     rec.ptz = details.ptz
     rec.imaging = details.imaging
+    rec.backchannel = details.backchannel

@@ -119,6 +119,7 @@ class CameraRecord:
     snapshot_uri: str | None = None
     ptz: bool = False
     imaging: bool = False
+    backchannel: bool = False  # an audio output: two-way audio over the ONVIF backchannel
     state: CameraState = CameraState.UNREACHABLE
     reason: str = ""
     last_seen: float | None = None
@@ -168,6 +169,7 @@ class CameraRecord:
             "snapshot_uri": self.snapshot_uri,
             "ptz": self.ptz,
             "imaging": self.imaging,
+            "backchannel": self.backchannel,
             "endpoint_reference": self.endpoint_reference,
             "last_seen": self.last_seen,
             "sources": sorted(self.sources),
@@ -211,6 +213,7 @@ class CameraRecord:
         rec.last_error = _text(data.get("last_error"))
         rec.ptz = data.get("ptz") is True
         rec.imaging = data.get("imaging") is True
+        rec.backchannel = data.get("backchannel") is True
         snapshot = data.get("snapshot_uri")
         rec.snapshot_uri = _text(snapshot)[:1024] if isinstance(snapshot, str) else None
         profiles = data.get("profiles")

@@ -249,6 +249,11 @@ def _cameras(f: _Families, cameras: Sequence[Any]) -> None:
     relay = f("camera_relay_bytes", "counter", "Bytes relayed to the cloud.", "bytes")
     reconnects = f("camera_reconnects", "counter", "Reconnections to the camera.")
     error = f("camera_last_error", "info", "Last error reported for the camera.")
+    sessions = f(
+        "camera_sessions", "gauge",
+        "RTSP sessions the agent holds on the camera (shared streams, tunnels, talk).",
+    )  # fmt: skip
+    budget = f("camera_max_sessions", "gauge", "RTSP sessions the camera is allowed.")
     for cam in cameras:
         cam_id = _get(cam, "id")
         if cam_id is None:
@@ -268,6 +273,8 @@ def _cameras(f: _Families, cameras: Sequence[Any]) -> None:
         gop.add(cam.get("keyframe_interval_seconds"), camera=cam_id)
         relay.add(cam.get("relay_bytes_out"), camera=cam_id, direction="out")
         reconnects.add(cam.get("reconnects"), camera=cam_id)
+        sessions.add(cam.get("sessions_held"), camera=cam_id)
+        budget.add(cam.get("max_sessions"), camera=cam_id)
         if cam.get("last_error"):
             error.add(1, camera=cam_id, error=cam["last_error"])
 

@@ -1,8 +1,9 @@
-"""Load shedding: optional work (QR scanning, snapshots, WebRTC live view) stops first when the
-box runs hot or flat out, so the relay keeps going.
+"""Load shedding: optional work (QR scanning, snapshots, H.265 transcoding for the live view,
+WebRTC live view) stops first when the box runs hot or flat out, so the relay keeps going.
 
-`Shedder.update(sample)` turns a health sample into a level: 0 normal, 1 soft (sheds `qr` and
-`snapshot`), 2 hard (also sheds `webrtc`). The relay is never shed and never asked about.
+`Shedder.update(sample)` turns a health sample into a level: 0 normal, 1 soft (sheds `qr`,
+`snapshot` and `transcode`), 2 hard (also sheds `webrtc`). The relay is never shed and never
+asked about.
 
 - temperature above `soft_celsius` -> 1, above `hard_celsius` -> 2; a temperature level is left
   only once the reading is `hysteresis` degrees below its threshold;
@@ -31,9 +32,9 @@ from agent.errors import ConfigError
 log = logging.getLogger(__name__)
 
 #: Features that can be shed, in shedding order.
-FEATURES = ("qr", "snapshot", "webrtc")
+FEATURES = ("qr", "snapshot", "transcode", "webrtc")
 #: What each level sheds.
-SHED_AT: dict[int, tuple[str, ...]] = {0: (), 1: ("qr", "snapshot"), 2: FEATURES}
+SHED_AT: dict[int, tuple[str, ...]] = {0: (), 1: ("qr", "snapshot", "transcode"), 2: FEATURES}
 
 #: Raspberry Pi `get_throttled` bits that mean "shed now", with their wording.
 THROTTLE_BITS: dict[int, str] = {
@@ -195,7 +196,7 @@ class Shedder:
                 log.exception("load shedding: level change handler failed")
 
     def allows(self, feature: str) -> bool:
-        """False while `feature` ("qr", "snapshot", "webrtc") is shed."""
+        """False while `feature` ("qr", "snapshot", "transcode", "webrtc") is shed."""
         if feature not in FEATURES:
             raise ValueError(f"unknown sheddable feature {feature!r}")
         return feature not in SHED_AT[self.level]

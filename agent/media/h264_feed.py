@@ -5,6 +5,10 @@ camera never hangs) and demuxes H.264 packets without decoding them. Packets rea
 loop through `call_soon_threadsafe` with a bounded number in flight, then fan out to each
 `H264Track`'s bounded queue. A slow subscriber loses data (queue emptied, waits for the next
 keyframe); it never grows memory or slows the others.
+
+In transcode mode (a camera with H.265 streams only) the thread decodes the stream instead and
+an `H264Encoder` (agent/media/transcode.py) makes H.264 of it in a thread of its own, once for
+every viewer of the feed.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from av.frame import Frame
 from av.packet import Packet
 
 from agent.errors import AgentError, AuthError, Unavailable, Unsupported
+from agent.media.transcode import TIME_BASE, H264Encoder, decoder_threads
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +41,8 @@ GOP_CACHE_PACKETS = 150
 GOP_CACHE_BYTES = 4 * 1024 * 1024
 #: Largest packet accepted from the camera.
 MAX_PACKET_BYTES = 4 * 1024 * 1024
+#: Decoder threads of a transcoding feed.
+DECODER_THREADS = 1
 
 _START_CODE = b"\x00\x00\x00\x01"
 
@@ -124,6 +131,8 @@ class H264Track(MediaStreamTrack):
             while not self._queue.empty():
                 self._queue.get_nowait()
             self._want_keyframe = True
+            if self._feed is not None:
+                self._feed.request_keyframe()
             return
         self._want_keyframe = False
         self._queue.put_nowait(unit)
@@ -149,10 +158,22 @@ class H264Track(MediaStreamTrack):
 
 
 class H264Feed:
-    """One RTSP connection read in a worker thread, fanned out to `H264Track`s."""
+    """One RTSP connection read in a worker thread, fanned out to `H264Track`s.
 
-    def __init__(self, url: str, *, open_timeout: float = 10.0, read_timeout: float = 5.0) -> None:
+    With `transcode`, the stream (H.265, or any codec PyAV decodes) is decoded and encoded to
+    H.264 by one encoder that all the feed's viewers share; it runs while the feed does."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        open_timeout: float = 10.0,
+        read_timeout: float = 5.0,
+        transcode: bool = False,
+    ) -> None:
         self._url = url
+        self._transcode = transcode
+        self._encoder: H264Encoder | None = None
         self._open_timeout = open_timeout
         self._read_timeout = read_timeout
         self._tracks: set[H264Track] = set()
@@ -171,6 +192,15 @@ class H264Feed:
     @property
     def url(self) -> str:
         return self._url
+
+    @property
+    def transcode(self) -> bool:
+        return self._transcode
+
+    @property
+    def encoder(self) -> H264Encoder | None:
+        """The transcoding feed's encoder once the stream is open (None when passing through)."""
+        return self._encoder
 
     @property
     def subscribers(self) -> int:
@@ -206,6 +236,12 @@ class H264Feed:
 
     def unsubscribe(self, track: H264Track) -> None:
         self._tracks.discard(track)
+
+    def request_keyframe(self) -> None:
+        """A viewer lost data: a transcoding feed's next picture is a keyframe (passing
+        through, the viewer waits for the camera's next one)."""
+        if self._encoder is not None:
+            self._encoder.request_keyframe()
 
     async def stop(self) -> None:
         """Stop reading, close the connection and join the thread (bounded by the timeouts)."""
@@ -258,6 +294,11 @@ class H264Feed:
                 self._url, options=options, timeout=(self._open_timeout, self._read_timeout)
             ) as container:
                 stream = next((s for s in container.streams.video), None)
+                if self._transcode:
+                    if stream is None:
+                        raise Unsupported("camera stream has no video")
+                    self._transcode_stream(container, stream)
+                    return
                 if stream is None or stream.codec_context.name != "h264":
                     raise Unsupported("camera stream is not H.264")
                 sets = parameter_sets(stream.codec_context.extradata)
@@ -292,6 +333,44 @@ class H264Feed:
                 data = sets + data
             self.packets += 1
             self._post(EncodedUnit(data, pts, packet.time_base or time_base, keyframe))
+
+    def _encoded(self, data: bytes, pts: int, keyframe: bool) -> None:
+        """The encoder thread's output (the only thread posting while transcoding)."""
+        self.packets += 1
+        self._post(EncodedUnit(data, pts, TIME_BASE, keyframe))
+
+    def _transcode_stream(
+        self, container: av.container.InputContainer, stream: av.VideoStream
+    ) -> None:
+        decoder_threads(stream, DECODER_THREADS)
+        encoder = H264Encoder(self._encoded)
+        self._encoder = encoder
+        encoder.start(stream.average_rate or stream.guessed_rate)
+        self._signal(None, final=False)
+        time_base = stream.time_base or TIME_BASE
+        last_pts: int | None = None
+        try:
+            for packet in container.demux(stream):
+                if self._quit.is_set():
+                    return
+                if not encoder.thread.is_alive():
+                    raise Unavailable("the H.264 encoder stopped")
+                if packet.size == 0 or packet.size > MAX_PACKET_BYTES:
+                    continue
+                try:
+                    frames = stream.codec_context.decode(packet)
+                except av.FFmpegError:  # data lost on the way: the next keyframe repairs it
+                    continue
+                for frame in frames:
+                    pts = frame.pts if frame.pts is not None else frame.dts
+                    if pts is None:
+                        pts = 0 if last_pts is None else last_pts + 1
+                    last_pts = pts
+                    # the encoder works in the 90 kHz clock, whatever the camera's
+                    frame.pts = int(pts * (frame.time_base or time_base) / TIME_BASE)
+                    encoder.offer(frame)
+        finally:
+            encoder.close()
 
     # ---- event loop ----------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote, urljoin, urlsplit, urlunsplit
@@ -27,6 +27,7 @@ from agent.proto.rtsp import (
     RtspRequest,
     RtspResponse,
     Transport,
+    encode_interleaved,
     parse_session,
     parse_transport,
 )
@@ -105,8 +106,17 @@ class RtspClient:
 
     # Public API.
 
-    async def start(self) -> list[RtspTrack]:
-        """Connect, DESCRIBE, SETUP every video/audio track over TCP and PLAY."""
+    async def start(
+        self,
+        *,
+        require: str | None = None,
+        select: Callable[[MediaDescription], bool] | None = None,
+    ) -> list[RtspTrack]:
+        """Connect, DESCRIBE, SETUP every video/audio track over TCP and PLAY.
+
+        `require`: an RTSP feature tag sent as `Require` with DESCRIBE, SETUP and PLAY (the ONVIF
+        backchannel). `select`: only the media sections it accepts are SETUP."""
+        tag = {"Require": require} if require else {}
         try:
             async with asyncio.timeout(self._timeout):
                 self._reader, self._writer = await asyncio.open_connection(self._host, self._port)
@@ -117,15 +127,27 @@ class RtspClient:
         if "GET_PARAMETER" in public:
             self._keepalive_method = "GET_PARAMETER"
         self.server = options.headers.get("Server")
-        describe = await self._request("DESCRIBE", self.url, Accept="application/sdp")
+        describe = await self._request("DESCRIBE", self.url, Accept="application/sdp", **tag)
         media, base, aggregate = self._presentation(describe)
         for media_desc in media:
-            await self._setup(media_desc, base)
+            if select is None or select(media_desc[1]):
+                await self._setup(media_desc, base, **tag)
         if not self.tracks:
             raise Unsupported(f"{self.url}: no playable video or audio track")
         self._play_url = aggregate
-        await self._request("PLAY", aggregate, Range="npt=0.000-")
+        await self._request("PLAY", aggregate, Range="npt=0.000-", **tag)
         return list(self.tracks)
+
+    async def send_interleaved(self, channel: int, payload: bytes) -> None:
+        """Send one interleaved frame (RTP to the camera, e.g. on a backchannel track)."""
+        if self._writer is None or self._session is None:
+            raise ProtocolError("RtspClient.send_interleaved() before start()")
+        try:
+            self._writer.write(encode_interleaved(channel, payload))
+            async with asyncio.timeout(self._timeout):
+                await self._writer.drain()
+        except (OSError, TimeoutError) as exc:
+            raise Unavailable(f"{self.url}: send failed: {exc or 'timeout'}") from None
 
     async def packets(self) -> AsyncIterator[tuple[int, RtpPacket]]:
         """(track index, RTP packet) until the connection fails; RTCP is skipped."""
@@ -332,7 +354,7 @@ class RtspClient:
         aggregate = resolve_control(base, sdp.attribute("control"))
         return media, base, aggregate
 
-    async def _setup(self, item: tuple[int, MediaDescription], base: str) -> None:
+    async def _setup(self, item: tuple[int, MediaDescription], base: str, **headers: str) -> None:
         _, media = item
         info = track_info(media)
         if info is None:
@@ -340,7 +362,7 @@ class RtspClient:
         url = resolve_control(base, media.control)
         wanted = 2 * len(self.tracks)
         transport = Transport("RTP/AVP", "TCP", True, (wanted, wanted + 1))
-        response = await self._request("SETUP", url, Transport=transport.format())
+        response = await self._request("SETUP", url, Transport=transport.format(), **headers)
         session = response.headers.get("Session")
         if session is None and self._session is None:
             raise ProtocolError(f"SETUP {self.url}: no Session header")

@@ -1,7 +1,9 @@
 """WebRTC live view: a viewer's SDP offer in, the answer out, the camera's H.264 passed through.
 
 Each session is one aiortc `RTCPeerConnection` sending a camera's H.264 packets as they come
-from RTSP (no decode, no re-encode). Viewers of the same RTSP URL share one `H264Feed`. No STUN
+from RTSP (no decode, no re-encode), or, for a camera with H.265 streams only, the H.264 of a
+transcoding feed (`answer(..., transcode=True)`), refused while `transcode_allowed()` is false
+(load shedding). Viewers of the same RTSP URL share one `H264Feed` (and so one encoder). No STUN
 or TURN server is configured: only host candidates on the LAN (or the addresses given).
 Sessions close on ICE failure, on the end of the camera stream and when not connected for
 `idle_timeout` seconds; `close()` ends every peer connection, task and reader thread.
@@ -13,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ from aiortc import (
 )
 
 from agent.errors import InvalidArgument, Unavailable
+from agent.media.backchannel import TalkRelay, TalkTarget
 from agent.media.h264_feed import H264Feed, H264Track
 from agent.media.webrtc_sdp import check_offer, ice_host_addresses, lan_addresses
 
@@ -41,6 +44,7 @@ class _Session:
     pc: RTCPeerConnection
     feed: H264Feed
     track: H264Track
+    talk: TalkRelay | None = None  # the viewer's microphone to the camera's speaker
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
     closed: bool = False
@@ -57,6 +61,8 @@ class WebRtcSessions:
         open_timeout: float = 10.0,
         read_timeout: float = 5.0,
         ice_addresses: Sequence[str] | None = None,
+        transcode_allowed: Callable[[], bool] | None = None,
+        talk_targets: Callable[[str], TalkTarget] | None = None,
     ) -> None:
         if max_sessions < 1 or idle_timeout <= 0 or open_timeout <= 0 or read_timeout <= 0:
             raise InvalidArgument("limits and timeouts must be positive")
@@ -66,6 +72,9 @@ class WebRtcSessions:
         self._read_timeout = read_timeout
         self._ice_addresses = tuple(ice_addresses) if ice_addresses is not None else None
         self._sessions: set[_Session] = set()
+        self._transcode_allowed = transcode_allowed
+        #: The two-way audio target of a camera (agent.media.backchannel.talk_targets).
+        self.talk_targets = talk_targets
         self._feeds: dict[str, H264Feed] = {}
         self._pending = 0
         self._closed = False
@@ -80,20 +89,47 @@ class WebRtcSessions:
         """Camera connections currently open."""
         return len(self._feeds)
 
-    async def answer(self, offer_sdp: str, rtsp_url: str) -> str:
+    @property
+    def encoders(self) -> int:
+        """Transcoding feeds (H.264 encoders) currently open."""
+        return sum(1 for f in self._feeds.values() if f.transcode)
+
+    def talk_target(self, camera_id: str) -> TalkTarget | None:
+        """Where a viewer of the camera may talk to (None: two-way audio is not wired)."""
+        return self.talk_targets(camera_id) if self.talk_targets is not None else None
+
+    async def answer(
+        self,
+        offer_sdp: str,
+        rtsp_url: str,
+        *,
+        transcode: bool = False,
+        talk: TalkTarget | None = None,
+    ) -> str:
         """Answer a viewer's offer with the camera at `rtsp_url`; returns the answer SDP.
+        With `transcode`, the stream is decoded and encoded to H.264 (one encoder per URL).
 
         Raises InvalidArgument/LimitExceeded for a bad offer, Unavailable when the session
-        limit is reached or the camera cannot be read, AuthError, Unsupported (not H.264).
+        limit is reached, a transcode is refused under load or the camera cannot be read,
+        AuthError, Unsupported (not H.264, without `transcode`).
+
+        With `talk`, an audio section the viewer sends on (sendrecv or sendonly) is answered
+        recvonly (Opus, PCMU or PCMA) and its audio goes to the camera's speaker over the ONVIF
+        backchannel (agent.media.backchannel); without, audio is answered inactive.
         """
         offer = check_offer(offer_sdp)
         if self._closed:
             raise Unavailable("WebRTC sessions are shut down")
+        if transcode and self._transcode_allowed is not None and not self._transcode_allowed():
+            raise Unavailable(
+                "live view of this camera needs an H.265 to H.264 transcode, paused under load "
+                "to keep video relaying; try again later"
+            )
         if self.count >= self._max:
             raise Unavailable(f"too many WebRTC sessions (limit {self._max})")
         self._pending += 1
         try:
-            return await self._negotiate(offer, rtsp_url)
+            return await self._negotiate(offer, rtsp_url, transcode, talk)
         finally:
             self._pending -= 1
 
@@ -110,6 +146,18 @@ class WebRtcSessions:
         if sessions:
             log.info("WebRTC: %d session(s) ended", len(sessions))
 
+    async def close_transcoded(self) -> None:
+        """End the sessions fed by a transcode (their encoders stop with the last of them)."""
+        sessions = [s for s in self._sessions if s.feed.transcode]
+        for s in sessions:
+            if s.task is not None:
+                s.task.cancel()
+        await asyncio.gather(*(self._end(s) for s in sessions), return_exceptions=True)
+        tasks = [s.task for s in sessions if s.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if sessions:
+            log.info("WebRTC: %d transcoded session(s) ended", len(sessions))
+
     async def close(self) -> None:
         """Close every peer connection and camera connection; waits for tasks and threads."""
         self._closed = True
@@ -120,10 +168,19 @@ class WebRtcSessions:
 
     # ---- internals -----------------------------------------------------------------------
 
-    async def _subscribe(self, url: str) -> tuple[H264Feed, H264Track]:
+    async def _subscribe(self, url: str, transcode: bool) -> tuple[H264Feed, H264Track]:
         feed = self._feeds.get(url)
-        if feed is None or (feed.thread is not None and not feed.alive):
-            feed = H264Feed(url, open_timeout=self._open_timeout, read_timeout=self._read_timeout)
+        if (
+            feed is None
+            or (feed.thread is not None and not feed.alive)
+            or feed.transcode != transcode
+        ):
+            feed = H264Feed(
+                url,
+                open_timeout=self._open_timeout,
+                read_timeout=self._read_timeout,
+                transcode=transcode,
+            )
             self._feeds[url] = feed
         track = feed.subscribe()  # before awaiting, so the feed counts this user
         try:
@@ -134,13 +191,15 @@ class WebRtcSessions:
             raise
         return feed, track
 
-    async def _negotiate(self, offer: str, url: str) -> str:
-        feed, track = await self._subscribe(url)
+    async def _negotiate(
+        self, offer: str, url: str, transcode: bool, talk: TalkTarget | None = None
+    ) -> str:
+        feed, track = await self._subscribe(url, transcode)
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         session = _Session(pc, feed, track)
         try:
             async with asyncio.timeout(NEGOTIATION_TIMEOUT):
-                answer = await self._exchange(pc, offer, track)
+                answer, session.talk = await self._exchange(pc, offer, track, talk)
         except BaseException as exc:
             track.stop()
             await pc.close()
@@ -157,10 +216,16 @@ class WebRtcSessions:
         pc.on("connectionstatechange", session.changed.set)
         track.on("ended", session.changed.set)
         session.task = asyncio.create_task(self._watch(session), name="webrtc-session")
+        if session.talk is not None:
+            session.talk.start()
         log.info("WebRTC session opened (%d active)", len(self._sessions))
         return answer
 
-    async def _exchange(self, pc: RTCPeerConnection, offer: str, track: H264Track) -> str:
+    async def _exchange(
+        self, pc: RTCPeerConnection, offer: str, track: H264Track, talk: TalkTarget | None = None
+    ) -> tuple[str, TalkRelay | None]:
+        """The answer SDP, and the relay of the viewer's microphone when `talk` is given and
+        the offer sends audio."""
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except Exception as exc:  # aiortc raises assorted errors for offers it cannot use
@@ -175,6 +240,7 @@ class WebRtcSessions:
             )
         ]
         video_done = False
+        relay: TalkRelay | None = None
         for transceiver in pc.getTransceivers():
             if (
                 transceiver.kind == "video"
@@ -186,6 +252,9 @@ class WebRtcSessions:
                 transceiver.direction = "sendonly"
                 transceiver.sender.replaceTrack(track)
                 video_done = True
+            elif talk is not None and relay is None and _sends_audio(transceiver):
+                transceiver.direction = "recvonly"
+                relay = TalkRelay(transceiver.receiver.track, talk)
             else:
                 transceiver.direction = "inactive"
         if not video_done:
@@ -197,7 +266,7 @@ class WebRtcSessions:
         addresses = self._ice_addresses if self._ice_addresses is not None else lan_addresses()
         with ice_host_addresses(addresses):
             await pc.setLocalDescription(answer)
-        return str(pc.localDescription.sdp)
+        return str(pc.localDescription.sdp), relay
 
     async def _watch(self, session: _Session) -> None:
         idle_since: float | None = time.monotonic()
@@ -228,6 +297,8 @@ class WebRtcSessions:
         session.closed = True
         self._sessions.discard(session)
         session.track.stop()
+        if session.talk is not None:
+            await session.talk.close()
         await session.pc.close()
         await self._release_feed(session.feed)
         log.info("WebRTC session closed (%d active)", len(self._sessions))
@@ -238,6 +309,16 @@ class WebRtcSessions:
         if self._feeds.get(feed.url) is feed:
             del self._feeds[feed.url]
         await feed.stop()
+
+
+def _sends_audio(transceiver: Any) -> bool:
+    """An audio section the viewer sends on (offered sendrecv or sendonly). aiortc keeps the
+    offer's direction, seen from the answerer (recvonly or sendrecv), in `_offerDirection`."""
+    return (
+        transceiver.kind == "audio"
+        and getattr(transceiver, "_offerDirection", None) in ("recvonly", "sendrecv")
+        and transceiver.receiver.track is not None
+    )
 
 
 def _keep_h264_only(transceiver: Any) -> None:

@@ -54,7 +54,7 @@ async def test_a_hot_box_sheds_optional_work(tmp_path: Path) -> None:
         hardware = status["hardware"]
         assert hardware["id"] == "raspberry-pi-4" and hardware["forced"] is True
         assert hardware["shed"]["level"] == 2
-        assert set(hardware["shed"]["shed"]) == {"qr", "snapshot", "webrtc"}
+        assert set(hardware["shed"]["shed"]) == {"qr", "snapshot", "transcode", "webrtc"}
         text = format_status({"running": True, **status})
         assert "hardware: raspberry-pi-4" in text and "load shed level 2" in text
         assert "temperature" in text

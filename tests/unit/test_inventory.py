@@ -110,7 +110,7 @@ def test_record_json_never_holds_credentials() -> None:
     assert set(public) == {
         "id", "address", "xaddr", "manufacturer", "model", "firmware_version", "serial_number",
         "hardware_id", "state", "reason", "profiles", "snapshot_uri", "ptz", "imaging",
-        "endpoint_reference", "run_state", "last_seen", "sources", "kind", "name",
+        "backchannel", "endpoint_reference", "run_state", "last_seen", "sources", "kind", "name",
     }  # fmt: skip
     assert public["address"] == "10.0.0.5"
     stored = rec.to_state()

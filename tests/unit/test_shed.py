@@ -196,7 +196,7 @@ def test_status(shedder: Shedder, clock: Clock) -> None:
     assert shedder.status() == {
         "level": 2,
         "reason": "temperature 85.5 °C above 82.0",
-        "shed": ["qr", "snapshot", "webrtc"],
+        "shed": ["qr", "snapshot", "transcode", "webrtc"],
         "since": 6007.0,
     }
     clock.now += 3
