@@ -139,6 +139,7 @@ class Agent:
             tunnels_of=self._camera_tunnels,
             linger=cfg.sessions.linger,
         )
+        self.cloud.tunnel_policy.on_rtsp = self.hub.make_room
         self.restream: Restreamer | None = None  # built at run(): the password may be generated
         self.push = PushManager(
             _HubSources(self.hub, "push"),

@@ -33,6 +33,7 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -55,6 +56,8 @@ USERNAME, PASSWORD = "admin", "demo-pass"
 RESTREAM_USER = "viewer"
 #: Seconds the agent may take for each step (activation, binding a camera, the tunnel).
 STEP_TIMEOUT = 60.0
+#: Cameras watched over WebRTC at once (the agent serves 8 WebRTC sessions at most).
+LIVE_AT_ONCE = 6
 #: Streams decoded at once.
 PULL_THREADS = 4
 #: Seconds each printed URL may take to answer the demo's own check.
@@ -215,10 +218,15 @@ class Demo:
         print(format_table(found))
         self.check(len(found) == len(self.world.cameras), "not every ONVIF camera was discovered")
 
-    @staticmethod
-    def configure(cfg: AgentConfig) -> AgentConfig:
+    def configure(self, cfg: AgentConfig) -> AgentConfig:
         """The demo agent: no token (QR activation), its API and restream server on the usual
-        ports when they are free, WebRTC on loopback."""
+        ports when they are free, WebRTC on loopback, and each camera's RTSP session budget as
+        the camera caps it (its persona's; by serial number), as a user would configure it."""
+        caps = {
+            str(cam.describe().get("serial_number") or ""): cam.max_sessions
+            for cam in self.world.cameras
+            if cam.max_sessions
+        }
         return replace(
             cfg,
             api_port=_free_port(8780),
@@ -227,6 +235,7 @@ class Demo:
             restream=RestreamConfig(
                 host="127.0.0.1", port=_free_port(8554), username=RESTREAM_USER
             ),
+            sessions=replace(cfg.sessions, per_camera={k: v for k, v in caps.items() if k}),
         )
 
     async def pull(self, pulls: list[tuple[str, str]]) -> None:
@@ -254,7 +263,12 @@ class Demo:
     async def live_views(self, base: str, cams: list[dict[str, Any]]) -> None:
         """Every camera live in WebRTC, as the console shows it (a WHEP offer to the agent),
         all at once; then the camera sessions the agent holds for all its consumers."""
-        from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+        from aiortc import (
+            RTCConfiguration,
+            RTCPeerConnection,
+            RTCRtpReceiver,
+            RTCSessionDescription,
+        )
 
         from agent.media.webrtc_sdp import ice_host_addresses
 
@@ -272,7 +286,14 @@ class Demo:
                     got.set_result(track)
 
             pc.on("track", on_track)
-            pc.addTransceiver("video", direction="recvonly")
+            # H.264 only, as most browsers (Chromium here) offer: an H.265 camera is then
+            # watched on its H.264 sub stream or through the agent's transcoder.
+            video = pc.addTransceiver("video", direction="recvonly")
+            caps = RTCRtpReceiver.getCapabilities("video")
+            codecs = caps.codecs if caps is not None else []
+            video.setCodecPreferences(
+                [c for c in codecs if c.mimeType.lower() in ("video/h264", "video/rtx")]
+            )
             with ice_host_addresses(("127.0.0.1",)):
                 await pc.setLocalDescription(await pc.createOffer())
             offer = {"type": "offer", "sdp": pc.localDescription.sdp}
@@ -286,11 +307,23 @@ class Demo:
                     n, w, h = n + 1, frame.width, frame.height
             return n, w, h
 
+        for start in range(0, len(cams), LIVE_AT_ONCE):
+            await self._watch_some(base, cams[start : start + LIVE_AT_ONCE], watch, peers)
+
+    async def _watch_some(
+        self,
+        base: str,
+        cams: list[dict[str, Any]],
+        watch: Callable[[dict[str, Any]], Awaitable[tuple[int, int, int]]],
+        peers: list[Any],
+    ) -> None:
+        """Watch `cams` at once; print each one's frames and camera sessions while all run."""
         try:
             results = await asyncio.gather(*(watch(c) for c in cams), return_exceptions=True)
             status = await self.json("GET", f"{base}/status")
         finally:
             await asyncio.gather(*(pc.close() for pc in peers), return_exceptions=True)
+            peers.clear()
         sessions = ((status.get("relay") or {}).get("sessions") or {}).get("cameras") or {}
         for cam, result in zip(cams, results, strict=True):
             label = _camera_label(cam)

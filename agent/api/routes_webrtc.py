@@ -3,7 +3,8 @@
 The body is the viewer's SDP offer, either raw (`Content-Type: application/sdp`, answered 201 with
 the SDP answer, as WHEP does) or JSON `{"type": "offer", "sdp": "..."}` (answered 200 with
 `{"type": "answer", "sdp": "..."}`). The camera's H.264 goes to the viewer without transcoding
-(a camera with H.265 streams only is transcoded to H.264: docs/webrtc.md, "H.265 cameras").
+(a camera with H.265 streams only is transcoded to H.264, or its H.265 passed through to a viewer
+whose offer lists H.265: docs/webrtc.md, "H.265 cameras").
 An offer that is not printable ASCII lines is a 422; one the live view cannot use (no H.264,
 too many lines or candidates) a 400; a paused camera is a 409.
 
@@ -73,11 +74,17 @@ async def post_offer(request: web.Request) -> web.Response:
     directory = request.app[DIRECTORY]
     try:
         record = directory.get(cid)
-        # the inventory picks (URL, transcode): a camera with H.265 streams only is transcoded
+        # the inventory picks (URL, transcode): a camera with H.265 streams only is transcoded,
+        # unless the viewer takes H.265: then an H.265 main stream is passed through
         choose = getattr(directory, "live_stream", None)
+        offers_h265 = getattr(request.app.get(WEBRTC), "offers_h265", None)
+        h265 = callable(offers_h265) and bool(offers_h265(offer))
         url: str
         transcode: bool
-        url, transcode = choose(cid) if choose is not None else (directory.stream_url(cid), False)
+        if choose is None:
+            url, transcode = directory.stream_url(cid), False
+        else:
+            url, transcode = choose(cid, h265=True) if h265 else choose(cid)
     except NotFound as exc:
         raise CameraMissing(cid) from exc
     if record.to_json().get("run_state") == "paused":  # the user's choice: not a server fault

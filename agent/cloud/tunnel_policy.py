@@ -90,6 +90,9 @@ class TunnelPolicy:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._log = LogOnce(log, interval=30.0)
+        #: Called with the camera id before a tunnel to its RTSP port is connected: the agent's
+        #: own sessions on the camera make room (agent.media.hub.SessionHub.make_room).
+        self.on_rtsp: Callable[[str], None] | None = None
 
     def resolve(self, target: Target) -> tuple[str, int]:
         host, port = _norm(target.host), target.port
@@ -108,6 +111,11 @@ class TunnelPolicy:
         if rec.state is CameraState.UNREACHABLE and not rec.profiles:
             raise Refused(ErrorCode.CONNECT_FAILED, f"camera {rec.id} is unreachable")
         self._take(rec.id)
+        if target.kind is TargetKind.RTSP and self.on_rtsp is not None:
+            try:
+                self.on_rtsp(rec.id)
+            except Exception:  # making room is a courtesy: the tunnel opens anyway
+                log.exception("making room on camera %s for a tunnel failed", rec.id)
         return host, port
 
     def _owner(self, host: str, port: int, kind: TargetKind) -> CameraRecord | None:

@@ -324,12 +324,18 @@ class Inventory:
             return self.local_stream(camera_id, str(profile["token"]))
         return rtsp_only.authorised(url, rec.credentials)
 
-    def live_stream(self, camera_id: str) -> tuple[str, bool]:
+    def live_stream(self, camera_id: str, *, h265: bool = False) -> tuple[str, bool]:
         """The RTSP URL for the WebRTC live view and whether it must be transcoded to H.264
-        (`live_profile`: an H.264 stream, main first, else the smallest H.265 stream). Same URL
-        form and errors as `stream_url`."""
+        (`live_profile`: an H.264 stream, main first, else the smallest H.265 stream). With
+        `h265` (the viewer takes H.265), an H.265 main stream comes first, passed through. Same
+        URL form and errors as `stream_url`."""
         rec = self.get(camera_id)
         profile, transcode = live_profile(rec.profiles)
+        if h265:
+            with contextlib.suppress(Unsupported):
+                main = pick_profile(rec.profiles, "main")
+                if str(main.get("encoding", "")).upper() == "H265":
+                    profile, transcode = main, False
         if rec.credentials is None and rec.kind != "rtsp":
             raise NotConfigured("no working credentials known for the camera")
         if self.local_stream is not None and profile.get("token"):
@@ -343,6 +349,8 @@ class Inventory:
         rec = self.get(camera_id)
         if rec.paused:
             raise Unavailable(f"camera {camera_id} is paused")
+        if rec.state is CameraState.UNAUTHORIZED:
+            raise AuthError(f"camera {camera_id} refused the credentials ({rec.reason})")
         profile = pick_profile(rec.profiles, stream)
         if rec.credentials is None and rec.kind != "rtsp":
             raise NotConfigured("no working credentials known for the camera")

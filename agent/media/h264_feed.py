@@ -6,6 +6,10 @@ loop through `call_soon_threadsafe` with a bounded number in flight, then fan ou
 `H264Track`'s bounded queue. A slow subscriber loses data (queue emptied, waits for the next
 keyframe); it never grows memory or slows the others.
 
+Passing through, an H.265 stream is handed on the same way (Annex B access units, VPS/SPS/PPS
+before each IRAP picture, `codec == "hevc"`) for viewers whose offer takes H.265
+(agent/media/webrtc_h265.py packs it into RTP).
+
 In transcode mode (a camera with H.265 streams only) the thread decodes the stream instead and
 an `H264Encoder` (agent/media/transcode.py) makes H.264 of it in a thread of its own, once for
 every viewer of the feed.
@@ -28,6 +32,7 @@ from av.frame import Frame
 from av.packet import Packet
 
 from agent.errors import AgentError, AuthError, Unavailable, Unsupported
+from agent.media import webrtc_h265
 from agent.media.transcode import TIME_BASE, H264Encoder, decoder_threads
 
 log = logging.getLogger(__name__)
@@ -49,7 +54,8 @@ _START_CODE = b"\x00\x00\x00\x01"
 
 @dataclass(frozen=True, slots=True)
 class EncodedUnit:
-    """One H.264 access unit in Annex B form; `gap` marks data lost just before it."""
+    """One H.264 (or, passing H.265 through, H.265) access unit in Annex B form; `gap` marks
+    data lost just before it."""
 
     data: bytes
     pts: int
@@ -188,6 +194,8 @@ class H264Feed:
         self._opened: asyncio.Future[None] | None = None
         self._finished: asyncio.Future[None] | None = None
         self.packets = 0
+        #: The stream's codec once open: "h264", or "hevc" when an H.265 stream is passed through.
+        self.codec = ""
 
     @property
     def url(self) -> str:
@@ -216,7 +224,8 @@ class H264Feed:
         return self._thread
 
     async def start(self) -> None:
-        """Open the camera; raises Unavailable, AuthError or Unsupported (no H.264 stream)."""
+        """Open the camera; raises Unavailable, AuthError or Unsupported (neither H.264 nor, when
+        passing through, H.265)."""
         if self._opened is None:
             loop = asyncio.get_running_loop()
             self._loop = loop
@@ -299,9 +308,14 @@ class H264Feed:
                         raise Unsupported("camera stream has no video")
                     self._transcode_stream(container, stream)
                     return
-                if stream is None or stream.codec_context.name != "h264":
+                codec = stream.codec_context.name if stream is not None else ""
+                if stream is None or codec not in ("h264", "hevc"):
                     raise Unsupported("camera stream is not H.264")
-                sets = parameter_sets(stream.codec_context.extradata)
+                if codec == "hevc":
+                    sets = webrtc_h265.parameter_sets(stream.codec_context.extradata)
+                else:
+                    sets = parameter_sets(stream.codec_context.extradata)
+                self.codec = codec
                 self._signal(None, final=False)
                 self._demux(container, stream, sets)
         except Exception as exc:  # every failure of the reader ends the feed with a reason
@@ -328,9 +342,14 @@ class H264Feed:
                 pts = 0 if last_pts is None else last_pts + 1
             last_pts = pts
             data = bytes(packet)
-            keyframe = bool(packet.is_keyframe)
-            if keyframe and sets and not has_sps(data):
-                data = sets + data
+            if self.codec == "hevc":
+                keyframe = webrtc_h265.is_irap(data)
+                if keyframe and sets and not webrtc_h265.has_parameter_sets(data):
+                    data = sets + data
+            else:
+                keyframe = bool(packet.is_keyframe)
+                if keyframe and sets and not has_sps(data):
+                    data = sets + data
             self.packets += 1
             self._post(EncodedUnit(data, pts, packet.time_base or time_base, keyframe))
 

@@ -32,9 +32,9 @@ from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from agent.errors import (
+    AuthError,
     ConfigError,
     InvalidArgument,
-    NotConfigured,
     NotFound,
     SessionLimit,
     Unavailable,
@@ -177,6 +177,7 @@ class SessionHub:
             del self._sources[key]
             source = None
         if source is not None and source.running:
+            source.open(kind)  # a new consumer of this kind is on its way
             return source
         self._admit(camera_id, key, kind)
         if source is None:
@@ -193,7 +194,7 @@ class SessionHub:
             )
             self._sources[key] = source
             self._names[key] = stream
-        source.open()
+        source.open(kind)
         return source
 
     def consumer(self, kind: str, camera_id: str, stream: str) -> Consumer:
@@ -226,13 +227,13 @@ class SessionHub:
                 return self.url(kind, camera_id, stream)
         try:
             return self.url(kind, camera_id, "sub")
-        except SessionLimit:
+        except (SessionLimit, Unsupported):  # no room, or one stream only
             return self.url(kind, camera_id, "main")
 
     def _is_open(self, camera_id: str, stream: str) -> bool:
         try:
             key = (camera_id, stream_key(self._directory.upstream_url(camera_id, stream)))
-        except (NotFound, Unsupported, NotConfigured, Unavailable):
+        except (NotFound, Unsupported, AuthError, Unavailable):
             return False
         source = self._sources.get(key)
         return source is not None and source.running and not source.ended
@@ -284,22 +285,35 @@ class SessionHub:
             log.exception("counting the tunnels of camera %s failed", camera_id)
             return 0
 
-    def _admit(self, camera_id: str, key: tuple[str, str] | None, kind: str) -> None:
+    def make_room(self, camera_id: str) -> None:
+        """A cloud tunnel to the camera's RTSP port is opening: if the camera would hold more
+        than its budget, close the sessions that give way (unused, or only QR scanning and
+        snapshots use them). The tunnel opens anyway: the cloud's pull comes first."""
         limit = self._limit_of(camera_id)
-        if self._open_count(camera_id, key) + self._tunnels(camera_id) < limit:
-            return
-        for other, source in list(self._sources.items()):  # make room: unused, or background
+        if self._open_count(camera_id) + self._tunnels(camera_id) + 1 > limit:
+            self._evict(camera_id, None, "tunnel")
+
+    def _evict(self, camera_id: str, key: tuple[str, str] | None, kind: str) -> None:
+        """Close the camera's sessions that give way to a new one of `kind`."""
+        for other, source in list(self._sources.items()):
             if other[0] != camera_id or other == key:
                 continue
             users = set(source.consumers())
-            idle = not users and time.monotonic() >= source.claimed_until
-            if idle or (users and kind not in BACKGROUND and users <= BACKGROUND):
+            if not users and time.monotonic() < source.claimed_until:
+                users = {source.claimed_by}  # opened for a consumer on its way
+            if not users or (kind not in BACKGROUND and users <= BACKGROUND):
                 name = self._names.get(other, other[1])
                 log.info("camera %s: closing its %s session to make room", camera_id, name)
                 self._sources.pop(other)
                 self._names.pop(other, None)
                 source.close()
                 self._closing.add(source)
+
+    def _admit(self, camera_id: str, key: tuple[str, str] | None, kind: str) -> None:
+        limit = self._limit_of(camera_id)
+        if self._open_count(camera_id, key) + self._tunnels(camera_id) < limit:
+            return
+        self._evict(camera_id, key, kind)
         tunnels = self._tunnels(camera_id)
         count = self._open_count(camera_id, key) + tunnels
         if count < limit:
@@ -339,7 +353,7 @@ class SessionHub:
         kind, camera_id, stream = parts
         try:
             return self.consumer(kind, camera_id, stream)
-        except (NotFound, Unsupported, NotConfigured) as exc:
+        except (NotFound, Unsupported, AuthError) as exc:  # AuthError: NotConfigured too
             self._log_once.log(logging.INFO, path, "hub %s refused: %s", path, exc)
             return None
 

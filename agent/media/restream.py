@@ -21,8 +21,8 @@ from urllib.parse import quote
 
 from agent.errors import (
     AgentError,
+    AuthError,
     ConfigError,
-    NotConfigured,
     NotFound,
     SessionLimit,
     Unavailable,
@@ -196,6 +196,7 @@ class CameraSource:
         self._attempt: asyncio.Future[None] | None = None
         self._kinds: dict[PacketQueue, str] = {}
         self.claimed_until = 0.0  # monotonic; see open()
+        self.claimed_by = ""
         self._kick = asyncio.Event()
         self._log_once = LogOnce(log)
         self.ended = False
@@ -241,7 +242,9 @@ class CameraSource:
         if self.state == "streaming" and self._info is not None:
             return list(self._info)
         self._kick.set()  # a viewer is waiting: retry a failed upstream now
-        self.open()
+        self._ensure_upstream()
+        if not self._fanout.count and not self.ended:
+            self._schedule_linger()
         if self._attempt is None or self._attempt.done():
             self._attempt = asyncio.get_running_loop().create_future()
         attempt = self._attempt
@@ -257,10 +260,14 @@ class CameraSource:
             raise Unavailable(f"{self.name}: camera unreachable ({self.last_error or 'timeout'})")
         return list(self._info)
 
-    def open(self) -> None:
+    def open(self, kind: str = "restream") -> None:
         """Start the upstream session if it is not running (it lingers without consumers); a
-        consumer is expected within `timeout` seconds (until then the session is not idle)."""
-        self.claimed_until = time.monotonic() + self._timeout
+        consumer of `kind` is expected within `timeout` seconds (until then the session counts
+        as that consumer's, not as idle)."""
+        now = time.monotonic()
+        if now >= self.claimed_until or self.claimed_by in ("qr", "snapshot"):
+            self.claimed_by = kind
+        self.claimed_until = now + self._timeout
         self._ensure_upstream()
         if not self._fanout.count and not self.ended:
             self._schedule_linger()
@@ -574,6 +581,6 @@ class Restreamer:
             return self._sessions.consumer("restream", camera_id, stream)
         except SessionLimit:
             raise
-        except (NotFound, Unsupported, NotConfigured, Unavailable) as exc:
+        except (NotFound, Unsupported, AuthError, Unavailable) as exc:  # incl. NotConfigured
             self._log_once.log(logging.INFO, path, "restream %s refused: %s", path, exc)
             return None

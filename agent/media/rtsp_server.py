@@ -574,7 +574,10 @@ def _redact(text: str) -> str:
 
 
 def _target(uri: str) -> tuple[str, int | None]:
-    """Presentation path and track index named by a request URI."""
+    """Presentation (path, with `?query` when the URI has one) and track index named by a
+    request URI. Cameras that tell streams apart by query (Dahua's `?channel=1&subtype=1`)
+    get track controls appended after the query (`...&subtype=1/trackID=0`), as clients join
+    a control to a base URL: that tail names the track, the rest the presentation."""
     try:
         parts = urlsplit(uri)
     except ValueError as exc:
@@ -582,6 +585,13 @@ def _target(uri: str) -> tuple[str, int | None]:
     if parts.scheme.lower() not in ("rtsp", "rtsps", "") or not (parts.path or parts.netloc):
         raise ProtocolError(f"invalid URI {uri[:60]!r}")
     path = unquote(parts.path).rstrip("/")
+    query = parts.query.rstrip("/")
+    if query:
+        head, _, last = query.rpartition("/")
+        match = _TRACK.fullmatch(last)
+        if match is not None:
+            return f"{path or '/'}?{head.rstrip('/')}", int(match.group(1))
+        return f"{path or '/'}?{query}", None
     head, _, last = path.rpartition("/")
     match = _TRACK.fullmatch(last)
     if match is not None:

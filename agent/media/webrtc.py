@@ -1,9 +1,11 @@
 """WebRTC live view: a viewer's SDP offer in, the answer out, the camera's H.264 passed through.
 
 Each session is one aiortc `RTCPeerConnection` sending a camera's H.264 packets as they come
-from RTSP (no decode, no re-encode), or, for a camera with H.265 streams only, the H.264 of a
-transcoding feed (`answer(..., transcode=True)`), refused while `transcode_allowed()` is false
-(load shedding). Viewers of the same RTSP URL share one `H264Feed` (and so one encoder). No STUN
+from RTSP (no decode, no re-encode); an H.265 stream is passed through the same way to a viewer
+whose offer lists H.265 (agent/media/webrtc_h265.py adds H.265 to aiortc), else, for a camera
+with H.265 streams only, the H.264 of a transcoding feed (`answer(..., transcode=True)`), refused
+while `transcode_allowed()` is false (load shedding). Viewers of the same RTSP URL and mode
+(passed through or transcoded) share one `H264Feed` (and so one encoder). No STUN
 or TURN server is configured: only host candidates on the LAN (or the addresses given).
 Sessions close on ICE failure, on the end of the camera stream and when not connected for
 `idle_timeout` seconds; `close()` ends every peer connection, task and reader thread.
@@ -26,7 +28,8 @@ from aiortc import (
     RTCSessionDescription,
 )
 
-from agent.errors import InvalidArgument, Unavailable
+from agent.errors import InvalidArgument, Unavailable, Unsupported
+from agent.media import webrtc_h265
 from agent.media.backchannel import TalkRelay, TalkTarget
 from agent.media.h264_feed import H264Feed, H264Track
 from agent.media.webrtc_sdp import check_offer, ice_host_addresses, lan_addresses
@@ -75,7 +78,10 @@ class WebRtcSessions:
         self._transcode_allowed = transcode_allowed
         #: The two-way audio target of a camera (agent.media.backchannel.talk_targets).
         self.talk_targets = talk_targets
-        self._feeds: dict[str, H264Feed] = {}
+        #: Feeds by (URL, transcode): a pass-through and a transcode of one URL are two feeds.
+        self._feeds: dict[tuple[str, bool], H264Feed] = {}
+        #: True when aiortc could be taught H.265 (webrtc_h265.enable()): H.265 pass-through.
+        self.h265 = webrtc_h265.enable()
         self._pending = 0
         self._closed = False
 
@@ -94,6 +100,23 @@ class WebRtcSessions:
         """Transcoding feeds (H.264 encoders) currently open."""
         return sum(1 for f in self._feeds.values() if f.transcode)
 
+    def offers_h265(self, offer_sdp: str) -> bool:
+        """True when H.265 pass-through is enabled and the offer's first video section lists
+        video/H265 (RFC 7798). A cheap textual check, before the offer is validated."""
+        if not self.h265:
+            return False
+        video = False
+        for line in offer_sdp.splitlines():
+            if line.startswith("m="):
+                if video:
+                    return False
+                video = line.startswith("m=video ")
+            elif video and line.startswith("a=rtpmap:"):
+                parts = line.split(None, 1)
+                if len(parts) == 2 and parts[1].upper().startswith("H265/90000"):
+                    return True
+        return False
+
     def talk_target(self, camera_id: str) -> TalkTarget | None:
         """Where a viewer of the camera may talk to (None: two-way audio is not wired)."""
         return self.talk_targets(camera_id) if self.talk_targets is not None else None
@@ -108,10 +131,12 @@ class WebRtcSessions:
     ) -> str:
         """Answer a viewer's offer with the camera at `rtsp_url`; returns the answer SDP.
         With `transcode`, the stream is decoded and encoded to H.264 (one encoder per URL).
+        Without, an H.264 stream is passed through, and an H.265 one too when the offer lists
+        H.265 (answered with H.265 and its RTX only).
 
         Raises InvalidArgument/LimitExceeded for a bad offer, Unavailable when the session
         limit is reached, a transcode is refused under load or the camera cannot be read,
-        AuthError, Unsupported (not H.264, without `transcode`).
+        AuthError, Unsupported (without `transcode`: neither H.264 nor H.265 the viewer takes).
 
         With `talk`, an audio section the viewer sends on (sendrecv or sendonly) is answered
         recvonly (Opus, PCMU or PCMA) and its audio goes to the camera's speaker over the ONVIF
@@ -169,19 +194,15 @@ class WebRtcSessions:
     # ---- internals -----------------------------------------------------------------------
 
     async def _subscribe(self, url: str, transcode: bool) -> tuple[H264Feed, H264Track]:
-        feed = self._feeds.get(url)
-        if (
-            feed is None
-            or (feed.thread is not None and not feed.alive)
-            or feed.transcode != transcode
-        ):
+        feed = self._feeds.get((url, transcode))
+        if feed is None or (feed.thread is not None and not feed.alive):
             feed = H264Feed(
                 url,
                 open_timeout=self._open_timeout,
                 read_timeout=self._read_timeout,
                 transcode=transcode,
             )
-            self._feeds[url] = feed
+            self._feeds[(url, transcode)] = feed
         track = feed.subscribe()  # before awaiting, so the feed counts this user
         try:
             await feed.start()
@@ -199,7 +220,7 @@ class WebRtcSessions:
         session = _Session(pc, feed, track)
         try:
             async with asyncio.timeout(NEGOTIATION_TIMEOUT):
-                answer, session.talk = await self._exchange(pc, offer, track, talk)
+                answer, session.talk = await self._exchange(pc, offer, track, talk, feed.codec)
         except BaseException as exc:
             track.stop()
             await pc.close()
@@ -222,20 +243,28 @@ class WebRtcSessions:
         return answer
 
     async def _exchange(
-        self, pc: RTCPeerConnection, offer: str, track: H264Track, talk: TalkTarget | None = None
+        self,
+        pc: RTCPeerConnection,
+        offer: str,
+        track: H264Track,
+        talk: TalkTarget | None = None,
+        codec: str = "h264",
     ) -> tuple[str, TalkRelay | None]:
         """The answer SDP, and the relay of the viewer's microphone when `talk` is given and
-        the offer sends audio."""
+        the offer sends audio. `codec` is the feed's: "hevc" is answered with H.265 only."""
         try:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=offer, type="offer"))
         except Exception as exc:  # aiortc raises assorted errors for offers it cannot use
             raise InvalidArgument(f"unusable SDP offer: {type(exc).__name__}: {exc}") from None
-        h264 = [
+        hevc = codec == "hevc"
+        preferred = [
             c
             for c in RTCRtpSender.getCapabilities("video").codecs
             if c.mimeType.lower() == "video/rtx"
+            or (hevc and c.mimeType.lower() == webrtc_h265.MIME_TYPE.lower())
             or (
-                c.mimeType.lower() == "video/h264"
+                not hevc
+                and c.mimeType.lower() == "video/h264"
                 and str(c.parameters.get("packetization-mode")) == "1"
             )
         ]
@@ -247,8 +276,11 @@ class WebRtcSessions:
                 and not video_done
                 and transceiver.direction != "inactive"
             ):
-                transceiver.setCodecPreferences(h264)
-                _keep_h264_only(transceiver)
+                if hevc:
+                    _keep_h265_only(transceiver)
+                else:
+                    _keep_h264_only(transceiver)
+                transceiver.setCodecPreferences(preferred)
                 transceiver.direction = "sendonly"
                 transceiver.sender.replaceTrack(track)
                 video_done = True
@@ -306,8 +338,9 @@ class WebRtcSessions:
     async def _release_feed(self, feed: H264Feed) -> None:
         if feed.subscribers > 0:
             return
-        if self._feeds.get(feed.url) is feed:
-            del self._feeds[feed.url]
+        key = (feed.url, feed.transcode)
+        if self._feeds.get(key) is feed:
+            del self._feeds[key]
         await feed.stop()
 
 
@@ -341,4 +374,18 @@ def _keep_h264_only(transceiver: Any) -> None:
     ]
     if not kept:
         raise InvalidArgument("the SDP offer has no H.264 (packetization-mode=1)")
+    transceiver._codecs = kept + rtx
+
+
+def _keep_h265_only(transceiver: Any) -> None:
+    """Drop every negotiated codec but H.265 and its RTX (as `_keep_h264_only` does for
+    H.264): an H.265 stream passed through goes to a viewer whose offer lists H.265 only."""
+    codecs = list(getattr(transceiver, "_codecs", []))
+    kept = [c for c in codecs if c.mimeType.lower() == webrtc_h265.MIME_TYPE.lower()]
+    pts = {c.payloadType for c in kept}
+    rtx = [
+        c for c in codecs if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in pts
+    ]
+    if not kept:
+        raise Unsupported("camera stream is not H.264")
     transceiver._codecs = kept + rtx

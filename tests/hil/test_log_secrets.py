@@ -36,8 +36,10 @@ async def _until(predicate: Callable[[], bool], timeout: float, what: str) -> No
 async def test_qr_scan_of_a_stopped_camera_never_logs_its_password(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Not activated, the agent reads every camera's sub stream looking for a QR code. When the
-    camera stops, the stream fails; PyAV's error names the URL, credentials included."""
+    """Not activated, the agent reads every camera's sub stream looking for a QR code (through
+    the camera's shared session, on the agent's loopback server). When the camera's RTSP
+    service stops, the stream fails; PyAV's error names the URL, credentials included: neither the camera's
+    password nor the loopback server's reaches the log."""
     monkeypatch.setattr(qrscan, "RESCAN", 0.2)
     caplog.set_level(logging.INFO)
     cam_cfg = SimCameraConfig(username="admin", password=QR_PW, name="Door", serial="QRL0001")
@@ -50,7 +52,8 @@ async def test_qr_scan_of_a_stopped_camera_never_logs_its_password(
             return scanner is not None and bool(scanner.scanning)
 
         await _until(scanning, 30, "the QR scanner reading the camera")
-        await cam.stop()
+        assert cam.rtsp is not None
+        await cam.rtsp.stop()  # its RTSP service dies; ONVIF answers on: the scans go on
 
         def failed() -> list[str]:
             return [
@@ -60,10 +63,12 @@ async def test_qr_scan_of_a_stopped_camera_never_logs_its_password(
             ]
 
         await _until(lambda: bool(failed()), 30, "the scan to fail")
+        internal, hub_port = agent.hub._password, agent.hub.port
     assert QR_PW not in caplog.text
+    assert internal not in caplog.text
     line = failed()[0]
-    assert f"127.0.0.1:{cam.rtsp_port}" in line, line  # the camera is still named
-    assert "admin:" not in line, line
+    assert f"127.0.0.1:{hub_port}/qr/" in line, line  # the stream is still named
+    assert "admin:" not in line and "camera-agent:" not in line, line
 
 
 async def test_secret_filter_masks_a_real_library_error() -> None:

@@ -4,7 +4,10 @@ real aiortc viewers, against simulated cameras on loopback.
 - "AllH265": a camera added by RTSP URL whose only stream is H.265 640x360 (the simulated
   camera's `/live/h265`): transcoded to H.264, one encoder for all its viewers.
 - "Hanwha": the persona with an H.265 1280x720 main stream and an H.264 640x360 sub stream:
-  the sub is played as it is.
+  the sub is played as it is to a viewer offering H.264 only; a viewer whose offer lists H.265
+  gets the main stream's H.265 passed through. That viewer is go2rtc (AlexxIT/go2rtc at
+  dc1685e, the binary in `../shared/peers/`), whose WHEP client offers H.265
+  (pkg/webrtc/api.go); its RTSP server's output is read back with PyAV.
 
 One test runs the whole agent, whose live view reads cameras through the session hub; the
 last ones drive the H.264 encoder alone with synthetic pictures.
@@ -12,6 +15,8 @@ last ones drive the H.264 encoder alone with synthetic pictures.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
 import threading
 import time
@@ -37,11 +42,14 @@ from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
 from tests.hil.test_webrtc import LOOPBACK, Viewer
+from tests.ports import free_port
 from tests.world import SimCameraSpec, World, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 LOGIN = Credentials("admin", "admin")
+ROOT = Path(__file__).resolve().parents[2]
+GO2RTC = ROOT.parent / "shared" / "peers" / "go2rtc-1.9.14-dc1685e-linux-amd64"
 
 
 @dataclass
@@ -169,13 +177,139 @@ async def test_all_h265_camera_is_transcoded_once_for_two_viewers(rig: Rig) -> N
 
 
 async def test_h265_main_h264_sub_camera_plays_the_sub_as_it_is(rig: Rig) -> None:
-    # a viewer offering H.265 first is still answered with H.264 (no H.265 pass-through)
-    viewer = await rig.watch(rig.hanwha_id, h265=True)
+    # a viewer offering H.264 only gets the H.264 sub stream, passed through
+    viewer = await rig.watch(rig.hanwha_id)
     frames = await viewer.frames(3)
     assert {(f.width, f.height) for f in frames} == {(640, 360)}
     assert rig.sessions.feeds == 1 and rig.sessions.encoders == 0
     assert _threads("h264-encode") == 0
     assert _camera_sessions(rig.hanwha) == Counter({"/profile3/media.smp": 1})
+    await viewer.pc.close()
+
+
+def _video_codecs(sdp: str) -> list[str]:
+    """The rtpmap names of an SDP's first video section."""
+    section = sdp.split("m=video ", 1)[1].split("\r\nm=", 1)[0]
+    return [line.split(" ", 1)[1] for line in section.split("\r\n") if line.startswith("a=rtpmap:")]
+
+
+async def test_offer_listing_h265_is_answered_with_the_h265_main_only(rig: Rig) -> None:
+    assert rig.sessions.h265, "aiortc 1.16 takes the H.265 registration"
+    offerers = [Viewer(), Viewer()]  # their offers only: aiortc cannot decode H.265
+    status, body = await rig.offer(rig.hanwha_id, offerers[0], h265=True)
+    assert status == 200, body
+    assert _video_codecs(body["sdp"]) == ["H265/90000"]
+    assert rig.sessions.encoders == 0
+    assert _camera_sessions(rig.hanwha) == Counter({"/profile2/media.smp": 1})
+    # the all-H.265 camera too: its only stream passed through, no transcode
+    status, body = await rig.offer(rig.all_h265_id, offerers[1], h265=True)
+    assert status == 200, body
+    assert _video_codecs(body["sdp"]) == ["H265/90000"]
+    assert rig.sessions.encoders == 0 and rig.sessions.feeds == 2
+    # an H.264-only viewer of that camera meanwhile: a transcode of the same URL, its own feed
+    viewer = await rig.watch(rig.all_h265_id)
+    assert {(f.width, f.height) for f in await viewer.frames(3)} == {(640, 360)}
+    assert rig.sessions.encoders == 1 and rig.sessions.feeds == 3
+    assert _camera_sessions(rig.all_h265) == Counter({"/live/h265": 2})
+    await rig.sessions.close_all()
+    assert rig.sessions.feeds == 0
+    for v in (*offerers, viewer):
+        await v.pc.close()
+
+
+@contextlib.asynccontextmanager
+async def go2rtc(tmp_path: Path, source: str) -> AsyncIterator[int]:
+    """go2rtc with one stream `cam` from `source` and WebRTC on loopback; yields its RTSP port."""
+    api, rtsp, webrtc = free_port(), free_port(), free_port()
+    config = tmp_path / "go2rtc.yaml"
+    config.write_text(
+        f"""
+api: {{listen: "127.0.0.1:{api}"}}
+rtsp: {{listen: "127.0.0.1:{rtsp}"}}
+webrtc:
+  listen: "127.0.0.1:{webrtc}/udp"
+  ice_servers: []
+  filters: {{loopback: true, interfaces: [lo], ips: [127.0.0.1], networks: [udp4]}}
+srtp: {{listen: ""}}
+rtmp: {{listen: ""}}
+log: {{level: debug, format: text}}
+streams:
+  cam: "{source}"
+""",
+        encoding="utf-8",
+    )
+    log = (tmp_path / "go2rtc.log").open("wb")
+    proc = await asyncio.create_subprocess_exec(
+        str(GO2RTC), "-config", str(config), stdout=log, stderr=log, cwd=tmp_path
+    )
+    try:
+        async with aiohttp.ClientSession() as http:
+            deadline = time.monotonic() + 10.0
+            while True:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{api}/api/streams") as r:
+                        if r.status == 200:
+                            break
+                assert proc.returncode is None, "go2rtc exited"
+                assert time.monotonic() < deadline, "go2rtc did not start"
+                await asyncio.sleep(0.1)
+        yield rtsp
+    finally:
+        if proc.returncode is None:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 5)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+        log.close()
+
+
+@dataclass
+class Reading:
+    codec: str
+    sizes: set[tuple[int, int]]
+    rate: float  # frames per second of stream time
+    frames: int
+
+
+def _read_rtsp(url: str, count: int) -> Reading:
+    """Decode `count` pictures of an RTSP stream (in a thread: PyAV blocks)."""
+    with av.open(url, options={"rtsp_transport": "tcp"}, timeout=(10.0, 10.0)) as container:
+        stream = container.streams.video[0]
+        times: list[float] = []
+        sizes: set[tuple[int, int]] = set()
+        for frame in container.decode(stream):
+            if frame.pts is None or frame.time_base is None:
+                continue
+            times.append(float(frame.pts * frame.time_base))
+            sizes.add((frame.width, frame.height))
+            if len(times) >= count:
+                break
+        span = max(times) - min(times)
+        return Reading(stream.codec_context.name, sizes, (len(times) - 1) / span, len(times))
+
+
+@pytest.mark.skipif(not GO2RTC.exists(), reason="needs go2rtc in ../shared/peers")
+async def test_go2rtc_receives_the_h265_main_passed_through(rig: Rig, tmp_path: Path) -> None:
+    source = f"webrtc:{rig.base}/api/v1/webrtc/{rig.hanwha_id}"
+    async with go2rtc(tmp_path, source) as rtsp:
+        reading = asyncio.create_task(
+            asyncio.to_thread(_read_rtsp, f"rtsp://127.0.0.1:{rtsp}/cam", 45)
+        )
+        await wait_until(lambda: rig.sessions.count == 1 or reading.done(), 20)
+        assert rig.sessions.count == 1 and rig.sessions.feeds == 1
+        assert rig.sessions.encoders == 0 and _threads("h264-encode") == 0, "no transcoder"
+        assert _camera_sessions(rig.hanwha) == Counter({"/profile2/media.smp": 1})
+        result = await reading
+    print(f"go2rtc read {result}")
+    assert result.codec == "hevc"
+    assert result.sizes == {(1280, 720)}
+    assert 27.0 <= result.rate <= 33.0, result
+    # a viewer offering H.264 only still gets the H.264 sub
+    viewer = await rig.watch(rig.hanwha_id)
+    assert {(f.width, f.height) for f in await viewer.frames(3)} == {(640, 360)}
+    assert rig.sessions.encoders == 0
     await viewer.pc.close()
 
 
@@ -235,7 +369,20 @@ async def test_daemon_transcodes_through_the_shared_camera_session(tmp_path: Pat
         assert {(f.width, f.height) for f in frames} == {(640, 360)}
         assert agent.webrtc.encoders == 1
         assert _camera_sessions(cam)["/live/h265"] == 1
+        # an offer listing H.265: the same hub URL passed through, a feed of its own
+        offerer = Viewer()
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(
+                f"http://127.0.0.1:{agent.api.port}/api/v1/webrtc/{rec.id}",
+                json={"type": "offer", "sdp": _offer_h265_first(await offerer.offer())},
+            ) as r,
+        ):
+            assert r.status == 200, await r.text()
+            assert _video_codecs((await r.json())["sdp"]) == ["H265/90000"]
+        assert agent.webrtc.feeds == 2 and agent.webrtc.encoders == 1
         await viewer.pc.close()
+        await offerer.pc.close()
 
 
 def _picture(pts: int) -> av.VideoFrame:

@@ -303,13 +303,20 @@ class SimCamera:
         return user.password if user else None
 
     def _resolve(self, path: str) -> MediaSource | None:
-        # The RTSP server hands over the path without the query: profiles that differ by query
-        # only (Dahua's subtype=N, Axis' profile=...) all play the first of them.
+        """The profile whose stream URI names `path` (with its query: Dahua's subtype=N and
+        Axis' profile=... tell streams apart by query only); without a match by query, the
+        first profile with that path (a client that drops the query)."""
         path = "/" + path.lstrip("/")
+        wanted = urlsplit(path)
+        same_path = None
         for token, prof in self.model.profiles.items():
-            if urlsplit(prof.rtsp_path).path.rstrip("/") == path.rstrip("/"):
+            uri = urlsplit(prof.rtsp_path)
+            if uri.path.rstrip("/") != wanted.path.rstrip("/"):
+                continue
+            if uri.query == wanted.query:
                 return self._sources.get(token)
-        return None
+            same_path = same_path or token
+        return self._sources.get(same_path) if same_path is not None else None
 
     def _current_overlay(self) -> Overlay:
         return self._overlay
