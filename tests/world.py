@@ -44,8 +44,22 @@ __all__ = [
     "onvif_simple_server",
     "show_text_qr",
     "sim_camera",
+    "stop_process",
     "wait_until",
 ]
+
+
+async def stop_process(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds; always reaped."""
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
 
 @contextlib.asynccontextmanager

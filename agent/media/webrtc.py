@@ -161,19 +161,15 @@ class WebRtcSessions:
     async def close_all(self) -> None:
         """End every open session (and the camera connections only they used); new offers are
         still answered. Offers being negotiated are not affected."""
-        sessions = list(self._sessions)
-        for s in sessions:
-            if s.task is not None:
-                s.task.cancel()
-        await asyncio.gather(*(self._end(s) for s in sessions), return_exceptions=True)
-        tasks = [s.task for s in sessions if s.task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if sessions:
-            log.info("WebRTC: %d session(s) ended", len(sessions))
+        await self._end_all(list(self._sessions), "session(s)")
 
     async def close_transcoded(self) -> None:
         """End the sessions fed by a transcode (their encoders stop with the last of them)."""
-        sessions = [s for s in self._sessions if s.feed.transcode]
+        await self._end_all(
+            [s for s in self._sessions if s.feed.transcode], "transcoded session(s)"
+        )
+
+    async def _end_all(self, sessions: list[_Session], what: str) -> None:
         for s in sessions:
             if s.task is not None:
                 s.task.cancel()
@@ -181,7 +177,7 @@ class WebRtcSessions:
         tasks = [s.task for s in sessions if s.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         if sessions:
-            log.info("WebRTC: %d transcoded session(s) ended", len(sessions))
+            log.info("WebRTC: %d %s ended", len(sessions), what)
 
     async def close(self) -> None:
         """Close every peer connection and camera connection; waits for tasks and threads."""

@@ -2,7 +2,7 @@
 
 One simulated camera (1280x720@25 H.264 + PCMU, in its own process) is restreamed by the agent
 (`camera-agent run`, its own process: the camera as a `[[camera]]` table, the restream server
-on loopback) and by go2rtc (tests/bench/hub_procs.py). For 1, 4 and 16 viewers, each server in
+on loopback) and by go2rtc (tests/peers/go2rtc.py). For 1, 4 and 16 viewers, each server in
 turn gets that many `ffmpeg -rtsp_transport tcp -i URL -map 0 -c copy -f null -` readers (the
 same for both; each must receive at least half of the frames of the window). CPU is the server
 process's user + system time from /proc over `SECONDS` after `WARMUP`, divided by the viewers:
@@ -29,6 +29,7 @@ import aiohttp
 from agent.sim.world import World
 from tests.bench import hub_procs as hp
 from tests.bench.common import Figure
+from tests.peers.go2rtc import go2rtc
 
 BENCH = "restream fan-out"
 VIEWERS = (1, 4, 16)
@@ -46,7 +47,7 @@ async def _fanout(run_dir: Path) -> dict[str, Any]:
     async with hp.cloud() as sim_cloud, hp.camera(run_dir) as cam:
         async with (
             hp.agent(run_dir, cam, sim_cloud) as agent,
-            hp.go2rtc(run_dir, cam.url("main")) as g2,
+            go2rtc(run_dir, cam.url("main")) as g2,
         ):
             await cam.wait_sessions(0)
             out["agent_idle"] = await hp.measure(agent.pid, [], 1.0, IDLE_SECONDS)

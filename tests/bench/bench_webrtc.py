@@ -33,6 +33,7 @@ import aiohttp
 from tests.bench import hub_procs as hp
 from tests.bench.common import Figure, proc_cpu_seconds
 from tests.hil.test_webrtc import Viewer
+from tests.peers.go2rtc import go2rtc
 
 BENCH = "webrtc live view"
 VIEWERS = (1, 4)
@@ -162,7 +163,7 @@ async def _bench(run_dir: Path) -> dict[str, Any]:
         hp.cloud() as sim_cloud,
         hp.camera(run_dir) as cam,
         hp.agent(run_dir, cam, sim_cloud, linger=0.5) as agent,
-        hp.go2rtc(run_dir, cam.url("main"), webrtc=True) as g2,
+        go2rtc(run_dir, cam.url("main"), webrtc=True) as g2,
     ):
         sides = {
             "agent": (agent.pid, _poster(f"{agent.api}/webrtc/{agent.camera_id}")),

@@ -35,26 +35,14 @@ from agent.camera.rtsp_only import rtsp_camera_id
 from agent.sim.cloud.app import SimCloud
 from agent.sim.world import ChildProcess, World, free_loopback_port
 from tests.bench.common import proc_cpu_seconds, proc_rss_mib
+from tests.world import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
-GO2RTC = ROOT.parent / "shared" / "peers" / "go2rtc-1.9.14-dc1685e-linux-amd64"
 CAM_USER, CAM_PW = "admin", "bench-cam-pw"
 VIEWER_USER, VIEWER_PW = "viewer", "bench-viewer-pw"
 START_S = 60.0
 #: The camera's main stream: 1280x720 at 25 frames/s (agent/sim/camera/model.py).
 FPS = 25
-
-
-async def _stop_process(proc: asyncio.subprocess.Process, grace: float = 5.0) -> None:
-    if proc.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            proc.terminate()
-        try:
-            await asyncio.wait_for(proc.wait(), grace)
-        except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
 
 
 def _write_private(path: Path, text: str) -> None:
@@ -262,71 +250,6 @@ async def _online(proc: AgentProcess) -> bool:
     return False
 
 
-# ---------------------------------------------------------------------------- go2rtc
-
-
-@dataclass
-class Go2rtc:
-    process: asyncio.subprocess.Process
-    api: str  # http://127.0.0.1:PORT
-    rtsp: str  # rtsp://127.0.0.1:PORT/cam
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-
-@contextlib.asynccontextmanager
-async def go2rtc(run_dir: Path, source: str, *, webrtc: bool = False) -> AsyncIterator[Go2rtc]:
-    """go2rtc with one stream `cam` from `source` (a camera URL with its login): RTSP on
-    loopback, and WebRTC on a loopback UDP port with `webrtc`; every other listener off."""
-    if not GO2RTC.exists():
-        raise RuntimeError(f"the go2rtc baseline needs {GO2RTC}")
-    api, rtsp, udp = free_loopback_port(), free_loopback_port(), free_loopback_port()
-    if webrtc:
-        rtc = (
-            f'{{listen: "127.0.0.1:{udp}/udp", ice_servers: [], filters: {{loopback: true, '
-            "interfaces: [lo], ips: [127.0.0.1], networks: [udp4]}}"
-        )
-    else:
-        rtc = '{listen: ""}'
-    config = run_dir / "go2rtc.yaml"
-    _write_private(
-        config,
-        f'api: {{listen: "127.0.0.1:{api}"}}\n'
-        f'rtsp: {{listen: "127.0.0.1:{rtsp}"}}\n'
-        f"webrtc: {rtc}\n"
-        'srtp: {listen: ""}\n'
-        'rtmp: {listen: ""}\n'
-        "log: {level: warn}\n"
-        f"streams:\n  cam: {_toml_str(source)}\n",
-    )
-    log = (run_dir / "go2rtc.log").open("wb")
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            str(GO2RTC), "-config", str(config), stdout=log, stderr=log, cwd=run_dir
-        )
-    finally:
-        log.close()
-    g = Go2rtc(proc, f"http://127.0.0.1:{api}", f"rtsp://127.0.0.1:{rtsp}/cam")
-    try:
-        deadline = time.monotonic() + START_S
-        async with aiohttp.ClientSession() as http:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{g.api}/api/streams") as r:
-                        if r.status == 200:
-                            break
-                if proc.returncode is not None:
-                    raise RuntimeError("go2rtc exited at start (see go2rtc.log)")
-                if time.monotonic() > deadline:
-                    raise RuntimeError("go2rtc did not start")
-                await asyncio.sleep(0.1)
-        yield g
-    finally:
-        await _stop_process(proc)
-
-
 # ---------------------------------------------------------------------------- readers
 
 
@@ -367,7 +290,7 @@ async def readers(run_dir: Path, urls: Sequence[str]) -> AsyncIterator[list[Read
             out.append(Reader(proc, progress))
         yield out
     finally:
-        await asyncio.gather(*(_stop_process(r.proc) for r in out))
+        await asyncio.gather(*(stop_process(r.proc) for r in out))
 
 
 @contextlib.asynccontextmanager
@@ -392,7 +315,7 @@ async def receivers(count: int) -> AsyncIterator[list[str]]:
         await asyncio.sleep(1.0)
         yield urls
     finally:
-        await asyncio.gather(*(_stop_process(p) for p in procs))
+        await asyncio.gather(*(stop_process(p) for p in procs))
 
 
 # ---------------------------------------------------------------------------- measuring

@@ -140,6 +140,53 @@ def _push(get: Get) -> str:
     return text + "."
 
 
+def _sessions(get: Get) -> str:
+    held = get(
+        "restream fan-out", "camera sessions held, restream + push + WebRTC + snapshots at once"
+    )
+    rtsp = [get("restream fan-out", f"agent CPU per viewer, {n}") for n in
+            ("1 RTSP viewer", "4 RTSP viewers", "16 RTSP viewers")]  # fmt: skip
+    rss = get("restream fan-out", "RSS with 16 RTSP viewers")
+    text = (
+        f"Shared camera sessions: restream, push, WebRTC and snapshots at once hold "
+        f"{int(held['value'])} RTSP session(s) on the camera for {int(held['baseline'])} "
+        "consumers; "
+        "restream CPU per viewer with 1, 4 and 16 viewers "
+        + ", ".join(_num(f["value"]) for f in rtsp)
+        + " of a core against go2rtc's "
+        + ", ".join(_num(f["baseline"]) for f in rtsp)
+        + f"; RSS with 16 viewers {_num(rss['value'])} MiB (go2rtc {_num(rss['baseline'])} MiB)"
+    )
+    try:
+        one = get("webrtc live view", "agent CPU per viewer, 1 WebRTC viewer")
+        four = get("webrtc live view", "agent CPU per viewer, 4 WebRTC viewers")
+        first = get("webrtc live view", "offer to first decoded frame, no camera session open")
+        text += (
+            f"; WebRTC CPU per viewer with 1 and 4 viewers {_num(one['value'])} and "
+            f"{_num(four['value'])} (go2rtc {_num(one['baseline'])} and {_num(four['baseline'])}), "
+            f"offer to first frame {_num(first['value'])} ms (go2rtc {_num(first['baseline'])} ms)"
+        )
+    except KeyError:
+        pass
+    try:
+        push = get("push relay", "CPU per relay, 4 relays of one shared camera session (the agent)")
+        text += (
+            f"; 4 push relays of one camera {_num(push['value'])} of a core each against 4 "
+            f"`ffmpeg -c copy` reading the camera {_num(push['baseline'])} ({_times(push)})"
+        )
+    except KeyError:
+        pass
+    try:
+        enc = get("transcode", "CPU per transcoded camera (1 viewer)")
+        text += (
+            f"; an H.265 camera transcoded for the live view {_num(enc['value'])} of a core "
+            f"(`ffmpeg -c:v libx264` doing the same {_num(enc['baseline'])})"
+        )
+    except KeyError:
+        pass
+    return text + "."
+
+
 def _commands(get: Get) -> str:
     p50 = get("cloud commands", "PTZ round trip p50, cloud API -> agent -> camera")
     p99 = get("cloud commands", "PTZ round trip p99, cloud API -> agent -> camera")
@@ -211,7 +258,17 @@ def _discovery(get: Get) -> str:
     )
 
 
-_BULLETS = (_tunnel, _push, _commands, _startup, _activation, _memory, _health, _discovery)
+_BULLETS = (
+    _tunnel,
+    _push,
+    _sessions,
+    _commands,
+    _startup,
+    _activation,
+    _memory,
+    _health,
+    _discovery,
+)
 
 
 def readme_block(figures: list[Fig]) -> str:

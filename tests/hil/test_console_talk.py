@@ -22,6 +22,7 @@ from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from tests.hil.test_console import _card, center, mouse, until
 from tests.hil.test_status_page import chromium, needs_chromium
 from tests.hil.test_talk import CID, PASSWORD, USER, _serve, _speaker, _tone
+from tests.world import sim_camera
 
 pytestmark = [needs_chromium, pytest.mark.timeout(90)]
 
@@ -31,12 +32,8 @@ PRESS_SECONDS = 2.0
 
 @pytest.fixture
 async def cam() -> AsyncIterator[SimCamera]:
-    camera = SimCamera(SimCameraConfig(username=USER, password=PASSWORD))
-    await camera.start()
-    try:
+    async with sim_camera(SimCameraConfig(username=USER, password=PASSWORD)) as camera:
         yield camera
-    finally:
-        await camera.stop()
 
 
 async def _released(hub: SessionHub) -> None:

@@ -38,8 +38,8 @@ async def test_qr_scan_of_a_stopped_camera_never_logs_its_password(
 ) -> None:
     """Not activated, the agent reads every camera's sub stream looking for a QR code (through
     the camera's shared session, on the agent's loopback server). When the camera's RTSP
-    service stops, the stream fails; PyAV's error names the URL, credentials included: neither the camera's
-    password nor the loopback server's reaches the log."""
+    service stops, the stream fails; PyAV's error names the URL, credentials included:
+    neither the camera's password nor the loopback server's reaches the log."""
     monkeypatch.setattr(qrscan, "RESCAN", 0.2)
     caplog.set_level(logging.INFO)
     cam_cfg = SimCameraConfig(username="admin", password=QR_PW, name="Door", serial="QRL0001")

@@ -25,7 +25,7 @@ from agent.media.push_ffmpeg import FfmpegRelay, system_ffmpeg, system_protocols
 from agent.net.backoff import Backoff
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from tests.ports import free_port
-from tests.world import sim_camera, wait_until
+from tests.world import sim_camera, stop_process, wait_until
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -67,13 +67,7 @@ async def _listener(port: int, out: Path) -> AsyncIterator[asyncio.subprocess.Pr
     try:
         yield proc
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
 
 
 def _gone(pid: int) -> bool:

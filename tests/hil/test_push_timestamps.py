@@ -15,7 +15,6 @@ import contextlib
 import itertools
 import math
 import shutil
-import signal
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from agent.media.push import PushRelay, PushTarget
 from agent.net.backoff import Backoff
 from agent.sim.camera.camera import SimCameraConfig, encoder_settings
 from tests.ports import free_port
-from tests.world import sim_camera, wait_until
+from tests.world import sim_camera, stop_process, wait_until
 
 pytestmark = [
     pytest.mark.timeout(90),
@@ -114,13 +113,7 @@ async def _receiver(listen_args: list[str], out: Path) -> AsyncIterator[None]:
         await asyncio.sleep(0.5)  # listening
         yield
     finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,6 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import io
 import math
 import shutil
@@ -28,11 +27,11 @@ from onvif import ONVIFCamera
 
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.soap import NS
+from tests.audio import tone_wav
 from tests.hil.test_onvif_sim import envelope, post, security_header
-from tests.ports import free_port
+from tests.peers.go2rtc import GO2RTC, go2rtc
+from tests.world import sim_camera
 
-ROOT = Path(__file__).resolve().parents[2]
-GO2RTC = ROOT.parent / "shared" / "peers" / "go2rtc-1.9.14-dc1685e-linux-amd64"
 USER, PASSWORD = "admin", "s3cret"
 TONE_SECONDS = 3.0
 TONE_HZ = 440
@@ -55,69 +54,10 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-async def _run(*args: str) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-    )
-    _, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
-
-
 @pytest.fixture
 async def cam() -> AsyncIterator[SimCamera]:
-    camera = SimCamera(SimCameraConfig(username=USER, password=PASSWORD))
-    await camera.start()
-    try:
+    async with sim_camera(SimCameraConfig(username=USER, password=PASSWORD)) as camera:
         yield camera
-    finally:
-        await camera.stop()
-
-
-@contextlib.asynccontextmanager
-async def go2rtc(tmp_path: Path, source: str) -> AsyncIterator[str]:
-    """go2rtc with one stream `cam` from `source`; yields its API base URL."""
-    api, rtsp = free_port(), free_port()
-    config = tmp_path / "go2rtc.yaml"
-    config.write_text(
-        f"""
-api: {{listen: "127.0.0.1:{api}"}}
-rtsp: {{listen: "127.0.0.1:{rtsp}"}}
-webrtc: {{listen: ""}}
-srtp: {{listen: ""}}
-rtmp: {{listen: ""}}
-ffmpeg: {{bin: "{shutil.which("ffmpeg")}", mic: "{MIC_INPUT}"}}
-log: {{level: debug, format: text}}
-streams:
-  cam: "{source}"
-""",
-        encoding="utf-8",
-    )
-    log = (tmp_path / "go2rtc.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        str(GO2RTC), "-config", str(config), stdout=log, stderr=log, cwd=tmp_path
-    )
-    base = f"http://127.0.0.1:{api}"
-    try:
-        deadline = time.monotonic() + START_TIMEOUT
-        async with aiohttp.ClientSession() as http:
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"{base}/api/streams") as r:
-                        if r.status == 200:
-                            break
-                assert proc.returncode is None, "go2rtc exited"
-                assert time.monotonic() < deadline, "go2rtc did not start"
-                await asyncio.sleep(0.1)
-        yield base
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
 
 
 async def _state(cam: SimCamera, path: str = "/sim/backchannel") -> Any:
@@ -131,15 +71,16 @@ async def _state(cam: SimCamera, path: str = "/sim/backchannel") -> Any:
 
 async def test_go2rtc_plays_a_tone_into_the_camera_speaker(cam: SimCamera, tmp_path: Path) -> None:
     tone = tmp_path / "tone.wav"
-    await _run(
-        "ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi",
-        "-i", f"sine=frequency={TONE_HZ}:duration={TONE_SECONDS:g}:sample_rate=8000",
-        "-ac", "1", "-c:a", "pcm_s16le", str(tone),
-    )  # fmt: skip
+    await tone_wav(tone, hz=TONE_HZ, seconds=TONE_SECONDS, rate=8000)
     url = cam.rtsp_url().replace("rtsp://", f"rtsp://{USER}:{PASSWORD}@")
-    async with go2rtc(tmp_path, f"{url}#backchannel=1") as api, aiohttp.ClientSession() as http:
+    async with (
+        go2rtc(
+            tmp_path, f"{url}#backchannel=1", ffmpeg={"mic": MIC_INPUT}, log_level="debug"
+        ) as peer,
+        aiohttp.ClientSession() as http,
+    ):
         src = f"ffmpeg:{tone}#audio=pcmu#input=mic"
-        async with http.post(f"{api}/api/streams", params={"dst": "cam", "src": src}) as r:
+        async with http.post(f"{peer.api}/api/streams", params={"dst": "cam", "src": src}) as r:
             assert r.status == 200, await r.text()
         # Wait for the tone to arrive and the packets to stop.
         deadline = time.monotonic() + PLAY_TIMEOUT

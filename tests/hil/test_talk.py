@@ -31,7 +31,9 @@ from agent.media.webrtc import WebRtcSessions
 from agent.media.webrtc_sdp import ice_host_addresses
 from agent.secret import Credentials, Secret
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
+from tests.audio import tone_wav
 from tests.fakes import FakeDirectory, FakeRecord
+from tests.world import sim_camera
 
 pytestmark = [
     pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="needs ffmpeg"),
@@ -66,25 +68,14 @@ class SimDirectory(FakeDirectory):
 
 
 async def _tone(path: Path, volume: float = 1.0) -> None:
-    """The tone as a 48 kHz mono WAV; FFmpeg's sine is at 1/8 of full scale, times `volume`."""
-    proc = await asyncio.create_subprocess_exec(
-        "ffmpeg", "-nostdin", "-loglevel", "error", "-f", "lavfi",
-        "-i", f"sine=frequency={TONE_HZ}:duration={TONE_SECONDS:g}:sample_rate=48000",
-        "-af", f"volume={volume:g}", "-ac", "1", "-c:a", "pcm_s16le", str(path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    _, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode(errors="replace")
+    """The tone as a 48 kHz mono WAV."""
+    await tone_wav(path, hz=TONE_HZ, seconds=TONE_SECONDS, rate=48000, volume=volume)
 
 
 @pytest.fixture
 async def cam() -> AsyncIterator[SimCamera]:
-    camera = SimCamera(SimCameraConfig(username=USER, password=PASSWORD))
-    await camera.start()
-    try:
+    async with sim_camera(SimCameraConfig(username=USER, password=PASSWORD)) as camera:
         yield camera
-    finally:
-        await camera.stop()
 
 
 class Talker:

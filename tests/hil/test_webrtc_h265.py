@@ -16,7 +16,6 @@ last ones drive the H.264 encoder alone with synthetic pictures.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import threading
 import time
@@ -42,14 +41,12 @@ from agent.secret import Credentials
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.fleet import SimCameraFleet
 from tests.hil.test_webrtc import LOOPBACK, Viewer
-from tests.ports import free_port
+from tests.peers.go2rtc import GO2RTC, go2rtc
 from tests.world import SimCameraSpec, World, wait_until
 
 pytestmark = pytest.mark.timeout(90)
 
 LOGIN = Credentials("admin", "admin")
-ROOT = Path(__file__).resolve().parents[2]
-GO2RTC = ROOT.parent / "shared" / "peers" / "go2rtc-1.9.14-dc1685e-linux-amd64"
 
 
 @dataclass
@@ -217,54 +214,6 @@ async def test_offer_listing_h265_is_answered_with_the_h265_main_only(rig: Rig) 
         await v.pc.close()
 
 
-@contextlib.asynccontextmanager
-async def go2rtc(tmp_path: Path, source: str) -> AsyncIterator[int]:
-    """go2rtc with one stream `cam` from `source` and WebRTC on loopback; yields its RTSP port."""
-    api, rtsp, webrtc = free_port(), free_port(), free_port()
-    config = tmp_path / "go2rtc.yaml"
-    config.write_text(
-        f"""
-api: {{listen: "127.0.0.1:{api}"}}
-rtsp: {{listen: "127.0.0.1:{rtsp}"}}
-webrtc:
-  listen: "127.0.0.1:{webrtc}/udp"
-  ice_servers: []
-  filters: {{loopback: true, interfaces: [lo], ips: [127.0.0.1], networks: [udp4]}}
-srtp: {{listen: ""}}
-rtmp: {{listen: ""}}
-log: {{level: debug, format: text}}
-streams:
-  cam: "{source}"
-""",
-        encoding="utf-8",
-    )
-    log = (tmp_path / "go2rtc.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        str(GO2RTC), "-config", str(config), stdout=log, stderr=log, cwd=tmp_path
-    )
-    try:
-        async with aiohttp.ClientSession() as http:
-            deadline = time.monotonic() + 10.0
-            while True:
-                with contextlib.suppress(aiohttp.ClientError):
-                    async with http.get(f"http://127.0.0.1:{api}/api/streams") as r:
-                        if r.status == 200:
-                            break
-                assert proc.returncode is None, "go2rtc exited"
-                assert time.monotonic() < deadline, "go2rtc did not start"
-                await asyncio.sleep(0.1)
-        yield rtsp
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 5)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        log.close()
-
-
 @dataclass
 class Reading:
     codec: str
@@ -293,10 +242,8 @@ def _read_rtsp(url: str, count: int) -> Reading:
 @pytest.mark.skipif(not GO2RTC.exists(), reason="needs go2rtc in ../shared/peers")
 async def test_go2rtc_receives_the_h265_main_passed_through(rig: Rig, tmp_path: Path) -> None:
     source = f"webrtc:{rig.base}/api/v1/webrtc/{rig.hanwha_id}"
-    async with go2rtc(tmp_path, source) as rtsp:
-        reading = asyncio.create_task(
-            asyncio.to_thread(_read_rtsp, f"rtsp://127.0.0.1:{rtsp}/cam", 45)
-        )
+    async with go2rtc(tmp_path, source, webrtc=True, log_level="debug") as peer:
+        reading = asyncio.create_task(asyncio.to_thread(_read_rtsp, peer.rtsp, 45))
         await wait_until(lambda: rig.sessions.count == 1 or reading.done(), 20)
         assert rig.sessions.count == 1 and rig.sessions.feeds == 1
         assert rig.sessions.encoders == 0 and _threads("h264-encode") == 0, "no transcoder"

@@ -35,6 +35,7 @@ from agent.proto.sdp import SessionDescription
 from agent.sim.camera.camera import SimCamera, SimCameraConfig
 from agent.sim.camera.speaker import ALAW, ULAW
 from tests.unit.test_onvif_captures import CaptureCamera
+from tests.world import sim_camera
 
 USER, PASSWORD = "admin", "talk-s3cret"
 
@@ -136,12 +137,8 @@ class Holds:
 
 @pytest.fixture
 async def cam() -> AsyncIterator[SimCamera]:
-    camera = SimCamera(SimCameraConfig(username=USER, password=PASSWORD))
-    await camera.start()
-    try:
+    async with sim_camera(SimCameraConfig(username=USER, password=PASSWORD)) as camera:
         yield camera
-    finally:
-        await camera.stop()
 
 
 def _target(camera: SimCamera, holds: Holds) -> TalkTarget:
