@@ -59,7 +59,7 @@ $(VENV): pyproject.toml
 # The long fault-injection, soak and shutdown runs are left to `make reliability` (CI runs both):
 # `make test` stays under 15 minutes on 2 cores.
 LONG_TESTS := tests/hil/test_faults_cloud_camera.py tests/hil/test_faults_agent.py \
-	tests/hil/test_soak_short.py tests/hil/test_shutdown.py
+	tests/hil/test_soak_short.py tests/hil/test_shutdown.py tests/hil/test_demo_mixed.py
 test: $(VENV) sysdeps
 	$(BIN)/pytest $(addprefix --ignore=,$(LONG_TESTS)) $(PYTEST_ARGS)
 
@@ -77,10 +77,11 @@ fuzz: $(VENV)
 	    -artifact_prefix=build/fuzz/$$t- -print_final_stats=1 || exit 1; \
 	done
 
-# The fault, soak, fuzz and security tests; their figures fill the tables of docs/reliability.md.
+# The fault, soak, fuzz and security tests (their figures fill the tables of docs/reliability.md),
+# and the mixed-fleet demo (every vendor persona, about a minute).
 RELIABILITY_TESTS := tests/hil/test_faults_cloud_camera.py tests/hil/test_faults_agent.py \
 	tests/hil/test_soak_short.py tests/hil/test_security.py tests/hil/test_security_netns.py \
-	tests/fuzz tests/hil/test_log_secrets.py tests/hil/test_shutdown.py
+	tests/fuzz tests/hil/test_log_secrets.py tests/hil/test_shutdown.py tests/hil/test_demo_mixed.py
 reliability: $(VENV) sysdeps
 	rm -f build/reliability.json
 	$(BIN)/pytest -q -p no:cacheprovider $(RELIABILITY_TESTS)

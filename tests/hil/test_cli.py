@@ -426,32 +426,6 @@ def test_demo_prints_urls_and_commands_that_work(tmp_path: Path) -> None:
     assert after.returncode == 0 and after.stdout == log.stdout  # the agent need not run
 
 
-def test_demo_mixed_fleet_passes_against_every_persona_and_an_rtsp_camera() -> None:
-    from agent.sim.camera.persona import PERSONAS
-
-    make = shutil.which("make")
-    if make is not None:  # `make demo FLEET=mixed` runs this command
-        dry = subprocess.run(
-            [make, "--no-print-directory", "-n", "-C", str(REPO), "demo", "FLEET=mixed"],
-            capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        assert "camera-agent demo --fleet mixed" in dry.stdout, dry.stdout + dry.stderr
-    out = subprocess.run(
-        [*CLI, "demo", "--fleet", "mixed", "--once", "--frames", "5"],
-        capture_output=True, text=True, timeout=240, check=False,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )  # fmt: skip
-    lines = out.stdout.splitlines()
-    assert out.returncode == 0 and lines[-1] == "== demo passed", out.stdout + out.stderr
-    assert "Traceback" not in out.stderr
-    table = out.stdout.split("== WS-Discovery probe")[1].split("== mobile app")[0]
-    assert table.count(" online ") == len(PERSONAS)  # every ONVIF camera discovered
-    assert sum(" RTSP only rtsp://127.0.0.1:" in line for line in lines) == 1
-    provisioned = [line for line in lines if line.lstrip().startswith("provisioned as stream")]
-    assert len(provisioned) == len(PERSONAS) + 1  # every camera bound by its QR code
-    assert not any(line.startswith("!!") for line in lines)
-
-
 def test_demo_refuses_a_used_state_dir(tmp_path: Path) -> None:
     (tmp_path / "inventory.json").write_text("{}")
     out = subprocess.run(
