@@ -42,6 +42,7 @@ from agent.errors import (
 )
 from agent.log import LogOnce
 from agent.media.restream import (
+    BACKGROUND,
     DEFAULT_LINGER,
     CameraSource,
     UpstreamDirectory,
@@ -56,8 +57,6 @@ log = logging.getLogger(__name__)
 KINDS = frozenset({"restream", "push", "webrtc", "snapshot", "qr", "record"})
 #: What else opens a session of its own on a camera (`hold`): the audio backchannel.
 HOLD_KINDS = frozenset({"talk"})
-#: Consumers that give way: a session only they use is closed for another kind's new one.
-BACKGROUND = frozenset({"qr", "snapshot"})
 #: Shared sessions at most (all cameras); beyond, new streams are refused.
 MAX_SOURCES = 256
 #: Sessions a camera allows unless configured.
@@ -125,7 +124,6 @@ class SessionHub:
         self._idle_timeout = idle_timeout
         self._host = host
         self._sources: dict[tuple[str, str], CameraSource] = {}
-        self._names: dict[tuple[str, str], str] = {}  # first stream name each was asked by
         self._closing: set[CameraSource] = set()
         self._password = secrets.token_urlsafe(24)
         self._leases: dict[str, str] = {}
@@ -152,10 +150,8 @@ class SessionHub:
     async def stop(self) -> None:
         """Close the loopback server, every consumer and every camera session."""
         await self._server.stop()
-        for source in list(self._sources.values()):
-            source.close()
-            self._closing.add(source)
-        self._sources.clear()
+        for key in list(self._sources):
+            self._retire(key)
         closing, self._closing = self._closing, set()
         await asyncio.gather(*(s.wait_closed() for s in closing))
 
@@ -193,7 +189,6 @@ class SessionHub:
                 idle_timeout=self._idle_timeout,
             )
             self._sources[key] = source
-            self._names[key] = stream
         source.open(kind)
         return source
 
@@ -260,23 +255,29 @@ class SessionHub:
     def close_camera(self, camera_id: str) -> None:
         """End every consumer and session of a camera (it was paused or forgotten)."""
         for key in [k for k in self._sources if k[0] == camera_id]:
-            source = self._sources.pop(key)
-            self._names.pop(key, None)
-            source.close()
-            self._closing.add(source)
+            self._retire(key)
         self._closing = {s for s in self._closing if s.stopping}
+
+    def _retire(self, key: tuple[str, str]) -> None:
+        """Forget a session and close it (`stop` waits for the ones still closing)."""
+        source = self._sources.pop(key)
+        source.close()
+        self._closing.add(source)
 
     def held(self, camera_id: str) -> int:
         """Sessions the camera holds now: shared sessions open plus tunnels to its RTSP port."""
         return self._open_count(camera_id) + self._tunnels(camera_id)
 
-    def _open_count(self, camera_id: str, exclude: tuple[str, str] | None = None) -> int:
-        shared = sum(
-            1
+    def _open(self, camera_id: str, exclude: tuple[str, str] | None = None) -> list[CameraSource]:
+        """The camera's shared sessions holding a session on it (all but `exclude`)."""
+        return [
+            s
             for key, s in self._sources.items()
             if key[0] == camera_id and key != exclude and s.running and not s.ended
-        )
-        return shared + len(self._holds.get(camera_id, ()))
+        ]
+
+    def _open_count(self, camera_id: str, exclude: tuple[str, str] | None = None) -> int:
+        return len(self._open(camera_id, exclude)) + len(self._holds.get(camera_id, ()))
 
     def _tunnels(self, camera_id: str) -> int:
         try:
@@ -302,12 +303,8 @@ class SessionHub:
             if not users and time.monotonic() < source.claimed_until:
                 users = {source.claimed_by}  # opened for a consumer on its way
             if not users or (kind not in BACKGROUND and users <= BACKGROUND):
-                name = self._names.get(other, other[1])
-                log.info("camera %s: closing its %s session to make room", camera_id, name)
-                self._sources.pop(other)
-                self._names.pop(other, None)
-                source.close()
-                self._closing.add(source)
+                log.info("camera %s: closing its %s session to make room", camera_id, source.stream)
+                self._retire(other)
 
     def _admit(self, camera_id: str, key: tuple[str, str] | None, kind: str) -> None:
         limit = self._limit_of(camera_id)
@@ -319,11 +316,7 @@ class SessionHub:
         if count < limit:
             return
         self.refused += 1
-        streams = sorted(
-            self._names.get(k, k[1])
-            for k, s in self._sources.items()
-            if k[0] == camera_id and s.running and not s.ended
-        )
+        streams = sorted(s.stream for s in self._open(camera_id))
         holds = sorted(h.kind for h in self._holds.get(camera_id, ()))
         held = ", ".join([*streams, *holds, *(["cloud tunnel"] * tunnels)]) or "none"
         message = (
@@ -337,7 +330,6 @@ class SessionHub:
         for key, source in list(self._sources.items()):
             if not source.subscribers and not source.running:
                 del self._sources[key]
-                self._names.pop(key, None)
 
     # ---- loopback server -----------------------------------------------------------------
 
@@ -361,9 +353,7 @@ class SessionHub:
 
     def sources_status(self) -> list[dict[str, Any]]:
         """Each shared session, as the restream status lists them."""
-        return [
-            {**s.status(), "stream": self._names.get(k, s.stream)} for k, s in self._sources.items()
-        ]
+        return [s.status() for s in self._sources.values()]
 
     def status(self, camera_ids: Sequence[str] = ()) -> dict[str, Any]:
         """Per camera: its budget, the sessions it holds and who consumes each."""
@@ -372,7 +362,7 @@ class SessionHub:
         for cid in dict.fromkeys(known):
             streams = [
                 {
-                    "stream": self._names.get(k, s.stream),
+                    "stream": s.stream,
                     "upstream": s.state,
                     "open": s.running,
                     "consumers": s.consumers(),

@@ -48,7 +48,38 @@ class PushTarget:
             return ffmpeg_format(self.url)[0]
 
 
-class PushRelay:
+class Relay:
+    """What every relay has (`PushRelay` here, `agent.media.push_ffmpeg.FfmpegRelay`): its
+    source and target, timeouts, and the shape of its status."""
+
+    def __init__(
+        self,
+        source_url: str,
+        target: PushTarget,
+        *,
+        name: str = "",
+        open_timeout: float = 10.0,
+        read_timeout: float = 10.0,
+    ) -> None:
+        if open_timeout <= 0 or read_timeout <= 0:
+            raise InvalidArgument("timeouts must be positive")
+        self.source_url = source_url
+        self.target = target
+        self.name = name or redact(source_url)
+        self.open_timeout = open_timeout
+        self.read_timeout = read_timeout
+
+    def _status_of(self, counters: dict[str, Any]) -> dict[str, Any]:
+        """The counters with the relay's name, and its URLs without credentials."""
+        return {
+            **counters,
+            "name": self.name,
+            "source": redact(self.source_url),
+            "target": redact(self.target.url),
+        }
+
+
+class PushRelay(Relay):
     """Relays `source_url` to `target` until cancelled, reconnecting both sides with backoff."""
 
     def __init__(
@@ -61,13 +92,9 @@ class PushRelay:
         read_timeout: float = 10.0,
         backoff: Backoff | None = None,
     ) -> None:
-        if open_timeout <= 0 or read_timeout <= 0:
-            raise InvalidArgument("timeouts must be positive")
-        self.source_url = source_url
-        self.target = target
-        self.name = name or redact(source_url)
-        self.open_timeout = open_timeout
-        self.read_timeout = read_timeout
+        super().__init__(
+            source_url, target, name=name, open_timeout=open_timeout, read_timeout=read_timeout
+        )
         self._backoff = backoff
         self._status = RelayStats().snapshot()
         self._pending = False
@@ -79,12 +106,7 @@ class PushRelay:
         """State, packets, bytes, reconnects, started_at (wall clock), source, target, and
         failures: `last_error` is the one being recovered from ("" again once packets reach
         the target), `last_failure` and `last_failure_at` (wall clock) the latest one, kept."""
-        return {
-            **self._status,
-            "name": self.name,
-            "source": redact(self.source_url),
-            "target": redact(self.target.url),
-        }
+        return self._status_of(self._status)
 
     async def run(self) -> None:
         """Relay until cancelled; the worker thread is stopped and joined before returning."""

@@ -39,7 +39,7 @@ from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from agent.errors import InvalidArgument
-from agent.media.push import PushTarget
+from agent.media.push import PushTarget, Relay
 from agent.media.remux import AUDIO_CODECS, TARGET_FORMATS, RelayState, RelayStats, redact
 from agent.net.backoff import Backoff
 from agent.secret import MASK, MIN_MASKED, mask
@@ -296,7 +296,7 @@ class _AttemptFailed(Exception):
     """One ffmpeg run ended or was stopped; the message is already masked."""
 
 
-class FfmpegRelay:
+class FfmpegRelay(Relay):
     """Relays `source_url` (RTSP) to `target` with the system `ffmpeg -c copy` until cancelled,
     restarting it with backoff. Same surface as `agent.media.push.PushRelay`."""
 
@@ -311,14 +311,10 @@ class FfmpegRelay:
         backoff: Backoff | None = None,
         ffmpeg: str | None = None,
     ) -> None:
-        if open_timeout <= 0 or read_timeout <= 0:
-            raise InvalidArgument("timeouts must be positive")
-        self.source_url = source_url
-        self.target = target
+        super().__init__(
+            source_url, target, name=name, open_timeout=open_timeout, read_timeout=read_timeout
+        )
         self.muxer, self._options = ffmpeg_format(target.url)
-        self.name = name or redact(source_url)
-        self.open_timeout = open_timeout
-        self.read_timeout = read_timeout
         self._backoff = backoff or Backoff()
         self._ffmpeg = ffmpeg
         self.stats = RelayStats()
@@ -341,12 +337,7 @@ class FfmpegRelay:
 
     def status(self) -> dict[str, Any]:
         """State, packets (video frames), bytes, reconnects, last error, started_at, target."""
-        return {
-            **self.stats.snapshot(),
-            "name": self.name,
-            "source": redact(self.source_url),
-            "target": redact(self.target.url),
-        }
+        return self._status_of(self.stats.snapshot())
 
     async def run(self) -> None:
         """Relay until cancelled; the child is stopped and reaped before returning."""

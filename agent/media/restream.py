@@ -53,6 +53,8 @@ MAX_TIMESTAMP_JUMP = 10.0  # seconds; a larger upstream jump re-anchors the trac
 MAX_GOP_PACKETS = 1024  # the last group of pictures, replayed to a new viewer, is bounded
 MAX_GOP_BYTES = 2 * 1024 * 1024
 REALM = "camera-agent"
+#: Consumers that give way (agent.media.hub): a session only they use is closed for another.
+BACKGROUND = frozenset({"qr", "snapshot"})
 ANCHOR_STEP = 50  # a re-anchored track starts 1/50 s after the last timestamp handed out
 
 
@@ -242,9 +244,7 @@ class CameraSource:
         if self.state == "streaming" and self._info is not None:
             return list(self._info)
         self._kick.set()  # a viewer is waiting: retry a failed upstream now
-        self._ensure_upstream()
-        if not self._fanout.count and not self.ended:
-            self._schedule_linger()
+        self._start()
         if self._attempt is None or self._attempt.done():
             self._attempt = asyncio.get_running_loop().create_future()
         attempt = self._attempt
@@ -265,9 +265,13 @@ class CameraSource:
         consumer of `kind` is expected within `timeout` seconds (until then the session counts
         as that consumer's, not as idle)."""
         now = time.monotonic()
-        if now >= self.claimed_until or self.claimed_by in ("qr", "snapshot"):
+        if now >= self.claimed_until or self.claimed_by in BACKGROUND:
             self.claimed_by = kind
         self.claimed_until = now + self._timeout
+        self._start()
+
+    def _start(self) -> None:
+        """The upstream running, and lingering while nobody subscribes."""
         self._ensure_upstream()
         if not self._fanout.count and not self.ended:
             self._schedule_linger()

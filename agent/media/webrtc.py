@@ -256,13 +256,7 @@ class WebRtcSessions:
         preferred = [
             c
             for c in RTCRtpSender.getCapabilities("video").codecs
-            if c.mimeType.lower() == "video/rtx"
-            or (hevc and c.mimeType.lower() == webrtc_h265.MIME_TYPE.lower())
-            or (
-                not hevc
-                and c.mimeType.lower() == "video/h264"
-                and str(c.parameters.get("packetization-mode")) == "1"
-            )
+            if c.mimeType.lower() == "video/rtx" or _carries(c, hevc=hevc)
         ]
         video_done = False
         relay: TalkRelay | None = None
@@ -272,10 +266,7 @@ class WebRtcSessions:
                 and not video_done
                 and transceiver.direction != "inactive"
             ):
-                if hevc:
-                    _keep_h265_only(transceiver)
-                else:
-                    _keep_h264_only(transceiver)
+                _keep_only(transceiver, hevc=hevc)
                 transceiver.setCodecPreferences(preferred)
                 transceiver.direction = "sendonly"
                 transceiver.sender.replaceTrack(track)
@@ -350,38 +341,32 @@ def _sends_audio(transceiver: Any) -> bool:
     )
 
 
-def _keep_h264_only(transceiver: Any) -> None:
-    """Drop every negotiated codec but H.264 (packetization-mode 1) and its RTX.
+def _carries(codec: Any, *, hevc: bool) -> bool:
+    """Whether a codec carries the feed's video: H.265 for a pass-through of H.265, else H.264
+    in packetization mode 1 (what the passed-through access units need)."""
+    mime = codec.mimeType.lower()
+    if hevc:
+        return bool(mime == webrtc_h265.MIME_TYPE.lower())
+    return mime == "video/h264" and str(codec.parameters.get("packetization-mode")) == "1"
+
+
+def _keep_only(transceiver: Any, *, hevc: bool) -> None:
+    """Drop every negotiated codec but the feed's (H.265, or H.264 packetization-mode 1) and
+    its RTX.
 
     aiortc negotiates an answer's codecs in setRemoteDescription, before codec preferences can
     be set on the transceiver it creates; an offer listing VP8 first (as browsers do) would
-    otherwise be answered with VP8 first, and the passed-through H.264 sent under VP8's payload
+    otherwise be answered with VP8 first, and the passed-through video sent under VP8's payload
     type. `_codecs` is the negotiated list aiortc's createAnswer and sender read.
     """
     codecs = list(getattr(transceiver, "_codecs", []))
-    kept = [
-        c
-        for c in codecs
-        if c.mimeType.lower() == "video/h264" and str(c.parameters.get("packetization-mode")) == "1"
-    ]
+    kept = [c for c in codecs if _carries(c, hevc=hevc)]
     pts = {c.payloadType for c in kept}
     rtx = [
         c for c in codecs if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in pts
     ]
+    if not kept and hevc:
+        raise Unsupported("the SDP offer has no H.265 for the camera's H.265 stream")
     if not kept:
         raise InvalidArgument("the SDP offer has no H.264 (packetization-mode=1)")
-    transceiver._codecs = kept + rtx
-
-
-def _keep_h265_only(transceiver: Any) -> None:
-    """Drop every negotiated codec but H.265 and its RTX (as `_keep_h264_only` does for
-    H.264): an H.265 stream passed through goes to a viewer whose offer lists H.265 only."""
-    codecs = list(getattr(transceiver, "_codecs", []))
-    kept = [c for c in codecs if c.mimeType.lower() == webrtc_h265.MIME_TYPE.lower()]
-    pts = {c.payloadType for c in kept}
-    rtx = [
-        c for c in codecs if c.mimeType.lower() == "video/rtx" and c.parameters.get("apt") in pts
-    ]
-    if not kept:
-        raise Unsupported("camera stream is not H.264")
     transceiver._codecs = kept + rtx
