@@ -226,6 +226,8 @@ async def test_stalled_ffmpeg_is_killed_and_restarted(cam: SimCamera, tmp_path: 
         assert stalled is not None
         os.kill(stalled, signal.SIGSTOP)
         await wait_until(lambda: relay.pid not in (None, stalled), 10, "a new ffmpeg")
+        # the watcher samples every 20 ms: let it record the new one before counting
+        await wait_until(lambda: relay.pid in pids, 2, "the new ffmpeg recorded")
         assert relay.status()["reconnects"] >= 1
         assert "no data for 1.5 s" in relay.status()["last_error"]
         assert _gone(stalled)
