@@ -172,6 +172,12 @@ async def test_a_consumer_past_the_budget_is_refused_with_the_reason(world: Worl
     main = agent.restream.url(cam_id).replace("rtsp://", login)
     sub = agent.restream.url(cam_id, "sub").replace("rtsp://", login)
     viewing = asyncio.create_task(asyncio.to_thread(_decode, main, 5, 6.0))
+
+    def main_viewed() -> bool:  # the viewer is on main (QR scanning may have held sub first)
+        streams = agent.hub.status()["cameras"].get(cam_id, {}).get("streams", [])
+        return any(x["stream"] == "main" and x["consumers"].get("restream") for x in streams)
+
+    await wait_until(main_viewed, 10)
     await wait_until(lambda: agent.hub.held(cam_id) == 1, 10)
     with pytest.raises(av.error.FFmpegError) as refused:  # RTSP 453 from the agent
         await asyncio.to_thread(_decode, sub, 1)
